@@ -1,0 +1,111 @@
+"""Argument checks shared by every optimizer and schedule.
+
+Each check raises when the optimizer or schedule is *built*, so that a bad hyperparameter never
+surfaces as a trace from inside XLA. Messages follow one pattern: the argument's name, the value
+it was given, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def _describe(value: Any) -> str:
+    return repr(value)
+
+
+def check_real(name: str, value: Any) -> float:
+    """Return ``value`` as a Python float; refuse bools, non-numbers and NaN."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        # numpy / jax scalars are accepted if they convert losslessly to a float.
+        try:
+            if isinstance(value, bool) or getattr(value, "ndim", 0) != 0:
+                raise TypeError
+            converted = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name}={_describe(value)} is invalid: expected a real number "
+                f"(got {type(value).__name__})"
+            ) from None
+    else:
+        converted = float(value)
+    if math.isnan(converted):
+        raise ValueError(f"{name}={_describe(value)} is invalid: expected a number, not NaN")
+    return converted
+
+
+def check_finite(name: str, value: Any) -> float:
+    converted = check_real(name, value)
+    if not math.isfinite(converted):
+        raise ValueError(f"{name}={_describe(value)} is invalid: expected a finite number")
+    return converted
+
+
+def check_range(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    allowed_extra: Iterable[float] = (),
+) -> float:
+    """Check ``low <(=) value <(=) high`` (or ``value in allowed_extra``) and return it as a float.
+
+    The message states the interval in mathematical notation, e.g. ``[0, 1)``.
+    """
+    converted = check_real(name, value)
+    extras = tuple(allowed_extra)
+    if converted in extras:
+        return converted
+    ok = True
+    if low is not None:
+        ok &= converted >= low if low_inclusive else converted > low
+    if high is not None:
+        ok &= converted <= high if high_inclusive else converted < high
+    if not ok:
+        left = ("[" if low_inclusive else "(") + ("-inf" if low is None else f"{low:g}")
+        right = ("inf" if high is None else f"{high:g}") + ("]" if high_inclusive else ")")
+        allowed = f"a value in {left}, {right}"
+        if extras:
+            allowed += " or " + " or ".join(f"{e:g}" for e in extras)
+        raise ValueError(f"{name}={_describe(value)} is invalid: expected {allowed}")
+    return converted
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, allowed_extra=()) -> int:
+    """Check that ``value`` is an integer (bools refused) ``>= low`` or in ``allowed_extra``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TypeError(
+                f"{name}={_describe(value)} is invalid: expected an integer "
+                f"(got {type(value).__name__})"
+            )
+    value = int(value)
+    if value in tuple(allowed_extra):
+        return value
+    if low is not None and value < low:
+        extra = "".join(f" or {e}" for e in allowed_extra)
+        raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {low}{extra}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{name}={_describe(value)} is invalid: expected one of {', '.join(map(repr, choices))}"
+        )
+    return value
+
+
+def check_callable_or_real(name: str, value: Any) -> Callable[..., Any] | float:
+    if callable(value):
+        return value
+    return check_real(name, value)

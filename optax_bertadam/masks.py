@@ -1,0 +1,130 @@
+"""Weight-decay masks built from parameter names, the way PyTorch users build ``no_decay`` groups.
+
+PyTorch BERT scripts split parameters into two groups by name::
+
+  no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight']
+  groups = [{'params': [p for n, p in model.named_parameters()
+                        if not any(nd in n for nd in no_decay)], 'weight_decay': 0.01},
+            {'params': [p for n, p in model.named_parameters()
+                        if any(nd in n for nd in no_decay)], 'weight_decay': 0.0}]
+
+In optax the same choice is a mask: a tree of bools with the parameters' structure, True where
+weight decay applies. :func:`decay_mask` builds it from the parameter paths of a Flax (NNX or
+Linen) or any other pytree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jax
+
+PyTree = Any
+
+DEFAULT_NO_DECAY = ("bias", "LayerNorm", "layer_norm", "ln")
+
+
+def _key_name(key: Any) -> str | None:
+    if isinstance(key, jax.tree_util.DictKey):
+        return str(key.key)
+    if isinstance(key, jax.tree_util.SequenceKey):
+        return str(key.idx)
+    if isinstance(key, jax.tree_util.GetAttrKey):
+        # flax.nnx wraps each array in a Variable whose child is its `.value`: not part of the name.
+        return None if key.name == "value" else key.name
+    if isinstance(key, jax.tree_util.FlattenedIndexKey):
+        return str(key.key)
+    return str(key)
+
+
+def parameter_name(path: Sequence[Any], separator: str = "/") -> str:
+    """The name of a parameter from its pytree path, e.g. ``encoder/layer_0/attention/bias``."""
+    return separator.join(name for name in map(_key_name, path) if name is not None)
+
+
+def parameter_names(params: PyTree, separator: str = "/") -> list[str]:
+    """Names of every leaf of ``params``, in ``jax.tree.leaves`` order."""
+    paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    return [parameter_name(path, separator) for path, _ in paths_and_leaves]
+
+
+def _component_matches(component: str, pattern: str) -> bool:
+    # "LayerNorm" matches "LayerNorm", Linen's auto-named "LayerNorm_0" and "ln_1"-style names,
+    # but "ln" does not match "kernel" or "vulnerable": a pattern names a whole path component.
+    if component == pattern:
+        return True
+    return component.startswith(pattern) and (
+        component[len(pattern)] == "_" or component[len(pattern)].isdigit()
+    )
+
+
+def decay_mask(params: PyTree, exclude: Iterable[str] = DEFAULT_NO_DECAY) -> PyTree:
+    """A weight-decay mask: False for parameters whose path has a component named in ``exclude``.
+
+    With the default ``exclude`` this selects what BERT's
+    ``no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight']`` selects: biases and every
+    LayerNorm parameter (``scale``/``weight`` and ``bias``) are not decayed.
+
+    A path component matches an entry when it equals it or starts with it followed by ``_`` or a
+    digit (``LayerNorm_0``, ``ln_1``); ``"ln"`` does not match ``"kernel"``.
+
+    Args:
+      params: the parameter tree (a dict, ``flax.nnx.State``, Linen ``params``, ...).
+      exclude: names of path components that turn decay off.
+
+    Returns:
+      A tree with the structure of ``params`` whose leaves are Python bools (True = decay).
+    """
+    if isinstance(exclude, str):
+        raise TypeError(
+            f"exclude={exclude!r} is invalid: expected a sequence of names, e.g. ('bias', 'LayerNorm')"
+        )
+    patterns = tuple(exclude)
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"exclude={patterns!r} is invalid: every entry must be a non-empty str")
+
+    def is_decayed(path, _):
+        components = [name for name in map(_key_name, path) if name is not None]
+        return not any(_component_matches(c, p) for c in components for p in patterns)
+
+    return jax.tree_util.tree_map_with_path(is_decayed, params)
+
+
+def regex_decay_mask(
+    params: PyTree,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+) -> PyTree:
+    """A mask chosen by regular expressions on ``/``-joined parameter names (Keras rules).
+
+    Reproduces ``transformers.AdamWeightDecay._do_use_weight_decay``: a parameter is decayed if any
+    ``include`` pattern ``re.search``-es its name; otherwise not if any ``exclude`` pattern does;
+    otherwise it is.
+    """
+    include = _compile_patterns("include_in_weight_decay", include)
+    exclude = _compile_patterns("exclude_from_weight_decay", exclude)
+
+    def is_decayed(path, _):
+        name = parameter_name(path)
+        if any(p.search(name) for p in include):
+            return True
+        return not any(p.search(name) for p in exclude)
+
+    return jax.tree_util.tree_map_with_path(is_decayed, params)
+
+
+def _compile_patterns(argname: str, patterns: Iterable[str] | None) -> list[re.Pattern]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, str):
+        raise TypeError(f"{argname}={patterns!r} is invalid: expected a list of regex strings")
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as err:
+            raise ValueError(f"{argname} entry {pattern!r} is not a valid regex: {err}") from None
+    return compiled

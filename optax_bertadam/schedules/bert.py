@@ -1,0 +1,283 @@
+"""The six learning-rate schedules of BertAdam (DeepSpeedExamples ``bing_bert``).
+
+Two layers, mirroring upstream:
+
+* The six *multiplier* functions with upstream's own signatures (``warmup_linear(x, warmup)``,
+  ``warmup_exp_decay_poly(global_step, total_steps, ...)``, ...). They are pure ``jnp`` functions:
+  jit, vmap and plot them.
+* :func:`bert_schedule`, which turns a schedule name and BertAdam's ``lr``/``t_total``/``warmup``
+  into an optax schedule ``count -> learning rate`` (``count`` = updates already applied). Update
+  ``k`` uses ``lr * SCHEDULE(k / t_total, warmup)`` for the first three schedules and
+  ``lr * SCHEDULE(k, ..., total_steps=t_total, warmup)`` for the three global-step ones.
+
+Upstream behaviour kept on purpose (users rely on it): ``warmup=-1`` makes every ``x < warmup`` test
+false; ``warmup_linear`` drops from 1 to ``1 - warmup`` at the end of warmup and goes negative past
+``t_total`` (``clamp_at_zero=True`` in :func:`bert_schedule` is an opt-in fix).
+
+Deliberate deviations from upstream (both are crashes there):
+
+* ``warmup_cosine`` calls ``torch.cos`` on a Python float and raises ``TypeError`` once warmup is
+  over; here it is ``0.5 * (1 + cos(pi * x))``, the evident intent.
+* ``BertAdam.step`` calls every schedule as ``SCHEDULE(step / t_total, warmup)``, which raises
+  ``TypeError`` for the three global-step schedules. Here they work inside the optimizer with the
+  global step, exactly as DeepSpeed's training script drives them by hand.
+
+The branch ``x < warmup`` is decided on the integer ``count`` against a boundary computed once, in
+Python double precision, when the schedule is built: a float32 ``count / t_total < warmup``
+inside jit picks the other branch at the boundary step for some (warmup, t_total) pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+from optax_bertadam import _validation
+
+Array = Any
+
+SCHEDULE_NAMES = (
+    "warmup_cosine",
+    "warmup_constant",
+    "warmup_linear",
+    "warmup_linear_decay_exp",
+    "warmup_exp_decay_exp",
+    "warmup_exp_decay_poly",
+)
+# Schedules that upstream calls with the global step and total_steps rather than x = step/t_total.
+GLOBAL_STEP_SCHEDULES = ("warmup_linear_decay_exp", "warmup_exp_decay_exp", "warmup_exp_decay_poly")
+
+# schedule name -> (required keyword arguments, optional keyword arguments with upstream defaults)
+SCHEDULE_KWARGS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
+    "warmup_cosine": ((), {}),
+    "warmup_constant": ((), {}),
+    "warmup_linear": ((), {}),
+    "warmup_linear_decay_exp": (("decay_rate", "decay_steps"), {}),
+    "warmup_exp_decay_exp": (("decay_rate", "decay_steps"), {"degree": 2.0}),
+    "warmup_exp_decay_poly": ((), {"warm_degree": 1.5, "degree": 2.0}),
+}
+
+
+def _as_float(x: Array) -> Array:
+    # Default float dtype: float32, or float64 under jax.enable_x64(True).
+    return jnp.asarray(x, dtype=float)
+
+
+def _in_warmup(x: Array, warmup: float, in_warmup: Array | None) -> Array:
+    return x < warmup if in_warmup is None else in_warmup
+
+
+def warmup_cosine(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
+    """``x / warmup`` while ``x < warmup``, then ``0.5 * (1 + cos(pi * x))``.
+
+    Upstream raises ``TypeError`` after warmup (``torch.cos`` of a float); this is the evident intent.
+
+    Args:
+      x: training progress ``step / t_total``.
+      warmup: warmup fraction of ``t_total`` (``-1``: no warmup).
+      in_warmup: optional precomputed ``x < warmup`` (see :func:`bert_schedule`).
+    """
+    x = _as_float(x)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, 0.5 * (1.0 + jnp.cos(jnp.pi * x)))
+
+
+def warmup_constant(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
+    """``x / warmup`` while ``x < warmup``, then ``1``."""
+    x = _as_float(x)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, jnp.ones_like(x))
+
+
+def warmup_linear(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
+    """``1`` if ``warmup == 0``; else ``x / warmup`` while ``x < warmup``, then ``1 - x``.
+
+    Faithful to upstream: the rate drops from 1 to ``1 - warmup`` at the end of warmup, and is
+    negative past ``t_total`` (``x > 1``).
+    """
+    x = _as_float(x)
+    if warmup == 0.0:
+        return jnp.ones_like(x)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, 1.0 - x)
+
+
+def warmup_linear_decay_exp(
+    global_step: Array,
+    decay_rate: float,
+    decay_steps: float,
+    total_steps: float,
+    warmup: float = 0.002,
+    *,
+    in_warmup: Array | None = None,
+) -> Array:
+    """``1`` if ``warmup == 0``; else ``x / warmup`` while ``x = global_step / total_steps < warmup``,
+    then ``decay_rate ** ((global_step - warmup * total_steps) / decay_steps)``."""
+    step = _as_float(global_step)
+    x = step / total_steps
+    if warmup == 0.0:
+        return jnp.ones_like(x)
+    decayed = jnp.power(decay_rate, (step - warmup * total_steps) / decay_steps)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, decayed)
+
+
+def warmup_exp_decay_exp(
+    global_step: Array,
+    decay_rate: float,
+    decay_steps: float,
+    total_steps: float,
+    warmup: float = 0.002,
+    degree: float = 2.0,
+    *,
+    in_warmup: Array | None = None,
+) -> Array:
+    """``1`` if ``warmup == 0``; else ``(x / warmup) ** degree`` while ``x < warmup``, then
+    ``decay_rate ** ((global_step - warmup * total_steps) / decay_steps)``."""
+    step = _as_float(global_step)
+    x = step / total_steps
+    if warmup == 0.0:
+        return jnp.ones_like(x)
+    decayed = jnp.power(decay_rate, (step - warmup * total_steps) / decay_steps)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), jnp.power(x / warmup, degree), decayed)
+
+
+def warmup_exp_decay_poly(
+    global_step: Array,
+    total_steps: float,
+    warmup: float = 0.002,
+    warm_degree: float = 1.5,
+    degree: float = 2.0,
+    *,
+    in_warmup: Array | None = None,
+) -> Array:
+    """``(x / warmup) ** warm_degree`` while ``x = global_step / total_steps < warmup``, then
+    ``(1 - x) ** degree``. (No ``warmup == 0`` special case upstream: it decays from step 0.)"""
+    step = _as_float(global_step)
+    x = step / total_steps
+    # Outside warmup the first branch may divide by warmup == 0: where() discards it.
+    warm = jnp.power(x / warmup, warm_degree) if warmup != 0.0 else jnp.zeros_like(x)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), warm, jnp.power(1.0 - x, degree))
+
+
+SCHEDULES: dict[str, Callable[..., Array]] = {
+    "warmup_cosine": warmup_cosine,
+    "warmup_constant": warmup_constant,
+    "warmup_linear": warmup_linear,
+    "warmup_linear_decay_exp": warmup_linear_decay_exp,
+    "warmup_exp_decay_exp": warmup_exp_decay_exp,
+    "warmup_exp_decay_poly": warmup_exp_decay_poly,
+}
+
+
+def warmup_end_count(t_total: int, warmup: float) -> int:
+    """The first update count ``c >= 0`` for which upstream's ``c / t_total < warmup`` is false.
+
+    Computed with Python floats (IEEE double), exactly as PyTorch's BertAdam decides it, so that the
+    jitted schedule can test ``count < warmup_end_count`` on integers in any precision.
+    """
+    count = max(0, math.ceil(warmup * t_total))
+    # ceil(warmup * t_total) is off by at most one step from the double-precision decision.
+    while count > 0 and not ((count - 1) / t_total < warmup):
+        count -= 1
+    while count / t_total < warmup:
+        count += 1
+    return count
+
+
+def validate_schedule_kwargs(schedule: str, schedule_kwargs: Mapping[str, Any] | None) -> dict:
+    """Check ``schedule_kwargs`` against what ``schedule`` takes; return them with defaults filled."""
+    required, optional = SCHEDULE_KWARGS[schedule]
+    given = dict(schedule_kwargs or {})
+    unknown = sorted(set(given) - set(required) - set(optional))
+    if unknown:
+        allowed = ", ".join(required + tuple(optional)) or "none"
+        raise ValueError(
+            f"schedule_kwargs={given!r} is invalid for schedule={schedule!r}: unknown "
+            f"{', '.join(map(repr, unknown))}; allowed keys: {allowed}"
+        )
+    missing = [k for k in required if k not in given]
+    if missing:
+        raise ValueError(
+            f"schedule_kwargs={schedule_kwargs!r} is invalid for schedule={schedule!r}: it needs "
+            f"{', '.join(map(repr, missing))} (e.g. schedule_kwargs={{'decay_rate': 0.99, "
+            f"'decay_steps': 1000}})"
+        )
+    resolved = {**optional, **given}
+    for key, value in resolved.items():
+        if key == "decay_rate":
+            _validation.check_range(f"schedule_kwargs[{key!r}]", value, low=0.0, low_inclusive=False)
+        elif key == "decay_steps":
+            _validation.check_range(f"schedule_kwargs[{key!r}]", value, low=0.0, low_inclusive=False)
+        else:
+            _validation.check_finite(f"schedule_kwargs[{key!r}]", value)
+        resolved[key] = float(value)
+    return resolved
+
+
+def bert_schedule(
+    schedule: str,
+    learning_rate: float,
+    t_total: int = -1,
+    warmup: float = -1,
+    *,
+    schedule_kwargs: Mapping[str, Any] | None = None,
+    clamp_at_zero: bool = False,
+) -> Callable[[Array], Array]:
+    r"""BertAdam's scheduled learning rate as an optax schedule ``count -> lr``.
+
+    For update ``k`` (``k`` updates already applied):
+
+    .. math::
+      \mathrm{lr}_k = \mathrm{lr} \cdot
+      \begin{cases}
+        \mathrm{SCHEDULE}(k / t_\mathrm{total}, w) & \text{first three schedules}\\
+        \mathrm{SCHEDULE}(k, \ldots, t_\mathrm{total}, w) & \text{global-step schedules}\\
+        1 & t_\mathrm{total} = -1
+      \end{cases}
+
+    which is what ``BertAdam(..., schedule=name).step()`` applies (DeepSpeedExamples
+    ``bing_bert/pytorch_pretrained_bert/optimization.py``; for the global-step schedules, what
+    DeepSpeed's training script sets as ``param_group['lr']`` before each step).
+
+    Args:
+      schedule: one of :data:`SCHEDULE_NAMES`.
+      learning_rate: BertAdam's ``lr`` (>= 0).
+      t_total: total number of updates, or ``-1`` for a constant rate.
+      warmup: warmup as a fraction of ``t_total`` in ``[0, 1)``, or ``-1`` for none.
+      schedule_kwargs: ``decay_rate``, ``decay_steps`` (required by the two ``*_decay_exp``
+        schedules), ``degree``, ``warm_degree`` (optional, upstream defaults).
+      clamp_at_zero: opt-in: never return a negative rate (``warmup_linear`` past ``t_total``).
+
+    Returns:
+      A pure, jittable function of the update count.
+    """
+    schedule = _validation.check_choice("schedule", schedule, SCHEDULE_NAMES)
+    learning_rate = _validation.check_range("learning_rate", learning_rate, low=0.0)
+    t_total = _validation.check_int("t_total", t_total, low=1, allowed_extra=(-1,))
+    warmup = _validation.check_range(
+        "warmup", warmup, low=0.0, high=1.0, high_inclusive=False, allowed_extra=(-1.0,)
+    )
+    kwargs = validate_schedule_kwargs(schedule, schedule_kwargs)
+
+    if t_total == -1:
+        def constant_schedule(count: Array) -> Array:
+            del count
+            return _as_float(learning_rate)
+
+        return constant_schedule
+
+    boundary = warmup_end_count(t_total, warmup)
+    multiplier_fn = SCHEDULES[schedule]
+
+    def schedule_fn(count: Array) -> Array:
+        in_warmup = jnp.asarray(count) < boundary
+        if schedule in GLOBAL_STEP_SCHEDULES:
+            multiplier = multiplier_fn(
+                count, total_steps=t_total, warmup=warmup, in_warmup=in_warmup, **kwargs
+            )
+        else:
+            multiplier = multiplier_fn(_as_float(count) / t_total, warmup, in_warmup=in_warmup)
+        lr = learning_rate * multiplier
+        return jnp.maximum(lr, 0.0) if clamp_at_zero else lr
+
+    return schedule_fn

@@ -1,0 +1,248 @@
+"""Building blocks of BertAdam and friends, each an ``optax.GradientTransformation``.
+
+``bertadam`` is a chain of these; users can also compose them by hand::
+
+  optax.chain(
+      clip_grad_norm(1.0, per_tensor=True),       # torch.nn.utils.clip_grad_norm_(p, 1.0), per p
+      scale_by_bias_free_adam(0.9, 0.999, 1e-6),   # next_m / (sqrt(next_v) + e)
+      add_decayed_weights(0.01, mask),             # + weight_decay * p
+      scale_by_scheduled_learning_rate(schedule),  # * -lr_t, with get_lr() support
+  )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_bertadam import _validation
+
+Array = Any
+PyTree = Any
+
+# torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing.
+TORCH_CLIP_EPS = 1e-6
+
+
+def _torch_clip_coefficient(norm: Array, max_norm: float) -> Array:
+    # torch: clip_coef = max_norm / (total_norm + 1e-6); grads *= clamp(clip_coef, max=1.0).
+    return jnp.minimum(max_norm / (norm + TORCH_CLIP_EPS), 1.0)
+
+
+def _l2_norm(x: Array) -> Array:
+    # Accumulate low-precision gradients in float32, as torch's vector_norm does.
+    acc = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return jnp.sqrt(jnp.sum(jnp.square(acc)))
+
+
+def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.GradientTransformation:
+    r"""Clip gradients exactly as ``torch.nn.utils.clip_grad_norm_`` does.
+
+    .. math::
+      g \leftarrow g \cdot \min\left(1, \frac{\text{max\_norm}}{\lVert g \rVert_2 + 10^{-6}}\right)
+
+    With ``per_tensor=True`` the norm is that of each tensor alone, which is what BertAdam does
+    (``clip_grad_norm_(p, max_grad_norm)`` inside its loop over parameters). With
+    ``per_tensor=False`` it is the global norm of the whole tree, i.e.
+    ``clip_grad_norm_(model.parameters(), max_norm)``. Unlike ``optax.clip_by_global_norm``, the
+    coefficient carries torch's ``+1e-6`` and is applied even when it is 1.
+
+    Args:
+      max_norm: the largest norm allowed (> 0).
+      per_tensor: clip each tensor by its own norm (BertAdam) instead of the global norm.
+    """
+    max_norm = _validation.check_range("max_norm", max_norm, low=0.0, low_inclusive=False)
+
+    def update_fn(updates, state, params=None):
+        del params
+        if per_tensor:
+            updates = jax.tree.map(
+                lambda g: g * _torch_clip_coefficient(_l2_norm(g), max_norm).astype(g.dtype),
+                updates,
+            )
+        else:
+            leaves = jax.tree.leaves(updates)
+            total = jnp.sqrt(sum(jnp.square(_l2_norm(g)) for g in leaves))
+            coefficient = _torch_clip_coefficient(total, max_norm)
+            updates = jax.tree.map(lambda g: g * coefficient.astype(g.dtype), updates)
+        return updates, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+class ScaleByBiasFreeAdamState(NamedTuple):
+    """BertAdam's moments, named as upstream names them."""
+
+    next_m: PyTree
+    next_v: PyTree
+
+
+def scale_by_bias_free_adam(
+    b1: float = 0.9, b2: float = 0.999, e: float = 1e-6, *, moment_dtype: Any = None
+) -> optax.GradientTransformation:
+    r"""Adam's moments without bias correction, ``e`` outside the square root (BertAdam).
+
+    .. math::
+      m \leftarrow b_1 m + (1 - b_1) g, \quad
+      v \leftarrow b_2 v + (1 - b_2) g^2, \quad
+      u = \frac{m}{\sqrt{v} + e}
+
+    Reproduces the moment lines of ``BertAdam.step``: ``next_m.mul_(b1).add_(g, alpha=1-b1)``,
+    ``next_v.mul_(b2).addcmul_(g, g, value=1-b2)``, ``next_m / (next_v.sqrt() + e)``. Unlike
+    ``optax.scale_by_adam`` there is no ``1 - b^t`` correction, so early updates are small.
+
+    Args:
+      b1: decay of the first moment, in ``[0, 1)``.
+      b2: decay of the second moment, in ``[0, 1)``.
+      e: added to ``sqrt(v)``, ``>= 0``.
+      moment_dtype: dtype of ``next_m``/``next_v`` (default: that of each parameter), e.g.
+        ``jnp.float32`` for bfloat16 parameters.
+    """
+    b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
+    b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
+    e = _validation.check_range("e", e, low=0.0)
+
+    def init_fn(params):
+        zeros = lambda p: jnp.zeros_like(p, dtype=moment_dtype or p.dtype)
+        return ScaleByBiasFreeAdamState(jax.tree.map(zeros, params), jax.tree.map(zeros, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        next_m = jax.tree.map(
+            lambda m, g: b1 * m + (1.0 - b1) * g.astype(m.dtype), state.next_m, updates
+        )
+        next_v = jax.tree.map(
+            lambda v, g: b2 * v + (1.0 - b2) * jnp.square(g.astype(v.dtype)), state.next_v, updates
+        )
+        # The update keeps the gradient's dtype so that parameters keep theirs.
+        scaled = jax.tree.map(
+            lambda m, v, g: (m / (jnp.sqrt(v) + e)).astype(g.dtype), next_m, next_v, updates
+        )
+        return scaled, ScaleByBiasFreeAdamState(next_m, next_v)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def check_mask_matches(mask: PyTree, params: PyTree, argname: str) -> None:
+    """Refuse a mask whose tree structure differs from the parameters', naming the argument."""
+    mask_structure = jax.tree.structure(mask)
+    params_structure = jax.tree.structure(params)
+    if mask_structure != params_structure:
+        raise ValueError(
+            f"{argname} does not match the parameters: the mask has structure {mask_structure}, "
+            f"the parameters have {params_structure}. Build it from the same tree, e.g. "
+            "optax_bertadam.decay_mask(params)."
+        )
+    for leaf in jax.tree.leaves(mask):
+        if not isinstance(leaf, (bool, np.bool_)):
+            raise TypeError(
+                f"{argname} is invalid: its leaves must be Python bools (True = apply), got a "
+                f"{type(leaf).__name__} leaf {leaf!r}"
+            )
+
+
+def add_decayed_weights(
+    weight_decay: float, mask: PyTree | Callable[[PyTree], PyTree] | None = None
+) -> optax.GradientTransformation:
+    r"""Decoupled weight decay: ``u <- u + weight_decay * p`` where the mask is True.
+
+    This is BertAdam's ``update += weight_decay * p.data`` (applied to the Adam direction, before
+    the learning rate multiplies it), and what ``param_groups`` with ``weight_decay=0.0`` for
+    ``no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight']`` express in PyTorch.
+
+    Unlike ``optax.add_decayed_weights``, the mask is checked against the parameters at ``init``
+    (a mismatch raises ``ValueError`` naming the mask), and its leaves are static Python bools, so
+    excluded tensors cost nothing at run time.
+
+    Args:
+      weight_decay: decay coefficient, ``>= 0``; ``0`` makes this the identity, as upstream's
+        ``if weight_decay > 0.0``.
+      mask: a tree of bools with the parameters' structure, or a function of the parameters
+        returning one; ``None`` decays every parameter.
+    """
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+
+    def resolve_mask(params):
+        if mask is None:
+            return jax.tree.map(lambda _: True, params)
+        return mask(params) if callable(mask) else mask
+
+    def init_fn(params):
+        if mask is not None:
+            check_mask_matches(resolve_mask(params), params, "weight_decay_mask")
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if weight_decay == 0.0:
+            return updates, state
+        if params is None:
+            raise ValueError(
+                "add_decayed_weights needs the parameters: call tx.update(grads, state, params)"
+            )
+        # The mask is matched by leaf order, not tree structure: flax.nnx.Optimizer hands init
+        # the Variable-wrapped state but update bare arrays (same leaves, other structure).
+        mask_leaves = jax.tree.leaves(resolve_mask(params))
+        update_leaves, treedef = jax.tree.flatten(updates)
+        param_leaves = jax.tree.leaves(params)
+        if not len(mask_leaves) == len(update_leaves) == len(param_leaves):
+            raise ValueError(
+                f"weight_decay_mask has {len(mask_leaves)} leaves but the updates have "
+                f"{len(update_leaves)} and the parameters {len(param_leaves)}"
+            )
+        decayed = [
+            u + (weight_decay * p).astype(u.dtype) if decay else u
+            for u, p, decay in zip(update_leaves, param_leaves, mask_leaves)
+        ]
+        return jax.tree.unflatten(treedef, decayed), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScheduledLearningRateState(NamedTuple):
+    """``count``: updates applied so far; ``learning_rate``: the rate the next update will use."""
+
+    count: Array
+    learning_rate: Array
+
+
+def scale_by_scheduled_learning_rate(
+    learning_rate: float | Callable[[Array], Array],
+) -> optax.GradientTransformation:
+    r"""Multiply updates by ``-learning_rate(count)`` and remember the next rate.
+
+    .. math:: u \leftarrow -\mathrm{lr}(k)\, u, \qquad k \leftarrow k + 1
+
+    Like ``optax.scale_by_learning_rate``, but the state also holds ``lr(k + 1)``, the rate the
+    next update will apply, so that :func:`optax_bertadam.get_lr` can read it from the state (the
+    optax equivalent of ``optimizer.get_lr()`` / ``optimizer.param_groups[0]['lr']``).
+
+    Args:
+      learning_rate: a constant, or a schedule ``count -> rate``.
+    """
+    if callable(learning_rate):
+        schedule = learning_rate
+    else:
+        constant = _validation.check_real("learning_rate", learning_rate)
+        schedule = lambda count: constant
+
+    def rate_at(count):
+        return jnp.asarray(schedule(count), dtype=float)
+
+    def init_fn(params):
+        del params
+        count = jnp.zeros([], jnp.int32)
+        return ScheduledLearningRateState(count=count, learning_rate=rate_at(count))
+
+    def update_fn(updates, state, params=None):
+        del params
+        rate = rate_at(state.count)
+        updates = jax.tree.map(lambda u: (-rate).astype(u.dtype) * u, updates)
+        count = optax.safe_increment(state.count)
+        return updates, ScheduledLearningRateState(count=count, learning_rate=rate_at(count))
+
+    return optax.GradientTransformation(init_fn, update_fn)

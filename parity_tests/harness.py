@@ -1,0 +1,192 @@
+"""One harness for every parity test: identical gradients into optax and into PyTorch.
+
+The parameter tree looks like a tiny BERT (embeddings, a LayerNorm, attention, feed-forward,
+pooler and a 0-d scalar), named the PyTorch way (``encoder.layer.0.attention.self.query.weight``).
+Gradients are drawn per step and per tensor with magnitudes spread over three decades, so that
+clipping sometimes engages and sometimes does not; one step has an all-zero gradient tensor.
+
+For each step the harness records, per tensor, ``max|p_jax - p_torch|`` divided by the tensor's
+largest magnitude over the run (``max|p_torch|``), and the
+learning rate each side reports for the next update, and returns the worst figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+import optax_bertadam as ob
+
+PARAM_SHAPES: dict[str, tuple[int, ...]] = {
+    "embeddings.word_embeddings.weight": (40, 8),
+    "embeddings.LayerNorm.weight": (8,),
+    "embeddings.LayerNorm.bias": (8,),
+    "encoder.layer.0.attention.self.query.weight": (8, 8),
+    "encoder.layer.0.attention.self.query.bias": (8,),
+    "encoder.layer.0.attention.output.LayerNorm.weight": (8,),
+    "encoder.layer.0.attention.output.LayerNorm.bias": (8,),
+    "encoder.layer.0.intermediate.dense.weight": (16, 8),
+    "encoder.layer.0.intermediate.dense.bias": (16,),
+    "pooler.dense.weight": (8, 8),
+    "cls.temperature": (),
+}
+TORCH_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+DTYPES = {"float32": (jnp.float32, torch.float32), "float64": (jnp.float64, torch.float64)}
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{'a.b': x}`` -> ``{'a': {'b': x}}``."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def flatten_names(tree: Any) -> list[str]:
+    return ob.parameter_names(tree, separator=".")
+
+
+def initial_params(seed: int = 0, shapes=PARAM_SHAPES) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {name: rng.normal(0.0, 0.5, shape) for name, shape in shapes.items()}
+
+
+def gradient_stream(steps: int, seed: int = 1, shapes=PARAM_SHAPES) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    stream = []
+    for step in range(steps):
+        grads = {}
+        for index, (name, shape) in enumerate(shapes.items()):
+            scale = 10.0 ** rng.uniform(-2.0, 1.0)
+            grads[name] = rng.normal(0.0, scale, shape)
+            if step == 3 and index == 1:
+                grads[name] = np.zeros(shape)
+        stream.append(grads)
+    return stream
+
+
+def torch_param_groups(named: dict[str, torch.nn.Parameter], weight_decay: float | None):
+    """DeepSpeed's grouping: ``no_decay`` parameters get weight_decay 0 (None: a single group)."""
+    if weight_decay is None:
+        return list(named.values())
+    decay = [p for n, p in named.items() if not any(nd in n for nd in TORCH_NO_DECAY)]
+    no_decay = [p for n, p in named.items() if any(nd in n for nd in TORCH_NO_DECAY)]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclasses.dataclass
+class TorchSide:
+    """A PyTorch optimizer (and optional per-step scheduler) over the harness parameters.
+
+    ``next_lr`` returns the rate the next update will use (None: not compared).
+    """
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+    next_lr: Callable[[], float] | None = None
+
+    def step(self) -> None:
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+@dataclasses.dataclass
+class ParityResult:
+    param_error: np.ndarray  # per step: worst tensor's max|diff| / max|torch|
+    worst_tensor: str  # the tensor behind the worst param_error
+    lr_error: np.ndarray | None  # per step: |lr_jax - lr_torch| / peak torch lr
+    peak_lr: float | None
+
+    @property
+    def worst_param_error(self) -> float:
+        return float(self.param_error.max())
+
+    @property
+    def worst_lr_error(self) -> float:
+        return 0.0 if self.lr_error is None else float(self.lr_error.max())
+
+
+def run_parity(
+    make_optax: Callable[[Any], optax.GradientTransformation],
+    make_torch: Callable[[dict[str, torch.nn.Parameter]], TorchSide],
+    *,
+    dtype: str = "float32",
+    steps: int = 120,
+    seed: int = 0,
+    shapes: dict[str, tuple[int, ...]] = PARAM_SHAPES,
+    compare_lr: bool = True,
+) -> ParityResult:
+    """Run both optimizers ``steps`` updates on identical gradients; compare after every update.
+
+    ``make_optax(params)`` returns the transformation (it gets the JAX parameter tree, e.g. to
+    build a mask); ``make_torch(named_parameters)`` returns a :class:`TorchSide`.
+    """
+    jax_dtype, torch_dtype = DTYPES[dtype]
+    with jax.enable_x64(dtype == "float64"):
+        init = initial_params(seed, shapes)
+        grads = gradient_stream(steps, seed + 1, shapes)
+
+        named = {n: torch.nn.Parameter(torch.tensor(v, dtype=torch_dtype)) for n, v in init.items()}
+        side = make_torch(named)
+        torch_params, torch_lrs = [], []
+        for step_grads in grads:
+            for name, p in named.items():
+                p.grad = torch.tensor(step_grads[name], dtype=torch_dtype)
+            side.step()
+            torch_params.append({n: p.detach().numpy().copy() for n, p in named.items()})
+            if compare_lr and side.next_lr is not None:
+                torch_lrs.append(float(side.next_lr()))
+
+        params = nest({n: jnp.asarray(v, dtype=jax_dtype) for n, v in init.items()})
+        tx = make_optax(params)
+        stacked = nest({n: jnp.asarray(np.stack([g[n] for g in grads]), dtype=jax_dtype)
+                        for n in shapes})
+        with_lr = compare_lr and side.next_lr is not None
+
+        def body(carry, step_grads):
+            params, state = carry
+            updates, state = tx.update(step_grads, state, params)
+            params = optax.apply_updates(params, updates)
+            lr = ob.get_lr(state) if with_lr else jnp.zeros([])
+            return (params, state), (params, lr)
+
+        _, (jax_params, jax_lrs) = jax.jit(lambda p, g: jax.lax.scan(body, (p, tx.init(p)), g))(
+            params, stacked
+        )
+        jax_flat = dict(zip(flatten_names(jax_params), jax.tree.leaves(jax_params)))
+        for name in shapes:
+            assert jax_flat[name].dtype == jax_dtype, (name, jax_flat[name].dtype)
+        jax_flat = {n: np.asarray(v) for n, v in jax_flat.items()}
+        jax_lrs = np.asarray(jax_lrs, dtype=np.float64)
+
+    per_tensor = {}
+    for name in shapes:
+        reference = np.stack([p[name] for p in torch_params]).reshape(steps, -1)
+        # A tensor's scale is its largest magnitude over the run: a 0-d parameter that passes
+        # through zero would otherwise turn a 1e-9 absolute difference into a large ratio.
+        scale = max(float(np.max(np.abs(reference))), 1e-30)
+        diff = np.max(np.abs(jax_flat[name].reshape(steps, -1) - reference), axis=1)
+        per_tensor[name] = diff / scale
+    errors = np.stack(list(per_tensor.values()))
+    param_error = errors.max(axis=0)
+    worst_tensor = list(per_tensor)[int(np.unravel_index(errors.argmax(), errors.shape)[0])]
+
+    lr_error = peak = None
+    if with_lr:
+        torch_lrs = np.asarray(torch_lrs)
+        peak = float(np.max(np.abs(torch_lrs)))
+        lr_error = np.abs(jax_lrs - torch_lrs) / max(peak, 1e-30)
+    return ParityResult(param_error=param_error, worst_tensor=worst_tensor, lr_error=lr_error, peak_lr=peak)

@@ -1,0 +1,122 @@
+"""BertAdam: optax_bertadam.bertadam against torch_ref.BertAdam (and the real upstream package)."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import pytest
+
+import optax_bertadam as ob
+import torch_ref
+from parity_tests import harness
+
+# Bounds from the issue: float32 parameters within 2e-5 relative per tensor, get_lr within 1e-6 of
+# the peak rate; float64 within 1e-12 for both.
+PARAM_TOL = {"float32": 2e-5, "float64": 1e-12}
+LR_TOL = {"float32": 1e-6, "float64": 1e-12}
+STEPS = 130  # t_total=100 below: leaves warmup, passes the end of the schedule
+DECAY_KWARGS = {"decay_rate": 0.9, "decay_steps": 10}
+
+
+def schedule_kwargs_for(schedule):
+    if schedule in ("warmup_linear_decay_exp", "warmup_exp_decay_exp"):
+        return dict(DECAY_KWARGS)
+    return None
+
+
+def check(result, dtype):
+    print(f"worst param error {result.worst_param_error:.3e}, lr error {result.worst_lr_error:.3e}")
+    assert result.worst_param_error <= PARAM_TOL[dtype]
+    assert result.worst_lr_error <= LR_TOL[dtype]
+
+
+def run_bertadam(dtype, *, masked=True, **kwargs):
+    weight_decay = kwargs.get("weight_decay", 0.01)
+
+    def make_optax(params):
+        mask = ob.decay_mask(params) if masked else None
+        return ob.bertadam(weight_decay_mask=mask, **kwargs)
+
+    def make_torch(named):
+        groups = harness.torch_param_groups(named, weight_decay if masked else None)
+        torch_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
+        opt = torch_ref.BertAdam(groups, **torch_kwargs)
+        return harness.TorchSide(opt, next_lr=lambda: opt.get_lr()[0])
+
+    return harness.run_parity(make_optax, make_torch, dtype=dtype, steps=STEPS)
+
+
+DTYPES = ["float32", "float64"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("clip_mode", ["per_tensor", "global"])
+@pytest.mark.parametrize("schedule", ob.SCHEDULE_NAMES)
+def test_every_schedule_and_clip_mode(schedule, clip_mode, dtype):
+    result = run_bertadam(
+        dtype, learning_rate=0.02, warmup=0.1, t_total=100, schedule=schedule,
+        clip_mode=clip_mode, schedule_kwargs=schedule_kwargs_for(schedule),
+    )
+    check(result, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(weight_decay=0.0),
+        dict(weight_decay=0.05),
+        dict(weight_decay=0.05, masked=False),
+        dict(b1=0.8, b2=0.95, e=1e-8),
+        dict(b1=0.0, b2=0.5, e=0.0),
+        dict(t_total=-1),
+        dict(warmup=0.0),
+        dict(warmup=-1),
+        dict(warmup=0.37, t_total=77),
+        dict(max_grad_norm=-1),
+        dict(max_grad_norm=0.3),
+        dict(max_grad_norm=0.3, clip_mode="global"),
+    ],
+    ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()),
+)
+def test_hyperparameter_variants(variant, dtype):
+    variant = dict(variant)
+    masked = variant.pop("masked", True)
+    kwargs = dict(learning_rate=0.02, warmup=0.1, t_total=100, schedule="warmup_linear")
+    kwargs.update(variant)
+    check(run_bertadam(dtype, masked=masked, **kwargs), dtype)
+
+
+def test_decay_mask_selects_the_torch_no_decay_group():
+    params = harness.nest({n: 0.0 for n in harness.PARAM_SHAPES})
+    mask = dict(zip(harness.flatten_names(params), jax.tree.leaves(ob.decay_mask(params))))
+    torch_rule = {n: not any(nd in n for nd in harness.TORCH_NO_DECAY) for n in harness.PARAM_SHAPES}
+    assert mask == torch_rule
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(t_total=-1), dict(schedule="warmup_constant", warmup=0.1, t_total=100),
+     dict(schedule="warmup_constant", warmup=-1, t_total=100, max_grad_norm=0.5)],
+    ids=["constant", "warmup_constant", "no_warmup"],
+)
+def test_against_the_real_pytorch_pretrained_bert(kwargs, dtype):
+    """The published ``pytorch_pretrained_bert`` 0.6.2 BertAdam shares the update rule and, for
+    ``warmup_constant`` and ``t_total=-1``, the schedule: compare with it directly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pytorch_pretrained_bert.optimization import BertAdam as UpstreamBertAdam
+
+    def make_optax(params):
+        return ob.bertadam(0.02, weight_decay_mask=ob.decay_mask(params), **kwargs)
+
+    def make_torch(named):
+        opt = UpstreamBertAdam(harness.torch_param_groups(named, 0.01), lr=0.02, **kwargs)
+        return harness.TorchSide(opt, next_lr=lambda: opt.get_lr()[0])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = harness.run_parity(make_optax, make_torch, dtype=dtype, steps=STEPS)
+    check(result, dtype)
