@@ -196,7 +196,7 @@ def add_decayed_weights(
             )
         decayed = [
             u + (weight_decay * p).astype(u.dtype) if decay else u
-            for u, p, decay in zip(update_leaves, param_leaves, mask_leaves)
+            for u, p, decay in zip(update_leaves, param_leaves, mask_leaves, strict=True)
         ]
         return jax.tree.unflatten(treedef, decayed), state
 

@@ -166,7 +166,7 @@ def run_parity(
         _, (jax_params, jax_lrs) = jax.jit(lambda p, g: jax.lax.scan(body, (p, tx.init(p)), g))(
             params, stacked
         )
-        jax_flat = dict(zip(flatten_names(jax_params), jax.tree.leaves(jax_params)))
+        jax_flat = dict(zip(flatten_names(jax_params), jax.tree.leaves(jax_params), strict=True))
         for name in shapes:
             assert jax_flat[name].dtype == jax_dtype, (name, jax_flat[name].dtype)
         jax_flat = {n: np.asarray(v) for n, v in jax_flat.items()}

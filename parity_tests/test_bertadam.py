@@ -90,7 +90,7 @@ def test_hyperparameter_variants(variant, dtype):
 
 def test_decay_mask_selects_the_torch_no_decay_group():
     params = harness.nest({n: 0.0 for n in harness.PARAM_SHAPES})
-    mask = dict(zip(harness.flatten_names(params), jax.tree.leaves(ob.decay_mask(params))))
+    mask = dict(zip(harness.flatten_names(params), jax.tree.leaves(ob.decay_mask(params)), strict=True))
     torch_rule = {n: not any(nd in n for nd in harness.TORCH_NO_DECAY) for n in harness.PARAM_SHAPES}
     assert mask == torch_rule
 
