@@ -20,9 +20,9 @@ def _describe(value: Any) -> str:
 def check_real(name: str, value: Any) -> float:
     """Return ``value`` as a Python float; refuse bools, non-numbers and NaN."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        # numpy / jax scalars are accepted if they convert losslessly to a float.
+        # 0-d numpy / jax arrays are accepted; strings and other objects are not.
         try:
-            if isinstance(value, bool) or getattr(value, "ndim", 0) != 0:
+            if isinstance(value, bool) or getattr(value, "ndim", None) != 0:
                 raise TypeError
             converted = float(value)
         except (TypeError, ValueError):

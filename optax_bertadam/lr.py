@@ -24,8 +24,9 @@ def register_learning_rate_state(state_type: type) -> type:
 
 
 def _unwrap(value: Any) -> Any:
-    # flax.nnx.Optimizer keeps its state in Variables; their array is `.value`.
-    return getattr(value, "value", value)
+    # flax.nnx.Optimizer keeps its state in Variables, whose array is `get_value()`.
+    get_value = getattr(value, "get_value", None)
+    return get_value() if callable(get_value) else value
 
 
 def get_lr(opt_state: Any) -> jax.Array:

@@ -1,0 +1,139 @@
+"""The six BertAdam schedules against torch_ref's (upstream's arithmetic in Python doubles)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torch_ref
+from optax_bertadam.schedules import bert
+
+KWARGS = {
+    "warmup_linear_decay_exp": {"decay_rate": 0.95, "decay_steps": 7.0},
+    "warmup_exp_decay_exp": {"decay_rate": 0.9, "decay_steps": 13.0, "degree": 3.0},
+    "warmup_exp_decay_poly": {"warm_degree": 1.5, "degree": 2.0},
+}
+# float32: 1e-6 of the larger of the rate and the peak rate; float64: 1e-12 of the same.
+TOL = {"float32": 1e-6, "float64": 1e-12}
+
+
+def reference(name, lr, t_total, warmup, counts, kwargs):
+    return np.array([lr * torch_ref.schedule_multiplier(name, int(c), t_total, warmup, kwargs)
+                     for c in counts])
+
+
+def compare(name, lr, t_total, warmup, counts, dtype):
+    kwargs = KWARGS.get(name)
+    expected = reference(name, lr, t_total, warmup, counts, kwargs)
+    with jax.enable_x64(dtype == "float64"):
+        fn = bert.bert_schedule(name, lr, t_total, warmup, schedule_kwargs=kwargs)
+        got = np.asarray(jax.jit(jax.vmap(fn))(jnp.asarray(counts)), dtype=np.float64)
+        scalar = float(jax.jit(fn)(int(counts[-1])))
+    scale = np.maximum(np.abs(expected), lr)
+    error = float(np.max(np.abs(got - expected) / scale))
+    assert error <= TOL[dtype], (name, t_total, warmup, error)
+    assert abs(scalar - expected[-1]) <= TOL[dtype] * scale[-1]
+    return error
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("warmup", [-1, 0.0, 0.1, 0.5])
+@pytest.mark.parametrize("name", bert.SCHEDULE_NAMES)
+def test_schedule_matches_reference_through_warmup_decay_and_past_the_end(name, warmup, dtype):
+    t_total = 200
+    counts = np.arange(0, int(1.5 * t_total))
+    compare(name, 3e-4, t_total, warmup, counts, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(bert.SCHEDULE_NAMES),
+    t_total=st.integers(1, 100_000),
+    warmup=st.one_of(st.just(-1.0), st.just(0.0), st.floats(0.0, 0.999)),
+    fractions=st.lists(st.floats(0.0, 2.0), min_size=1, max_size=8),
+    dtype=st.sampled_from(["float32", "float64"]),
+)
+def test_random_counts_warmups_and_totals(name, t_total, warmup, fractions, dtype):
+    counts = np.array(sorted({int(f * t_total) for f in fractions}))
+    # warmup_exp_decay_exp's rate grows without bound before warmup ends with warmup=-1; keep the
+    # exponent in a range where float32 still represents it.
+    if name in ("warmup_linear_decay_exp", "warmup_exp_decay_exp"):
+        counts = counts[counts <= 1000]
+        if counts.size == 0:
+            counts = np.array([0])
+    compare(name, 1e-3, t_total, warmup, counts, dtype)
+
+
+WARMUPS = [0.01, 0.06, 0.07, 0.1, 0.11, 0.13, 0.2, 0.29, 0.3, 0.33, 0.35, 0.57, 0.7, 0.9, 0.99]
+T_TOTALS = [3, 7, 10, 29, 49, 100, 333, 1000, 4999, 12345, 100_000, 1_000_003]
+
+
+def naive_float32_boundary_disagrees(t_total, warmup):
+    """Whether a jitted float32 ``count / t_total < warmup`` misplaces the end of warmup.
+
+    XLA rewrites a division by a constant as a multiplication by its reciprocal, which is not
+    correctly rounded: e.g. t_total=100, warmup=0.1 puts count 10 inside warmup.
+    """
+    naive = jax.jit(lambda c: jnp.asarray(c, jnp.float32) / t_total < warmup)
+    boundary = bert.warmup_end_count(t_total, warmup)
+    return any(bool(naive(c)) != (c / t_total < warmup) for c in (boundary - 1, boundary) if c >= 0)
+
+
+def test_the_boundary_grid_contains_cases_a_float32_comparison_gets_wrong():
+    # Without such cases the test below could not fail.
+    wrong = [(t, w) for t in T_TOTALS for w in WARMUPS if naive_float32_boundary_disagrees(t, w)]
+    assert len(wrong) >= 3, wrong
+
+
+@pytest.mark.parametrize("name", ["warmup_linear", "warmup_constant", "warmup_exp_decay_poly"])
+def test_float32_warmup_boundary_is_decided_as_in_double_precision(name):
+    kwargs = KWARGS.get(name)
+    worst = 0.0
+    for t_total in T_TOTALS:
+        for warmup in WARMUPS:
+            boundary = bert.warmup_end_count(t_total, warmup)
+            counts = np.array([c for c in range(boundary - 2, boundary + 3) if c >= 0])
+            fn = bert.bert_schedule(name, 1.0, t_total, warmup, schedule_kwargs=kwargs)
+            got = np.asarray(jax.vmap(fn)(jnp.asarray(counts)), dtype=np.float64)
+            expected = reference(name, 1.0, t_total, warmup, counts, kwargs)
+            worst = max(worst, float(np.max(np.abs(got - expected))))
+    # A wrong branch at the boundary costs ~warmup (warmup_linear drops from 1 to 1 - warmup).
+    assert worst <= 1e-6, worst
+
+
+def test_warmup_end_count_is_the_double_precision_decision():
+    for t_total in T_TOTALS:
+        for warmup in WARMUPS + [-1, 0.0]:
+            boundary = bert.warmup_end_count(t_total, warmup)
+            assert not boundary / t_total < warmup
+            assert boundary == 0 or (boundary - 1) / t_total < warmup
+
+
+def test_faithful_quirks():
+    lin = bert.bert_schedule("warmup_linear", 1.0, 100, 0.1)
+    # Drops from 1 to 1 - warmup at the end of warmup, and goes negative past t_total.
+    assert float(lin(9)) == pytest.approx(0.9)
+    assert float(lin(10)) == pytest.approx(0.9)
+    assert float(lin(150)) == pytest.approx(-0.5)
+    clamped = bert.bert_schedule("warmup_linear", 1.0, 100, 0.1, clamp_at_zero=True)
+    assert float(clamped(150)) == 0.0 and float(clamped(50)) == pytest.approx(0.5)
+    # warmup == 0: constant 1; t_total == -1: constant lr.
+    assert float(bert.bert_schedule("warmup_linear", 2.0, 100, 0.0)(150)) == 2.0
+    assert float(bert.bert_schedule("warmup_cosine", 2.0, -1, 0.1)(5)) == 2.0
+    # Fixed defect: warmup_cosine after warmup is the cosine, not a TypeError.
+    assert float(bert.warmup_cosine(0.5, 0.1)) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_multiplier_functions_jit_and_vmap():
+    xs = jnp.linspace(0.0, 1.2, 13)
+    for name in ("warmup_cosine", "warmup_constant", "warmup_linear"):
+        fn = bert.SCHEDULES[name]
+        vals = jax.jit(jax.vmap(lambda x, fn=fn: fn(x, 0.1)))(xs)
+        expected = [getattr(torch_ref.bertadam, name)(float(x), 0.1) for x in np.asarray(xs)]
+        np.testing.assert_allclose(vals, expected, rtol=1e-6, atol=1e-6)
