@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up .venv with the CPU build of torch and everything the tests need, then runs ruff and the
+# whole test suite (parity_tests/ and tests/) on both cores.
+set -euo pipefail
+cd "$(dirname "$0")"
+python3 -m venv .venv
+. .venv/bin/activate
+# torch is pinned to 2.13.0 in the extras: an unpinned torch would pull several GB of CUDA wheels.
+pip install --quiet --disable-pip-version-check -e ".[test]"
+ruff check .
+python -m pytest -n 2 "$@"
