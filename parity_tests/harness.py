@@ -13,6 +13,7 @@ learning rate each side reports for the next update, and returns the worst figur
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,19 @@ PARAM_SHAPES: dict[str, tuple[int, ...]] = {
 }
 TORCH_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 DTYPES = {"float32": (jnp.float32, torch.float32), "float64": (jnp.float64, torch.float64)}
+
+
+# Every figure a parity test measures, for `python -m optax_bertadam parity` (see conftest.py).
+MEASURED: list[dict[str, Any]] = []
+
+
+def assert_within(metric: str, value: float, tolerance: float) -> None:
+    """Record a measured figure and fail if it is above its tolerance."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    MEASURED.append({"test": test, "metric": metric, "value": float(value),
+                     "tolerance": float(tolerance)})
+    print(f"{metric}: {value:.3e} (tolerance {tolerance:.0e})")
+    assert value <= tolerance, f"{metric} = {value:.3e} is above its tolerance {tolerance:.0e}"
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

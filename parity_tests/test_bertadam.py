@@ -26,9 +26,8 @@ def schedule_kwargs_for(schedule):
 
 
 def check(result, dtype):
-    print(f"worst param error {result.worst_param_error:.3e}, lr error {result.worst_lr_error:.3e}")
-    assert result.worst_param_error <= PARAM_TOL[dtype]
-    assert result.worst_lr_error <= LR_TOL[dtype]
+    harness.assert_within("param error", result.worst_param_error, PARAM_TOL[dtype])
+    harness.assert_within("lr error", result.worst_lr_error, LR_TOL[dtype])
 
 
 def run_bertadam(dtype, *, masked=True, **kwargs):

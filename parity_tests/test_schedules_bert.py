@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import torch_ref
 from optax_bertadam.schedules import bert
+from parity_tests import harness
 
 KWARGS = {
     "warmup_linear_decay_exp": {"decay_rate": 0.95, "decay_steps": 7.0},
@@ -37,7 +38,7 @@ def compare(name, lr, t_total, warmup, counts, dtype):
         scalar = float(jax.jit(fn)(int(counts[-1])))
     scale = np.maximum(np.abs(expected), lr)
     error = float(np.max(np.abs(got - expected) / scale))
-    assert error <= TOL[dtype], (name, t_total, warmup, error)
+    harness.assert_within("lr error", error, TOL[dtype])
     assert abs(scalar - expected[-1]) <= TOL[dtype] * scale[-1]
     return error
 
@@ -104,7 +105,7 @@ def test_float32_warmup_boundary_is_decided_as_in_double_precision(name):
             expected = reference(name, 1.0, t_total, warmup, counts, kwargs)
             worst = max(worst, float(np.max(np.abs(got - expected))))
     # A wrong branch at the boundary costs ~warmup (warmup_linear drops from 1 to 1 - warmup).
-    assert worst <= 1e-6, worst
+    harness.assert_within("boundary error", worst, 1e-6)
 
 
 def test_warmup_end_count_is_the_double_precision_decision():

@@ -70,6 +70,12 @@ def _in_warmup(x: Array, warmup: float, in_warmup: Array | None) -> Array:
     return x < warmup if in_warmup is None else in_warmup
 
 
+def _warmup_progress(x: Array, warmup: float) -> Array:
+    # x / warmup, but 0 at x == 0: a warmup too small for float32 (it rounds to 0) would give 0/0.
+    # Only x == 0 can be in warmup then, since warmup * t_total < 1.
+    return jnp.where(x == 0, jnp.zeros_like(x), x / warmup)
+
+
 def warmup_cosine(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
     """``x / warmup`` while ``x < warmup``, then ``0.5 * (1 + cos(pi * x))``.
 
@@ -81,13 +87,14 @@ def warmup_cosine(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = 
       in_warmup: optional precomputed ``x < warmup`` (see :func:`bert_schedule`).
     """
     x = _as_float(x)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, 0.5 * (1.0 + jnp.cos(jnp.pi * x)))
+    warm = _warmup_progress(x, warmup)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), warm, 0.5 * (1.0 + jnp.cos(jnp.pi * x)))
 
 
 def warmup_constant(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
     """``x / warmup`` while ``x < warmup``, then ``1``."""
     x = _as_float(x)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, jnp.ones_like(x))
+    return jnp.where(_in_warmup(x, warmup, in_warmup), _warmup_progress(x, warmup), jnp.ones_like(x))
 
 
 def warmup_linear(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
@@ -99,7 +106,7 @@ def warmup_linear(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = 
     x = _as_float(x)
     if warmup == 0.0:
         return jnp.ones_like(x)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, 1.0 - x)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), _warmup_progress(x, warmup), 1.0 - x)
 
 
 def warmup_linear_decay_exp(
@@ -118,7 +125,7 @@ def warmup_linear_decay_exp(
     if warmup == 0.0:
         return jnp.ones_like(x)
     decayed = jnp.power(decay_rate, (step - warmup * total_steps) / decay_steps)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), x / warmup, decayed)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), _warmup_progress(x, warmup), decayed)
 
 
 def warmup_exp_decay_exp(
@@ -138,7 +145,8 @@ def warmup_exp_decay_exp(
     if warmup == 0.0:
         return jnp.ones_like(x)
     decayed = jnp.power(decay_rate, (step - warmup * total_steps) / decay_steps)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), jnp.power(x / warmup, degree), decayed)
+    warm = jnp.power(_warmup_progress(x, warmup), degree)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), warm, decayed)
 
 
 def warmup_exp_decay_poly(
@@ -154,8 +162,8 @@ def warmup_exp_decay_poly(
     ``(1 - x) ** degree``. (No ``warmup == 0`` special case upstream: it decays from step 0.)"""
     step = _as_float(global_step)
     x = step / total_steps
-    # Outside warmup the first branch may divide by warmup == 0: where() discards it.
-    warm = jnp.power(x / warmup, warm_degree) if warmup != 0.0 else jnp.zeros_like(x)
+    # With warmup == 0 nothing is in warmup: where() discards the first branch.
+    warm = jnp.power(_warmup_progress(x, warmup), warm_degree) if warmup != 0.0 else jnp.zeros_like(x)
     return jnp.where(_in_warmup(x, warmup, in_warmup), warm, jnp.power(1.0 - x, degree))
 
 
