@@ -166,25 +166,27 @@ def run_parity(
 
         params = nest({n: jnp.asarray(v, dtype=jax_dtype) for n, v in init.items()})
         tx = make_optax(params)
-        stacked = nest({n: jnp.asarray(np.stack([g[n] for g in grads]), dtype=jax_dtype)
-                        for n in shapes})
         with_lr = compare_lr and side.next_lr is not None
 
-        def body(carry, step_grads):
-            params, state = carry
+        # One jitted step driven from Python: compiling one update is much cheaper than a scan.
+        @jax.jit
+        def step(params, state, step_grads):
             updates, state = tx.update(step_grads, state, params)
             params = optax.apply_updates(params, updates)
-            lr = ob.get_lr(state) if with_lr else jnp.zeros([])
-            return (params, state), (params, lr)
+            return params, state, ob.get_lr(state) if with_lr else jnp.zeros([])
 
-        _, (jax_params, jax_lrs) = jax.jit(lambda p, g: jax.lax.scan(body, (p, tx.init(p)), g))(
-            params, stacked
-        )
+        state = tx.init(params)
+        trajectory, jax_lrs = [], []
+        for step_grads in grads:
+            tree = nest({n: jnp.asarray(g, dtype=jax_dtype) for n, g in step_grads.items()})
+            params, state, lr = step(params, state, tree)
+            trajectory.append(params)
+            jax_lrs.append(lr)
+        jax_params = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(trajectory))
         jax_flat = dict(zip(flatten_names(jax_params), jax.tree.leaves(jax_params), strict=True))
         for name in shapes:
             assert jax_flat[name].dtype == jax_dtype, (name, jax_flat[name].dtype)
-        jax_flat = {n: np.asarray(v) for n, v in jax_flat.items()}
-        jax_lrs = np.asarray(jax_lrs, dtype=np.float64)
+        jax_lrs = np.asarray(jax.device_get(jax_lrs), dtype=np.float64)
 
     per_tensor = {}
     for name in shapes:

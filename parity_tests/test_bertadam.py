@@ -49,13 +49,22 @@ def run_bertadam(dtype, *, masked=True, **kwargs):
 DTYPES = ["float32", "float64"]
 
 
+DECAY = {"no_decay": dict(weight_decay=0.0), "masked_decay": dict(weight_decay=0.05),
+         "decay_all": dict(weight_decay=0.05, masked=False)}
+MOMENTS = {"default_moments": {}, "b1=0.8,b2=0.95,e=1e-8": dict(b1=0.8, b2=0.95, e=1e-8)}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("moments", MOMENTS)
+@pytest.mark.parametrize("decay", DECAY)
 @pytest.mark.parametrize("clip_mode", ["per_tensor", "global"])
 @pytest.mark.parametrize("schedule", ob.SCHEDULE_NAMES)
-def test_every_schedule_and_clip_mode(schedule, clip_mode, dtype):
+def test_every_schedule_clip_mode_decay_and_moments(schedule, clip_mode, decay, moments, dtype):
+    kwargs = dict(DECAY[decay], **MOMENTS[moments])
+    masked = kwargs.pop("masked", True)
     result = run_bertadam(
-        dtype, learning_rate=0.02, warmup=0.1, t_total=100, schedule=schedule,
-        clip_mode=clip_mode, schedule_kwargs=schedule_kwargs_for(schedule),
+        dtype, masked=masked, learning_rate=0.02, warmup=0.1, t_total=100, schedule=schedule,
+        clip_mode=clip_mode, schedule_kwargs=schedule_kwargs_for(schedule), **kwargs,
     )
     check(result, dtype)
 
@@ -64,12 +73,10 @@ def test_every_schedule_and_clip_mode(schedule, clip_mode, dtype):
 @pytest.mark.parametrize(
     "variant",
     [
-        dict(weight_decay=0.0),
-        dict(weight_decay=0.05),
-        dict(weight_decay=0.05, masked=False),
-        dict(b1=0.8, b2=0.95, e=1e-8),
         dict(b1=0.0, b2=0.5, e=0.0),
         dict(t_total=-1),
+        dict(t_total=-1, clip_mode="global", weight_decay=0.0),
+        dict(t_total=-1, b1=0.8, b2=0.95, e=1e-8, masked=False),
         dict(warmup=0.0),
         dict(warmup=-1),
         dict(warmup=0.37, t_total=77),
