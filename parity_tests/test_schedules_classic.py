@@ -22,19 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optax_bertadam.schedules import classic
+from parity_tests import harness
 from torch_ref import schedules as ref
 
 TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
-WORST: dict[tuple[str, str], float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_worst_errors():
-    yield
-    for (name, dtype), error in sorted(WORST.items()):
-        print(f"\n  worst error {name:30s} {dtype}: {error:.2e}", end="")
-
-
 def check_parity(family, build_schedule, expected, dtype, jit_scalar=True):
     """Compare ``build_schedule()`` (built under the dtype's x64 setting) with torch's rates."""
     expected = np.asarray(expected, dtype=np.float64)
@@ -53,8 +44,7 @@ def check_parity(family, build_schedule, expected, dtype, jit_scalar=True):
     error = float(np.max(np.abs(got - expected))) / peak
     if jit_scalar:
         error = max(error, float(np.max(np.abs(scalars - expected[picked]))) / peak)
-    WORST[family, dtype] = max(WORST.get((family, dtype), 0.0), error)
-    assert error <= TOLERANCE[dtype], (family, dtype, error)
+    harness.assert_within(family, error, TOLERANCE[dtype])
 
 
 def lambda_lr_rates(learning_rate, multiplier, num_updates):
@@ -396,7 +386,7 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(
-    "build, error, message", ERRORS, ids=lambda x: getattr(x, "pattern", None) or str(x)[:40]
+    "build, error, message", ERRORS, ids=[message for _, _, message in ERRORS]
 )
 def test_bad_arguments_are_refused_when_built(build, error, message):
     with pytest.raises(error, match=message):

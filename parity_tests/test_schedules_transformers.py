@@ -27,19 +27,10 @@ from hypothesis import strategies as st
 
 import optax_bertadam.lr as ob_lr
 from optax_bertadam.schedules import transformers as ts
+from parity_tests import harness
 from torch_ref.schedules import dummy_optimizer, learning_rates_used
 
 TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
-WORST: dict[tuple[str, str], float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_worst_errors():
-    yield
-    for (name, dtype), error in sorted(WORST.items()):
-        print(f"\n  worst error {name:28s} {dtype}: {error:.2e}", end="")
-
-
 def torch_rates(name, learning_rate, num_warmup_steps, num_training_steps, kwargs, num_updates):
     optimizer = dummy_optimizer(learning_rate)
     with warnings.catch_warnings():
@@ -104,8 +95,7 @@ def check_parity(
     if scalars is not None:
         picked, values = scalars
         error = max(error, relative_error(values, expected[picked], learning_rate))
-    WORST[name, dtype] = max(WORST.get((name, dtype), 0.0), error)
-    assert error <= TOLERANCE[dtype], (name, kwargs, dtype, error)
+    harness.assert_within(name, error, TOLERANCE[dtype])
     return error
 
 
@@ -650,8 +640,7 @@ def test_reduce_lr_on_plateau_matches_torch_over_scripted_values(kwargs, dtype):
     error = relative_error(rates, expected, learning_rate)
     # The state after update k holds the rate of update k + 1 (param_groups' lr after step).
     error = max(error, relative_error(next_rates, np.append(expected[1:], final), learning_rate))
-    WORST["reduce_lr_on_plateau", dtype] = max(WORST.get(("reduce_lr_on_plateau", dtype), 0), error)
-    assert error <= TOLERANCE[dtype], (kwargs, dtype, error)
+    harness.assert_within("reduce_lr_on_plateau", error, TOLERANCE[dtype])
 
 
 def test_reduce_lr_on_plateau_value_decides_the_next_update_not_its_own():
