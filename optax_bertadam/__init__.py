@@ -2,8 +2,20 @@
 
 from optax_bertadam.lr import get_lr, register_learning_rate_state
 from optax_bertadam.masks import decay_mask, parameter_name, parameter_names, regex_decay_mask
-from optax_bertadam.optimizers import bertadam
-from optax_bertadam.schedules.bert import SCHEDULE_NAMES, bert_schedule
+from optax_bertadam.optimizers import (
+    KERAS_NO_DECAY,
+    AdafactorState,
+    AdamMomentsState,
+    adafactor,
+    adam_weight_decay,
+    adamw,
+    bertadam,
+    create_optimizer,
+    gradient_accumulation,
+    warmup,
+)
+from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in schedules.__all__)
+from optax_bertadam.schedules import __all__ as _schedule_names
 from optax_bertadam.transforms import (
     ScaleByBiasFreeAdamState,
     ScheduledLearningRateState,
@@ -16,19 +28,27 @@ from optax_bertadam.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "SCHEDULE_NAMES",
+    "KERAS_NO_DECAY",
+    "AdafactorState",
+    "AdamMomentsState",
     "ScaleByBiasFreeAdamState",
     "ScheduledLearningRateState",
+    "adafactor",
+    "adam_weight_decay",
+    "adamw",
     "add_decayed_weights",
-    "bert_schedule",
     "bertadam",
     "clip_grad_norm",
+    "create_optimizer",
     "decay_mask",
     "get_lr",
+    "gradient_accumulation",
     "parameter_name",
     "parameter_names",
     "regex_decay_mask",
     "register_learning_rate_state",
     "scale_by_bias_free_adam",
     "scale_by_scheduled_learning_rate",
+    "warmup",
+    *_schedule_names,
 ]

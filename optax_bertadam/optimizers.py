@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
-from optax_bertadam import _validation, transforms
+from optax_bertadam import _validation, masks, transforms
+from optax_bertadam.lr import register_learning_rate_state
 from optax_bertadam.schedules import bert as bert_schedules
 
 PyTree = Any
@@ -105,3 +110,756 @@ def bertadam(
         transforms.add_decayed_weights(weight_decay, weight_decay_mask),
         transforms.scale_by_scheduled_learning_rate(lr_schedule),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces of the Adam family below.
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}={value!r} is invalid: expected True or False")
+    return bool(value)
+
+
+def _check_learning_rate(value: Any) -> float | Callable[[Any], Any]:
+    """A rate ``>= 0`` or a schedule ``count -> rate``."""
+    if callable(value):
+        return value
+    return _validation.check_range("learning_rate", value, low=0.0)
+
+
+def _check_patterns(name: str, patterns: Any) -> list[str] | None:
+    if patterns is None:
+        return None
+    # regex_decay_mask compiles the patterns; on an empty tree that is all it does, so a bad
+    # pattern is refused now rather than at init.
+    if name == "include_in_weight_decay":
+        masks.regex_decay_mask({}, include=patterns)
+    else:
+        masks.regex_decay_mask({}, exclude=patterns)
+    return list(patterns)
+
+
+def _one_minus_power(base: float, exponent: Any) -> Any:
+    """``1 - base ** exponent`` for ``0 <= base < 1``, accurate in float32.
+
+    Written as ``-expm1(exponent * log(base))`` with ``log(base)`` taken in Python double: in float32,
+    ``1 - 0.999 ** 1`` is off by 1.3e-5 relative because 0.999 itself is rounded; this is within
+    a few ulp of the double-precision value PyTorch and Keras compute on the host.
+    """
+    if base == 0.0:
+        return jnp.ones_like(exponent)
+    return -jnp.expm1(exponent * math.log(base))
+
+
+class AdamMomentsState(NamedTuple):
+    """Adam's moments, named as ``torch.optim.AdamW`` names them.
+
+    ``count`` is the number of updates applied; ``max_exp_avg_sq`` is ``None`` without amsgrad.
+    """
+
+    count: Any
+    exp_avg: PyTree
+    exp_avg_sq: PyTree
+    max_exp_avg_sq: PyTree
+
+
+def _scale_by_adam(
+    b1: float, b2: float, eps: float, *, flavour: str, bias_correction: bool = True,
+    amsgrad: bool = False,
+) -> optax.GradientTransformation:
+    r"""Adam's direction, without the learning rate, in PyTorch's or Keras's arithmetic.
+
+    With :math:`t` the update number (1 for the first), :math:`c_i = 1 - b_i^t` (or 1 without bias
+    correction) and :math:`m \leftarrow m + (1-b_1)(g-m)`:
+
+    * ``flavour="torch"`` (``torch.optim.AdamW``, single-tensor and foreach):
+      :math:`v \leftarrow b_2 v + (1-b_2) g^2`,
+      :math:`u = \frac{m / c_1}{\sqrt{v} / \sqrt{c_2} + \epsilon}` (epsilon on the corrected
+      scale).
+    * ``flavour="keras"`` (``tf.keras.optimizers.Adam``, i.e. TensorFlow's ``ApplyAdam`` kernel):
+      :math:`v \leftarrow v + (1-b_2)(g^2-v)`,
+      :math:`u = \frac{m \sqrt{c_2} / c_1}{\sqrt{\hat v} + \epsilon}` ("epsilon hat", on the
+      uncorrected scale), :math:`\hat v = \max(\hat v, v)` with amsgrad, else :math:`v`.
+
+    The learning rate multiplies ``u`` later in the chain, so that decoupled weight decay, added
+    in between, is scaled by the same scheduled rate.
+    """
+
+    def init_fn(params):
+        zeros = lambda p: jnp.zeros_like(p)
+        return AdamMomentsState(
+            count=jnp.zeros([], jnp.int32),
+            exp_avg=jax.tree.map(zeros, params),
+            exp_avg_sq=jax.tree.map(zeros, params),
+            max_exp_avg_sq=jax.tree.map(zeros, params) if amsgrad else None,
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optax.safe_increment(state.count)
+        # Bias corrections in the default float dtype, as the host computes them in double.
+        t = jnp.asarray(count, dtype=float)
+        c1 = _one_minus_power(b1, t) if bias_correction else jnp.ones_like(t)
+        c2 = _one_minus_power(b2, t) if bias_correction else jnp.ones_like(t)
+        # torch: exp_avg.lerp_(grad, 1 - beta1); TF: m += (grad - m) * (1 - beta1).
+        exp_avg = jax.tree.map(lambda m, g: m + (1.0 - b1) * (g - m), state.exp_avg, updates)
+        if flavour == "torch":
+            # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            exp_avg_sq = jax.tree.map(
+                lambda v, g: b2 * v + (1.0 - b2) * (g * g), state.exp_avg_sq, updates
+            )
+        else:
+            # v += (grad * grad - v) * (1 - beta2)
+            exp_avg_sq = jax.tree.map(
+                lambda v, g: v + (1.0 - b2) * (g * g - v), state.exp_avg_sq, updates
+            )
+        if amsgrad:
+            max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
+            second = max_exp_avg_sq
+        else:
+            max_exp_avg_sq = None
+            second = exp_avg_sq
+
+        def direction(m, v):
+            # Scalars take the moment's dtype so that float32 moments stay float32 under x64.
+            if flavour == "torch":
+                # denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
+                # param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+                denom = jnp.sqrt(v) / jnp.sqrt(c2).astype(v.dtype) + eps
+                return (m / denom) / c1.astype(m.dtype)
+            # alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t); var -= m * alpha / (sqrt(v) + eps)
+            ratio = (jnp.sqrt(c2) / c1).astype(m.dtype)
+            return m * ratio / (jnp.sqrt(v) + eps)
+
+        scaled = jax.tree.map(
+            lambda m, v, g: direction(m, v).astype(g.dtype), exp_avg, second, updates
+        )
+        return scaled, AdamMomentsState(count, exp_avg, exp_avg_sq, max_exp_avg_sq)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers.AdamW
+# ---------------------------------------------------------------------------------------------
+
+
+def adamw(
+    learning_rate: float | Callable[[Any], Any],
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    correct_bias: bool = True,
+    *,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""transformers' ``AdamW``: Adam with decoupled weight decay, bias correction optional.
+
+    Reproduces ``transformers.AdamW(params, lr, betas=(b1, b2), eps, weight_decay, correct_bias)``
+    (transformers 4; defaults ``eps=1e-6``, ``weight_decay=0``) with ``torch.optim.AdamW``'s
+    arithmetic. At update :math:`t = k + 1` (:math:`k` updates applied so far), for each tensor:
+
+    .. math::
+      p &\leftarrow p\,(1 - \mathrm{lr}_k\,\text{weight\_decay})
+          \quad\text{(where the mask is True)} \\
+      m &\leftarrow b_1 m + (1 - b_1) g, \qquad v \leftarrow b_2 v + (1 - b_2) g^2 \\
+      p &\leftarrow p - \mathrm{lr}_k\,\frac{m / c_1}{\sqrt{v}/\sqrt{c_2} + \text{eps}},
+          \qquad c_i = 1 - b_i^{t} \text{ if correct\_bias else } 1
+
+    With ``correct_bias=True`` this is ``torch.optim.AdamW(params, lr, betas, eps, weight_decay)``
+    (single-tensor and foreach paths alike); ``correct_bias=False`` is the BERT TensorFlow flavour,
+    without bias correction (early updates are smaller by :math:`\sqrt{c_2}/c_1`).
+
+    It is ``optax.chain(Adam direction, add_decayed_weights(weight_decay, mask),
+    scale_by_scheduled_learning_rate(learning_rate))``: the decay is scaled by the same *scheduled*
+    rate as the Adam step, as ``p.mul_(1 - lr * weight_decay)`` is with a PyTorch LR scheduler, and
+    uses the parameters from before the update.
+
+    Differences from the transformers 4 source: it added ``eps`` before the bias correction
+    (:math:`\sqrt{v} + \text{eps}`, scaled by :math:`\sqrt{c_2}/c_1` afterwards) and decayed the
+    already-updated parameters (``p.add_(p, alpha=-lr * weight_decay)`` after the step). Both differ
+    from ``torch.optim.AdamW`` by terms of order ``eps`` and ``lr**2 * weight_decay``; this follows
+    ``torch.optim.AdamW``, which transformers 5 recommends in its place.
+
+    Args:
+      learning_rate: ``lr`` (``>= 0``) or an optax schedule ``count -> rate`` (what a
+        ``LambdaLR`` would make of ``lr``); :func:`optax_bertadam.get_lr` reads the next rate.
+      b1: ``betas[0]``, in ``[0, 1)``.
+      b2: ``betas[1]``, in ``[0, 1)``.
+      eps: added to the (corrected) square root of ``v``, ``>= 0``.
+      weight_decay: decoupled decay coefficient, ``>= 0``.
+      correct_bias: divide the moments by :math:`1 - b_i^t` (PyTorch) or not (BERT TF).
+      mask: bool tree (or function of the params returning one), True where decay applies, e.g.
+        :func:`optax_bertadam.decay_mask` for the usual ``no_decay`` parameter group.
+    """
+    learning_rate = _check_learning_rate(learning_rate)
+    b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
+    b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+    correct_bias = _check_bool("correct_bias", correct_bias)
+    return optax.chain(
+        _scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=correct_bias),
+        transforms.add_decayed_weights(weight_decay, mask),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers.Adafactor
+# ---------------------------------------------------------------------------------------------
+
+
+@register_learning_rate_state
+class AdafactorState(NamedTuple):
+    """State of :func:`adafactor`; moment names are ``transformers.Adafactor``'s.
+
+    Attributes:
+      count: updates applied so far (``state["step"]`` upstream).
+      learning_rate: the relative step size :math:`\\rho` the next update will use, before the
+        parameter-scale factor; this is what :func:`optax_bertadam.get_lr` returns. With
+        ``scale_parameter=False`` it is the rate the next update applies to every tensor.
+      applied_learning_rates: per parameter (a scalar per leaf), the rate the last update
+        applied, :math:`\\rho \\max(\\epsilon_2, \\mathrm{RMS}(p))`: what
+        ``AdafactorSchedule.get_lr()`` reports for that tensor (0 before the first update, like
+        ``AdafactorSchedule(optimizer, initial_lr=0.0)``).
+      exp_avg: first moment, ``None`` when ``beta1`` is ``None``.
+      exp_avg_sq_row, exp_avg_sq_col: factored second moment of tensors of rank >= 2 (shape
+        ``(1,)`` placeholders for the others).
+      exp_avg_sq: second moment of tensors of rank < 2 (``(1,)`` placeholders for the others).
+    """
+
+    count: Any
+    learning_rate: Any
+    applied_learning_rates: PyTree
+    exp_avg: PyTree
+    exp_avg_sq_row: PyTree
+    exp_avg_sq_col: PyTree
+    exp_avg_sq: PyTree
+
+
+def _rms(x: Any) -> Any:
+    # Adafactor._rms: tensor.norm(2) / (tensor.numel() ** 0.5)
+    return jnp.sqrt(jnp.sum(jnp.square(x))) / math.sqrt(max(x.size, 1))
+
+
+def adafactor(
+    learning_rate: float | Callable[[Any], Any] | None = None,
+    eps: Sequence[float] = (1e-30, 1e-3),
+    clip_threshold: float = 1.0,
+    decay_rate: float = -0.8,
+    beta1: float | None = None,
+    weight_decay: float = 0.0,
+    scale_parameter: bool = True,
+    relative_step: bool = True,
+    warmup_init: bool = False,
+    *,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""transformers' ``Adafactor`` (fairseq's), step for step.
+
+    Reproduces ``transformers.Adafactor(params, lr, eps, clip_threshold, decay_rate, beta1,
+    weight_decay, scale_parameter, relative_step, warmup_init)``; it is *not* ``optax.adafactor``
+    (different defaults, step size, clipping and decay). At update :math:`t = k + 1`, per tensor:
+
+    .. math::
+      \rho_t &= \min\left(10^{-6} t \text{ if warmup\_init else } 10^{-2},\ 1/\sqrt{t}\right)
+          \text{ if relative\_step, else } \mathrm{lr}_k \\
+      \alpha_t &= \rho_t \cdot \max(\epsilon_2, \mathrm{RMS}(p)) \text{ if scale\_parameter,
+          else } \rho_t \\
+      \hat\beta_{2t} &= 1 - t^{\text{decay\_rate}}, \qquad G = g^2 + \epsilon_1 \\
+      \text{rank} \ge 2:\ & R \leftarrow \hat\beta_{2t} R + (1 - \hat\beta_{2t})\,
+          \mathrm{mean}_{-1} G,\ C \leftarrow \hat\beta_{2t} C + (1 - \hat\beta_{2t})\,
+          \mathrm{mean}_{-2} G,\ u = g \big/ \sqrt{(R / \mathrm{mean}_{-1} R) \otimes C} \\
+      \text{rank} < 2:\ & V \leftarrow \hat\beta_{2t} V + (1 - \hat\beta_{2t}) G,\ u = g / \sqrt{V} \\
+      u &\leftarrow \alpha_t\, u \,/\, \max(1, \mathrm{RMS}(u) / \text{clip\_threshold}) \\
+      u &\leftarrow m \leftarrow \beta_1 m + (1 - \beta_1) u \quad\text{(if beta1 is not None)} \\
+      p &\leftarrow p - \text{weight\_decay}\cdot\alpha_t\, p - u
+
+    where :math:`\mathrm{RMS}(x) = \lVert x\rVert_2 / \sqrt{\mathrm{numel}(x)}` and the parameter
+    RMS is that of :math:`p` before the update. Computation is in at least float32 (upstream
+    upcasts float16/bfloat16 gradients and parameters); the update keeps the parameter's dtype.
+
+    Learning rate: :func:`optax_bertadam.get_lr` returns :math:`\rho` of the next update (see
+    :class:`AdafactorState`), which is the applied rate when ``scale_parameter=False``. With
+    ``scale_parameter=True`` the applied rate differs per tensor; ``state.applied_learning_rates``
+    holds, per tensor, the rate of the last update, i.e. what ``AdafactorSchedule`` reports
+    (upstream reports it for the first parameter of each param group only).
+
+    Args:
+      learning_rate: the external ``lr``: ``None`` with ``relative_step=True`` (required), else a
+        rate ``>= 0`` or an optax schedule ``count -> rate`` (what a ``LambdaLR`` makes of ``lr``).
+      eps: ``(eps1, eps2)``: added to the squared gradient, and the floor of the parameter RMS;
+        both ``>= 0``.
+      clip_threshold: largest RMS of the unscaled update, ``> 0``.
+      decay_rate: exponent of the second-moment decay :math:`1 - t^{\text{decay\_rate}}`, ``<= 0``.
+      beta1: first-moment decay in ``[0, 1)``, or ``None`` for no first moment (saves memory).
+      weight_decay: decay coefficient ``>= 0``, scaled by :math:`\alpha_t`.
+      scale_parameter: multiply the step size by the parameter RMS.
+      relative_step: use the time-dependent :math:`\rho_t` instead of ``learning_rate``.
+      warmup_init: with ``relative_step``, grow :math:`\rho_t` as :math:`10^{-6} t`.
+      mask: bool tree (or function of the params returning one), True where weight decay applies
+        (PyTorch: a param group with ``weight_decay=0.0``); ``None`` decays every tensor.
+
+    Raises:
+      ValueError: upstream's ``Cannot combine manual `lr` and `relative_step=True` options`` and
+        ```warmup_init=True` requires `relative_step=True``` (each prefixed by the offending
+        argument), and for values out of range.
+    """
+    scale_parameter = _check_bool("scale_parameter", scale_parameter)
+    relative_step = _check_bool("relative_step", relative_step)
+    warmup_init = _check_bool("warmup_init", warmup_init)
+    if learning_rate is not None and relative_step:
+        raise ValueError(
+            f"learning_rate={learning_rate!r} is invalid with relative_step=True: Cannot combine "
+            "manual `lr` and `relative_step=True` options (pass learning_rate=None, or "
+            "relative_step=False)"
+        )
+    if warmup_init and not relative_step:
+        raise ValueError(
+            "warmup_init=True is invalid with relative_step=False: `warmup_init=True` requires "
+            "`relative_step=True`"
+        )
+    if learning_rate is None and not relative_step:
+        raise ValueError(
+            "learning_rate=None is invalid with relative_step=False: expected a rate >= 0 or a "
+            "schedule count -> rate"
+        )
+    if learning_rate is not None:
+        learning_rate = _check_learning_rate(learning_rate)
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence) or len(eps) != 2:
+        raise TypeError(f"eps={eps!r} is invalid: expected a pair (eps1, eps2), e.g. (1e-30, 1e-3)")
+    eps1 = _validation.check_range("eps[0]", eps[0], low=0.0)
+    eps2 = _validation.check_range("eps[1]", eps[1], low=0.0)
+    clip_threshold = _validation.check_range(
+        "clip_threshold", clip_threshold, low=0.0, low_inclusive=False
+    )
+    clip_threshold = _validation.check_finite("clip_threshold", clip_threshold)
+    decay_rate = _validation.check_finite("decay_rate", decay_rate)
+    decay_rate = _validation.check_range("decay_rate", decay_rate, high=0.0)
+    if beta1 is not None:
+        beta1 = _validation.check_range("beta1", beta1, low=0.0, high=1.0, high_inclusive=False)
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+
+    def relative_step_size(count):
+        """rho of the update applied after ``count`` updates (Adafactor._get_lr without RMS)."""
+        if not relative_step:
+            rate = learning_rate(count) if callable(learning_rate) else learning_rate
+            return jnp.asarray(rate, dtype=float)
+        t = jnp.asarray(count, dtype=float) + 1.0
+        min_step = 1e-6 * t if warmup_init else 1e-2
+        return jnp.minimum(min_step, 1.0 / jnp.sqrt(t))
+
+    def compute_dtype(p):
+        return jnp.promote_types(p.dtype, jnp.float32)
+
+    def resolve_mask(params):
+        if mask is None:
+            return jax.tree.map(lambda _: True, params)
+        return mask(params) if callable(mask) else mask
+
+    def init_fn(params):
+        if mask is not None:
+            transforms.check_mask_matches(resolve_mask(params), params, "mask")
+
+        def placeholder(p):
+            return jnp.zeros((1,), compute_dtype(p))
+
+        def row(p):
+            return jnp.zeros(p.shape[:-1], compute_dtype(p)) if p.ndim >= 2 else placeholder(p)
+
+        def col(p):
+            shape = p.shape[:-2] + p.shape[-1:]
+            return jnp.zeros(shape, compute_dtype(p)) if p.ndim >= 2 else placeholder(p)
+
+        def full(p):
+            return placeholder(p) if p.ndim >= 2 else jnp.zeros(p.shape, compute_dtype(p))
+
+        count = jnp.zeros([], jnp.int32)
+        return AdafactorState(
+            count=count,
+            learning_rate=relative_step_size(count),
+            applied_learning_rates=jax.tree.map(lambda p: jnp.zeros([], compute_dtype(p)), params),
+            exp_avg=(
+                None if beta1 is None
+                else jax.tree.map(lambda p: jnp.zeros(p.shape, compute_dtype(p)), params)
+            ),
+            exp_avg_sq_row=jax.tree.map(row, params),
+            exp_avg_sq_col=jax.tree.map(col, params),
+            exp_avg_sq=jax.tree.map(full, params),
+        )
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "adafactor needs the parameters (their RMS scales the step): call "
+                "tx.update(grads, state, params)"
+            )
+        rho = relative_step_size(state.count)
+        t = jnp.asarray(state.count, dtype=float) + 1.0
+        beta2t = 1.0 - jnp.power(t, decay_rate)
+
+        # Leaves in order; matching by leaf order lets flax.nnx's Variable-wrapped state work.
+        grads, treedef = jax.tree.flatten(updates)
+        leaves = jax.tree.leaves(params)
+        decays = jax.tree.leaves(resolve_mask(params))
+        exp_avgs = [None] * len(grads) if beta1 is None else jax.tree.leaves(state.exp_avg)
+        rows = jax.tree.leaves(state.exp_avg_sq_row)
+        cols = jax.tree.leaves(state.exp_avg_sq_col)
+        fulls = jax.tree.leaves(state.exp_avg_sq)
+        if not len(grads) == len(leaves) == len(decays) == len(rows):
+            raise ValueError(
+                f"adafactor: the updates have {len(grads)} leaves, the parameters {len(leaves)}, "
+                f"the mask {len(decays)} and the state {len(rows)}; they must match"
+            )
+
+        out = {"update": [], "lr": [], "m": [], "row": [], "col": [], "v": []}
+        for g, p, decay, m, r, c, v in zip(
+            grads, leaves, decays, exp_avgs, rows, cols, fulls, strict=True
+        ):
+            cd = compute_dtype(p)
+            g32, p32 = g.astype(cd), p.astype(cd)
+            b2t = beta2t.astype(cd)
+            # lr = param_scale * rel_step_sz, param_scale = max(eps2, RMS(p)) before the update.
+            rate = rho.astype(cd)
+            if scale_parameter:
+                rate = jnp.maximum(jnp.asarray(eps2, cd), _rms(p32)) * rate
+            square = g32 * g32 + eps1
+            if p.ndim >= 2:
+                # exp_avg_sq_row.mul_(beta2t).add_(update.mean(dim=-1), alpha=1 - beta2t), same
+                # for the column along dim -2; then _approx_sq_grad(row, col) * grad.
+                r = b2t * r + (1.0 - b2t) * jnp.mean(square, axis=-1)
+                c = b2t * c + (1.0 - b2t) * jnp.mean(square, axis=-2)
+                r_factor = jax.lax.rsqrt(r / jnp.mean(r, axis=-1, keepdims=True))[..., None]
+                c_factor = jax.lax.rsqrt(c)[..., None, :]
+                u = (r_factor * c_factor) * g32
+            else:
+                v = b2t * v + (1.0 - b2t) * square
+                u = jax.lax.rsqrt(v) * g32
+            # update.div_((RMS(update) / clip_threshold).clamp_(min=1.0)); update.mul_(lr)
+            u = u / jnp.maximum(_rms(u) / clip_threshold, 1.0)
+            u = u * rate
+            if beta1 is not None:
+                m = beta1 * m + (1.0 - beta1) * u
+                u = m
+            step = -u
+            if weight_decay != 0.0 and decay:
+                # p.add_(p, alpha=-weight_decay * lr), on the parameter before the update.
+                step = step + (-weight_decay * rate) * p32
+            for key, value in zip(out, (step.astype(p.dtype), rate, m, r, c, v), strict=True):
+                out[key].append(value)
+
+        # Each state field keeps the structure init gave it (flax.nnx: Variable-wrapped).
+        like = lambda tree, key: jax.tree.unflatten(jax.tree.structure(tree), out[key])
+        count = optax.safe_increment(state.count)
+        new_state = AdafactorState(
+            count=count,
+            learning_rate=relative_step_size(count),
+            applied_learning_rates=like(state.applied_learning_rates, "lr"),
+            exp_avg=None if beta1 is None else like(state.exp_avg, "m"),
+            exp_avg_sq_row=like(state.exp_avg_sq_row, "row"),
+            exp_avg_sq_col=like(state.exp_avg_sq_col, "col"),
+            exp_avg_sq=like(state.exp_avg_sq, "v"),
+        )
+        return jax.tree.unflatten(treedef, out["update"]), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers' TensorFlow optimizers: AdamWeightDecay, WarmUp, create_optimizer
+# ---------------------------------------------------------------------------------------------
+
+KERAS_NO_DECAY = ("LayerNorm", "layer_norm", "bias")
+
+
+def adam_weight_decay(
+    learning_rate: float | Callable[[Any], Any] = 1e-3,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    amsgrad: bool = False,
+    weight_decay_rate: float = 0.0,
+    include_in_weight_decay: Sequence[str] | None = None,
+    exclude_from_weight_decay: Sequence[str] | None = None,
+) -> optax.GradientTransformation:
+    r"""transformers' TensorFlow ``AdamWeightDecay``: Keras Adam plus decoupled weight decay.
+
+    Reproduces ``AdamWeightDecay(learning_rate, beta_1, beta_2, epsilon, amsgrad,
+    weight_decay_rate, include_in_weight_decay, exclude_from_weight_decay)`` (a
+    ``tf.keras.optimizers.Adam`` subclass). With :math:`k` updates applied so far, :math:`t = k + 1`
+    and :math:`\mathrm{lr}_k` = ``learning_rate(k)`` (Keras evaluates a schedule at
+    ``optimizer.iterations``), for each variable:
+
+    .. math::
+      p &\leftarrow p - \mathrm{lr}_k\,\text{weight\_decay\_rate}\; p
+          \quad\text{(if decayed, see below)} \\
+      m &\leftarrow m + (1 - \beta_1)(g - m), \qquad v \leftarrow v + (1 - \beta_2)(g^2 - v) \\
+      p &\leftarrow p - \mathrm{lr}_k \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}
+          \frac{m}{\sqrt{\hat v} + \epsilon}, \qquad
+          \hat v = \max(\hat v, v) \text{ if amsgrad else } v
+
+    The decay uses the scheduled rate ``lr_t``, not the bias-corrected one. A parameter is decayed
+    when ``weight_decay_rate > 0`` and, on its ``/``-joined path name (e.g.
+    ``encoder/layer/0/attention/bias``): some ``include_in_weight_decay`` pattern
+    ``re.search``-es it, or else no ``exclude_from_weight_decay`` pattern does
+    (``_do_use_weight_decay``; :func:`optax_bertadam.regex_decay_mask`). With
+    ``weight_decay_rate=0`` it is exactly ``tf.keras.optimizers.Adam``.
+
+    Not reproduced: the ``clipnorm``/``clipvalue``/``decay`` Keras keyword arguments (chain
+    ``optax.clip``/``optax.clip_by_global_norm`` in front instead), and TensorFlow's float32
+    evaluation of the schedule for float64 variables.
+
+    Args:
+      learning_rate: a rate ``>= 0`` or a schedule ``count -> rate`` (e.g. :func:`warmup`).
+      beta_1: first-moment decay, in ``[0, 1)``.
+      beta_2: second-moment decay, in ``[0, 1)``.
+      epsilon: Keras's "epsilon hat", added to :math:`\sqrt{v}`, ``>= 0``.
+      amsgrad: normalise by the running maximum of :math:`v`.
+      weight_decay_rate: decoupled decay coefficient, ``>= 0``.
+      include_in_weight_decay: regexes of parameter names always decayed (they win).
+      exclude_from_weight_decay: regexes of parameter names not decayed.
+    """
+    learning_rate = _check_learning_rate(learning_rate)
+    beta_1 = _validation.check_range("beta_1", beta_1, low=0.0, high=1.0, high_inclusive=False)
+    beta_2 = _validation.check_range("beta_2", beta_2, low=0.0, high=1.0, high_inclusive=False)
+    epsilon = _validation.check_range("epsilon", epsilon, low=0.0)
+    amsgrad = _check_bool("amsgrad", amsgrad)
+    weight_decay_rate = _validation.check_range("weight_decay_rate", weight_decay_rate, low=0.0)
+    include = _check_patterns("include_in_weight_decay", include_in_weight_decay)
+    exclude = _check_patterns("exclude_from_weight_decay", exclude_from_weight_decay)
+
+    def decay_mask(params):
+        return masks.regex_decay_mask(params, include=include, exclude=exclude)
+
+    return optax.chain(
+        _scale_by_adam(beta_1, beta_2, epsilon, flavour="keras", amsgrad=amsgrad),
+        transforms.add_decayed_weights(weight_decay_rate, decay_mask),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )
+
+
+def _check_power(name: str, value: Any) -> float:
+    value = _validation.check_finite(name, value)
+    return _validation.check_range(name, value, low=0.0, low_inclusive=False)
+
+
+def warmup(
+    initial_learning_rate: float,
+    decay_schedule_fn: Callable[[Any], Any],
+    warmup_steps: int,
+    power: float = 1.0,
+) -> Callable[[Any], Any]:
+    r"""transformers' TensorFlow ``WarmUp`` schedule, as an optax schedule ``count -> rate``.
+
+    .. math::
+      \mathrm{lr}(k) = \begin{cases}
+        \text{initial\_learning\_rate}\,(k / \text{warmup\_steps})^{\text{power}}
+            & k < \text{warmup\_steps} \\
+        \text{decay\_schedule\_fn}(k - \text{warmup\_steps}) & \text{otherwise}
+      \end{cases}
+
+    ``WarmUp(initial_learning_rate, decay_schedule_fn, warmup_steps, power)``; Keras calls it
+    with ``optimizer.iterations``, the number of updates already applied, which is optax's
+    ``count``: update ``k`` uses ``lr(k)``, so the first update uses rate 0.
+
+    Args:
+      initial_learning_rate: the rate reached at the end of warmup, ``>= 0``.
+      decay_schedule_fn: schedule ``steps since the end of warmup -> rate`` (a jnp function).
+      warmup_steps: length of the warmup in updates, an integer ``>= 0``.
+      power: exponent of the warmup ramp (1: linear), ``> 0``.
+    """
+    initial_learning_rate = _validation.check_range(
+        "initial_learning_rate", initial_learning_rate, low=0.0
+    )
+    if not callable(decay_schedule_fn):
+        raise TypeError(
+            f"decay_schedule_fn={decay_schedule_fn!r} is invalid: expected a schedule "
+            "count -> learning rate"
+        )
+    warmup_steps = _validation.check_int("warmup_steps", warmup_steps, low=0)
+    power = _check_power("power", power)
+
+    def schedule(count):
+        step = jnp.asarray(count, dtype=float)
+        # warmup_steps >= 1 here whenever the warmup branch can be taken (count >= 0).
+        ramp = initial_learning_rate * jnp.power(step / max(warmup_steps, 1), power)
+        # Keras only calls decay_schedule_fn(step - warmup_steps) after warmup; clamping keeps
+        # the unused branch of jnp.where away from negative steps.
+        decayed = decay_schedule_fn(jnp.maximum(count - warmup_steps, 0))
+        return jnp.where(count < warmup_steps, ramp, jnp.asarray(decayed, dtype=float))
+
+    return schedule
+
+
+def _keras_polynomial_decay(
+    initial_learning_rate: float, decay_steps: int, end_learning_rate: float, power: float
+) -> Callable[[Any], Any]:
+    """``tf.keras.optimizers.schedules.PolynomialDecay`` with ``cycle=False``."""
+
+    def schedule(count):
+        # global_step = min(step, decay_steps); p = global_step / decay_steps; the remaining
+        # fraction 1 - p is formed as (decay_steps - global_step) / decay_steps, exactly 0 at the
+        # end: XLA turns `1 - x / c` into a multiply-add by 1/c that ends at -2e-8 in float32, and
+        # a fractional power of that is NaN.
+        step = jnp.minimum(jnp.asarray(count, dtype=float), decay_steps)
+        remaining = (decay_steps - step) / decay_steps
+        return (initial_learning_rate - end_learning_rate) * jnp.power(
+            remaining, power
+        ) + end_learning_rate
+
+    return schedule
+
+
+def create_optimizer(
+    init_lr: float,
+    num_train_steps: int,
+    num_warmup_steps: int,
+    min_lr_ratio: float = 0.0,
+    adam_beta1: float = 0.9,
+    adam_beta2: float = 0.999,
+    adam_epsilon: float = 1e-8,
+    weight_decay_rate: float = 0.0,
+    power: float = 1.0,
+    include_in_weight_decay: Sequence[str] | None = None,
+) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
+    r"""transformers' TensorFlow ``create_optimizer``: warmup, polynomial decay, AdamWeightDecay.
+
+    Returns ``(tx, schedule)`` like ``create_optimizer(...)`` returns ``(optimizer,
+    lr_schedule)``. The schedule is Keras ``PolynomialDecay`` from ``init_lr`` to
+    ``init_lr * min_lr_ratio`` over ``num_train_steps - num_warmup_steps`` updates (constant at
+    the end value afterwards), behind a linear :func:`warmup` of ``num_warmup_steps`` (none if 0):
+
+    .. math::
+      \mathrm{lr}(k) = \begin{cases}
+        \text{init\_lr}\; k / W & k < W \\
+        (\text{init\_lr} - \text{end})\,(1 - \min(k - W, D) / D)^{\text{power}} + \text{end}
+            & \text{otherwise}
+      \end{cases}
+
+    with :math:`W` = ``num_warmup_steps``, :math:`D` = ``num_train_steps - num_warmup_steps``.
+    The optimizer is :func:`adam_weight_decay` excluding ``["LayerNorm", "layer_norm", "bias"]``
+    from decay when ``weight_decay_rate > 0``, and plain Keras Adam (the same without decay)
+    otherwise. ``adam_clipnorm``/``adam_global_clipnorm`` are not arguments here: chain
+    ``optax.clip_by_global_norm`` in front.
+
+    Args:
+      init_lr: the rate at the end of warmup, ``>= 0``.
+      num_train_steps: total number of updates, an integer ``> num_warmup_steps``.
+      num_warmup_steps: warmup length, an integer ``>= 0``.
+      min_lr_ratio: final rate as a fraction of ``init_lr``, ``>= 0``.
+      adam_beta1: Adam's ``beta_1``, in ``[0, 1)``.
+      adam_beta2: Adam's ``beta_2``, in ``[0, 1)``.
+      adam_epsilon: Adam's epsilon, ``>= 0``.
+      weight_decay_rate: decoupled decay coefficient, ``>= 0``.
+      power: exponent of the polynomial decay, ``> 0``.
+      include_in_weight_decay: regexes of parameter names decayed even if excluded.
+    """
+    init_lr = _validation.check_range("init_lr", init_lr, low=0.0)
+    num_train_steps = _validation.check_int("num_train_steps", num_train_steps, low=1)
+    num_warmup_steps = _validation.check_int("num_warmup_steps", num_warmup_steps, low=0)
+    if num_warmup_steps >= num_train_steps:
+        raise ValueError(
+            f"num_warmup_steps={num_warmup_steps!r} is invalid with num_train_steps="
+            f"{num_train_steps!r}: expected fewer warmup steps than training steps (the decay "
+            "lasts num_train_steps - num_warmup_steps updates)"
+        )
+    min_lr_ratio = _validation.check_finite("min_lr_ratio", min_lr_ratio)
+    min_lr_ratio = _validation.check_range("min_lr_ratio", min_lr_ratio, low=0.0)
+    power = _check_power("power", power)
+    weight_decay_rate = _validation.check_range("weight_decay_rate", weight_decay_rate, low=0.0)
+    # Checked here too so that the message names create_optimizer's own arguments.
+    for name, value in (("adam_beta1", adam_beta1), ("adam_beta2", adam_beta2)):
+        _validation.check_range(name, value, low=0.0, high=1.0, high_inclusive=False)
+    _validation.check_range("adam_epsilon", adam_epsilon, low=0.0)
+    schedule = _keras_polynomial_decay(
+        init_lr, num_train_steps - num_warmup_steps, init_lr * min_lr_ratio, power
+    )
+    if num_warmup_steps:
+        schedule = warmup(init_lr, schedule, num_warmup_steps)
+    if weight_decay_rate > 0.0:
+        tx = adam_weight_decay(
+            schedule, adam_beta1, adam_beta2, adam_epsilon,
+            weight_decay_rate=weight_decay_rate,
+            include_in_weight_decay=include_in_weight_decay,
+            exclude_from_weight_decay=list(KERAS_NO_DECAY),
+        )
+    else:
+        # tf.keras.optimizers.Adam: AdamWeightDecay without decay.
+        tx = adam_weight_decay(schedule, adam_beta1, adam_beta2, adam_epsilon)
+    return tx, schedule
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient accumulation
+# ---------------------------------------------------------------------------------------------
+
+
+def gradient_accumulation(
+    tx: optax.GradientTransformation,
+    every_k_steps: int,
+    *,
+    average: bool = True,
+    accumulator_dtype: Any = None,
+) -> optax.GradientTransformation:
+    r"""Apply ``tx`` once every ``every_k_steps`` micro-batches, to their accumulated gradients.
+
+    A thin wrapper of ``optax.MultiSteps(tx, every_k_steps, use_grad_mean=average)``. For micro-
+    batches :math:`g_1, \dots, g_k`, ``tx`` sees
+
+    * ``average=True``: :math:`\frac1k \sum_i g_i`, PyTorch's ``(loss / k).backward()`` on each
+      micro-batch followed by ``optimizer.step(); optimizer.zero_grad()`` (the sum of
+      ``grad / k`` equals the mean, to rounding);
+    * ``average=False``: :math:`\sum_i g_i`, transformers' TensorFlow ``GradientAccumulator``
+      (``accumulator(grads)`` per micro-batch, then ``apply_gradients(accumulator.gradients)``
+      and ``accumulator.reset()``).
+
+    The other micro-steps return zero updates and leave the inner state (hence the learning rate
+    schedule, which counts real updates) untouched; :func:`optax_bertadam.get_lr` finds the inner
+    rate through the wrapper. ``optax.MultiSteps(...).has_updated(state)`` works on the state.
+
+    Args:
+      tx: any transformation of this package (or optax).
+      every_k_steps: micro-batches per update, an integer ``>= 1``.
+      average: mean (PyTorch ``loss / k``) or sum (TF ``GradientAccumulator``) of the gradients.
+      accumulator_dtype: dtype of the accumulated gradients; default: float32, or wider if a
+        parameter is wider (float64 parameters accumulate in float64, unlike
+        ``optax.MultiSteps``'s float32 default).
+    """
+    if not isinstance(tx, optax.GradientTransformation):
+        raise TypeError(f"tx={tx!r} is invalid: expected an optax.GradientTransformation")
+    every_k_steps = _validation.check_int("every_k_steps", every_k_steps, low=1)
+    average = _check_bool("average", average)
+    if accumulator_dtype is not None:
+        try:
+            floating = jnp.issubdtype(jnp.dtype(accumulator_dtype), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise TypeError(
+                f"accumulator_dtype={accumulator_dtype!r} is invalid: expected None or a floating "
+                "dtype, e.g. jnp.float32"
+            )
+
+    def multi_steps(dtype):
+        return optax.MultiSteps(
+            tx, every_k_steps, use_grad_mean=average, accumulator_dtype=dtype
+        )
+
+    def init_fn(params):
+        dtype = accumulator_dtype
+        if dtype is None:
+            dtype = jnp.result_type(jnp.float32, *jax.tree.leaves(params))
+        return multi_steps(dtype).init(params)
+
+    def update_fn(updates, state, params=None):
+        # The dtype chosen at init is the accumulator's.
+        leaves = jax.tree.leaves(state.acc_grads)
+        dtype = leaves[0].dtype if leaves else jnp.float32
+        return multi_steps(dtype).update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)

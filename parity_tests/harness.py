@@ -42,6 +42,11 @@ TORCH_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 DTYPES = {"float32": (jnp.float32, torch.float32), "float64": (jnp.float64, torch.float64)}
 
 
+# The project's bounds: float32 parameters within 2e-5 of each tensor's largest magnitude and rates
+# within 1e-6 of the peak rate; float64 within 1e-12 for both.
+PARAM_TOL = {"float32": 2e-5, "float64": 1e-12}
+LR_TOL = {"float32": 1e-6, "float64": 1e-12}
+
 # Every figure a parity test measures, for `python -m optax_bertadam parity` (see conftest.py).
 MEASURED: list[dict[str, Any]] = []
 
@@ -53,6 +58,12 @@ def assert_within(metric: str, value: float, tolerance: float) -> None:
                      "tolerance": float(tolerance)})
     print(f"{metric}: {value:.3e} (tolerance {tolerance:.0e})")
     assert value <= tolerance, f"{metric} = {value:.3e} is above its tolerance {tolerance:.0e}"
+
+
+def check_result(result: ParityResult, dtype: str) -> None:
+    """Assert a :func:`run_parity` result is within the project's bounds for ``dtype``."""
+    assert_within("param error", result.worst_param_error, PARAM_TOL[dtype])
+    assert_within("lr error", result.worst_lr_error, LR_TOL[dtype])
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -4,5 +4,26 @@ Nothing here imports optax_bertadam.
 """
 
 from torch_ref.bertadam import SCHEDULES, BertAdam, schedule_multiplier
+from torch_ref.optimizers import (
+    AdamW,
+    AdamWeightDecay,
+    GradientAccumulator,
+    PolynomialDecay,
+    WarmUp,
+    create_optimizer,
+)
+from torch_ref.schedules import CosineWarmupScheduler, NoamOpt
 
-__all__ = ["SCHEDULES", "BertAdam", "schedule_multiplier"]
+__all__ = [
+    "SCHEDULES",
+    "AdamW",
+    "AdamWeightDecay",
+    "BertAdam",
+    "CosineWarmupScheduler",
+    "GradientAccumulator",
+    "NoamOpt",
+    "PolynomialDecay",
+    "WarmUp",
+    "create_optimizer",
+    "schedule_multiplier",
+]

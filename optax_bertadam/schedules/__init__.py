@@ -1,0 +1,62 @@
+"""Learning-rate schedules: pure functions of the update count (``count -> learning rate``).
+
+* :mod:`~optax_bertadam.schedules.bert`: BertAdam's six schedules.
+* :mod:`~optax_bertadam.schedules.transformers`: every ``transformers.get_scheduler`` name.
+* :mod:`~optax_bertadam.schedules.classic`: the tutorial's cosine warmup and formulas, Noam,
+  ``LambdaLR`` and ``SequentialLR``.
+"""
+
+from optax_bertadam.schedules.bert import SCHEDULE_NAMES, bert_schedule
+from optax_bertadam.schedules.classic import (
+    constant_with_linear_cooldown,
+    cosine_warmup,
+    inverse_sqrt,
+    lambda_lr,
+    linear_decay,
+    noam,
+    polynomial_decay,
+    sequential_lr,
+)
+from optax_bertadam.schedules.transformers import (
+    SCHEDULER_NAMES,
+    ReduceLROnPlateauState,
+    get_constant_schedule,
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_cosine_with_hard_restarts_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+    get_inverse_sqrt_schedule,
+    get_linear_schedule_with_warmup,
+    get_polynomial_decay_schedule_with_warmup,
+    get_scheduler,
+    get_wsd_schedule,
+    reduce_lr_on_plateau,
+)
+
+__all__ = [
+    "SCHEDULER_NAMES",
+    "SCHEDULE_NAMES",
+    "ReduceLROnPlateauState",
+    "bert_schedule",
+    "constant_with_linear_cooldown",
+    "cosine_warmup",
+    "get_constant_schedule",
+    "get_constant_schedule_with_warmup",
+    "get_cosine_schedule_with_warmup",
+    "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_inverse_sqrt_schedule",
+    "get_linear_schedule_with_warmup",
+    "get_polynomial_decay_schedule_with_warmup",
+    "get_scheduler",
+    "get_wsd_schedule",
+    "inverse_sqrt",
+    "lambda_lr",
+    "linear_decay",
+    "noam",
+    "polynomial_decay",
+    "reduce_lr_on_plateau",
+    "sequential_lr",
+]
