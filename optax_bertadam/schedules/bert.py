@@ -164,7 +164,10 @@ def warmup_exp_decay_poly(
     x = step / total_steps
     # With warmup == 0 nothing is in warmup: where() discards the first branch.
     warm = jnp.power(_warmup_progress(x, warmup), warm_degree) if warmup != 0.0 else jnp.zeros_like(x)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), warm, jnp.power(1.0 - x, degree))
+    # (total - step) / total rather than 1 - x: XLA may fuse 1 - step * (1/total) into a
+    # multiply-add that lands a hair below 0 at the last step, and a fractional power of that is NaN.
+    remaining = (total_steps - step) / total_steps
+    return jnp.where(_in_warmup(x, warmup, in_warmup), warm, jnp.power(remaining, degree))
 
 
 SCHEDULES: dict[str, Callable[..., Array]] = {
