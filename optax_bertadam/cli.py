@@ -616,14 +616,20 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("--warmup-steps", type=int, default=100,
                            help="warmup updates, 0 <= N < t_total (default: %(default)s)")
 
-    parity = commands.add_parser("parity", help="print the parity table of the test harness")
-    parity.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the table")
+    commands.add_parser(
+        "parity", help="run the parity tests and print their table; further arguments go to "
+        "pytest, e.g. `parity -k bertadam`")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``optax-bertadam``; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["parity"]:
+        # Everything after `parity` belongs to pytest (-k, -x, ...), which argparse would refuse.
+        parser.parse_args(["parity"])
+        return parity_command(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -650,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out}: {len(names)} schedules ({', '.join(names)})")
         return 0
 
-    return parity_command(args.rest)
+    parser.error(f"unknown command {args.command!r}")
 
 
 if __name__ == "__main__":

@@ -149,3 +149,15 @@ def test_python_dash_m_runs_the_command():
     assert result.returncode == 0, result.stderr
     bound = f"float64: {cli.DIVERGENCE_BOUNDS['float64']:g}"
     assert "--schedule" in result.stdout and bound in " ".join(result.stdout.split())
+
+
+def test_parity_command_runs_the_parity_tests_and_prints_their_table():
+    result = subprocess.run(
+        [sys.executable, "-m", "optax_bertadam", "parity", "-n", "0", "-k",
+         "test_hyperparameter_variants and 0.37 and float64"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    table = result.stdout.split("family")[-1]
+    assert "bertadam" in table and "param error" in table and "float64" in table
+    assert " yes" in table and " NO" not in table
