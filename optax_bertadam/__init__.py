@@ -1,7 +1,17 @@
 """optax-bertadam: BERT-era PyTorch optimizers and schedules as optax transformations."""
 
+from optax_bertadam.checkpoint import restore_train_state, save_train_state
 from optax_bertadam.lr import get_lr, register_learning_rate_state
 from optax_bertadam.masks import decay_mask, parameter_name, parameter_names, regex_decay_mask
+from optax_bertadam.mixed_precision import (
+    DynamicLossScaleState,
+    SkipNonfiniteState,
+    all_finite,
+    dynamic_loss_scale,
+    get_loss_scale,
+    scale_loss,
+    skip_nonfinite,
+)
 from optax_bertadam.optimizers import (
     KERAS_NO_DECAY,
     AdafactorState,
@@ -16,6 +26,13 @@ from optax_bertadam.optimizers import (
 )
 from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in schedules.__all__)
 from optax_bertadam.schedules import __all__ as _schedule_names
+from optax_bertadam.torch_state import (
+    load_torch_state_dict,
+    register_torch_state_fields,
+    to_torch_state_dict,
+    torch_parameter_names,
+    transpose_kernels,
+)
 from optax_bertadam.transforms import (
     ScaleByBiasFreeAdamState,
     ScheduledLearningRateState,
@@ -28,6 +45,20 @@ from optax_bertadam.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DynamicLossScaleState",
+    "SkipNonfiniteState",
+    "all_finite",
+    "dynamic_loss_scale",
+    "get_loss_scale",
+    "load_torch_state_dict",
+    "register_torch_state_fields",
+    "restore_train_state",
+    "save_train_state",
+    "scale_loss",
+    "skip_nonfinite",
+    "to_torch_state_dict",
+    "torch_parameter_names",
+    "transpose_kernels",
     "KERAS_NO_DECAY",
     "AdafactorState",
     "AdamMomentsState",

@@ -1,0 +1,230 @@
+"""Mixed precision: dynamic loss scaling (``torch.amp.GradScaler``) and skipping non-finite steps.
+
+PyTorch's fp16 recipe::
+
+  scaler = torch.amp.GradScaler()        # init_scale=2**16, growth_factor=2, backoff_factor=0.5,
+  scaler.scale(loss).backward()          #   growth_interval=2000
+  scaler.step(optimizer)                 # unscale; skip optimizer.step() on inf/NaN gradients
+  scaler.update()                        # back off after a skip, grow after 2000 clean steps
+
+is, in optax, one wrapper around the optimizer::
+
+  tx = dynamic_loss_scale(ob.bertadam(1e-4, moment_dtype=jnp.float32))
+  grads = jax.grad(lambda p: scale_loss(loss_fn(p), opt_state))(params)
+  updates, opt_state = tx.update(grads, opt_state, params)   # unscale, skip or step, new scale
+
+A skipped step returns updates of ``-0.0`` (``p + (-0.0)`` is ``p`` bit for bit, also for
+``p == -0.0``) and leaves the wrapped optimizer's state untouched: its step count, moments and
+schedule do not advance, exactly as ``optimizer.step()`` is not called by ``GradScaler.step``.
+
+:func:`skip_nonfinite` is the same skip without loss scaling. It is not ``optax.apply_if_finite``:
+that one applies a non-finite update after ``max_consecutive_errors`` skips and returns ``+0.0``
+updates (which turn a ``-0.0`` parameter into ``+0.0``); this one never applies a non-finite update.
+
+Low-precision parameters with float32 moments are ``ob.bertadam(..., moment_dtype=jnp.float32)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_bertadam import _validation
+
+Array = Any
+PyTree = Any
+
+
+def all_finite(tree: PyTree) -> Array:
+    """``True`` when every element of every leaf of ``tree`` is finite (``True`` for no leaves)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]).all()
+
+
+def _skipped_updates(updates: PyTree) -> PyTree:
+    # -0.0 is the exact identity of IEEE addition: p + (-0.0) == p bit for bit, even for p = -0.0.
+    return jax.tree.map(lambda u: jnp.full_like(u, -0.0), updates)
+
+
+def _select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    return jax.tree.map(
+        lambda a, b: jnp.where(pred, a, b).astype(jnp.result_type(b)), on_true, on_false
+    )
+
+
+class SkipNonfiniteState(NamedTuple):
+    """``skip_count``: updates skipped so far; ``inner_state``: the wrapped optimizer's state."""
+
+    skip_count: Array
+    inner_state: Any
+
+
+def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """Skip every update whose gradients hold an inf or NaN; count the skips.
+
+    On a skipped update the returned updates are ``-0.0`` (so ``optax.apply_updates`` leaves the
+    parameters bit-identical) and ``inner``'s state is returned unchanged, bit for bit.
+    Otherwise this is ``inner``. The inner update is computed in both cases and selected
+    (cheap, and the same under ``jit``, ``vmap`` and sharding).
+
+    Args:
+      inner: the optimizer to protect.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with :class:`SkipNonfiniteState`.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        return SkipNonfiniteState(skip_count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        finite = all_finite(updates)
+        new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
+        skip_count = jnp.where(finite, state.skip_count, optax.safe_increment(state.skip_count))
+        return _select(finite, new_updates, _skipped_updates(new_updates)), SkipNonfiniteState(
+            skip_count=skip_count, inner_state=_select(finite, new_inner, state.inner_state)
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class DynamicLossScaleState(NamedTuple):
+    """The state of :func:`dynamic_loss_scale`, the fields of ``torch.amp.GradScaler``.
+
+    ``scale``: the float32 loss scale (``GradScaler.get_scale()``); ``growth_tracker``: clean
+    steps since the last change of scale; ``skip_count``: steps skipped so far;
+    ``inner_state``: the wrapped optimizer's state.
+    """
+
+    scale: Array
+    growth_tracker: Array
+    skip_count: Array
+    inner_state: Any
+
+
+def dynamic_loss_scale(
+    inner: optax.GradientTransformation,
+    init_scale: float = 2.0**16,
+    growth_factor: float = 2.0,
+    backoff_factor: float = 0.5,
+    growth_interval: int = 2000,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Dynamic loss scaling around ``inner``, as ``torch.amp.GradScaler`` does it.
+
+    ``update`` receives the gradients of the *scaled* loss (see :func:`scale_loss`). With
+    :math:`s` the current scale:
+
+    * if any gradient element is inf or NaN: the step is skipped (updates ``-0.0``, ``inner``'s
+      state unchanged), :math:`s \leftarrow s \cdot \text{backoff\_factor}`, the growth tracker
+      is reset and ``skip_count`` grows by one;
+    * otherwise the gradients are unscaled, :math:`g \leftarrow g \cdot (1/s)` (the reciprocal in
+      float32, the product in the gradient's dtype, upcast to float32 for half types), ``inner``
+      is applied, and after ``growth_interval`` consecutive clean steps
+      :math:`s \leftarrow s \cdot \text{growth\_factor}` (kept only if finite) and the tracker
+      is reset.
+
+    This is ``scaler.step(optimizer); scaler.update()``: the same scale trajectory, the same
+    skipped steps. The scale is float32 like torch's; with factors exactly representable in
+    float32 (the defaults, any power of two) every scale is bit-identical to torch's; other
+    factors may differ by one float32 ulp per change, as torch multiplies in double. Unlike
+    ``GradScaler`` (which refuses float16 gradients), any float dtype is accepted.
+
+    Args:
+      inner: the optimizer applied to the unscaled gradients.
+      init_scale: the first scale, finite and ``> 0``.
+      growth_factor: multiplier after ``growth_interval`` clean steps, ``> 1``.
+      backoff_factor: multiplier after a skipped step, in ``(0, 1)``.
+      growth_interval: clean steps between growths, an integer ``>= 1``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with :class:`DynamicLossScaleState`.
+    """
+    init_scale = _validation.check_range("init_scale", init_scale, low=0.0, low_inclusive=False)
+    init_scale = _validation.check_finite("init_scale", init_scale)
+    growth_factor = _validation.check_range(
+        "growth_factor", growth_factor, low=1.0, low_inclusive=False
+    )
+    growth_factor = _validation.check_finite("growth_factor", growth_factor)
+    backoff_factor = _validation.check_range(
+        "backoff_factor", backoff_factor, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
+    )
+    growth_interval = _validation.check_int("growth_interval", growth_interval, low=1)
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        return DynamicLossScaleState(
+            scale=jnp.asarray(init_scale, jnp.float32),
+            growth_tracker=jnp.zeros([], jnp.int32),
+            skip_count=jnp.zeros([], jnp.int32),
+            inner_state=inner.init(params),
+        )
+
+    def unscale(g, inv_scale):
+        compute_dtype = jnp.promote_types(g.dtype, jnp.float32)
+        return (g.astype(compute_dtype) * inv_scale.astype(compute_dtype)).astype(g.dtype)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        finite = all_finite(updates)
+        inv_scale = jnp.float32(1.0) / state.scale
+        unscaled = jax.tree.map(lambda g: unscale(g, inv_scale), updates)
+        new_updates, new_inner = inner.update(unscaled, state.inner_state, params, **extra_args)
+
+        tracker = state.growth_tracker + 1
+        grown = state.scale * jnp.float32(growth_factor)
+        grow = tracker == growth_interval
+        scale = jnp.where(
+            finite,
+            jnp.where(grow & jnp.isfinite(grown), grown, state.scale),
+            state.scale * jnp.float32(backoff_factor),
+        )
+        tracker = jnp.where(finite & ~grow, tracker, 0).astype(jnp.int32)
+        skip_count = jnp.where(finite, state.skip_count, optax.safe_increment(state.skip_count))
+        new_state = DynamicLossScaleState(
+            scale=scale,
+            growth_tracker=tracker,
+            skip_count=skip_count,
+            inner_state=_select(finite, new_inner, state.inner_state),
+        )
+        return _select(finite, new_updates, _skipped_updates(new_updates)), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _find_loss_scale_state(opt_state: Any) -> DynamicLossScaleState:
+    found = [
+        node
+        for node in jax.tree.leaves(
+            opt_state, is_leaf=lambda node: isinstance(node, DynamicLossScaleState)
+        )
+        if isinstance(node, DynamicLossScaleState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"opt_state holds {len(found)} DynamicLossScaleState(s): pass the state of a "
+            "dynamic_loss_scale(...) optimizer (exactly one)"
+        )
+    return found[0]
+
+
+def get_loss_scale(opt_state: Any) -> Array:
+    """The current loss scale (``GradScaler.get_scale()``), found anywhere inside ``opt_state``."""
+    scale = _find_loss_scale_state(opt_state).scale
+    # flax.nnx.Optimizer keeps its state in Variables; their array is `.value`.
+    return jnp.asarray(getattr(scale, "value", scale))
+
+
+def scale_loss(loss: Array, opt_state: Any) -> Array:
+    """``loss * scale`` (``GradScaler.scale(loss)``): differentiate this, not ``loss``.
+
+    ``opt_state`` is (or contains) the state of :func:`dynamic_loss_scale`. A float16 or
+    bfloat16 scalar loss is promoted to float32, as torch does for a 0-d loss.
+    """
+    scale = get_loss_scale(opt_state)
+    loss = jnp.asarray(loss)
+    return loss * scale.astype(jnp.promote_types(loss.dtype, jnp.float32))

@@ -1,0 +1,469 @@
+"""Move optimizer state between PyTorch and optax mid-training, parameter by parameter.
+
+A PyTorch ``optimizer.state_dict()`` keys each parameter's state by an integer id: its position
+in the optimizer's parameters (``param_groups`` concatenated). The caller names those parameters
+(``param_names``, e.g. from :func:`torch_parameter_names`) and says which Flax parameter each one
+is (``name_map``: Flax path -> torch name; by default the Flax path with ``.`` separators), plus an
+optional per-tensor ``transform`` for layouts that differ (e.g. :func:`transpose_kernels`: a
+``torch.nn.Linear`` weight is ``(out, in)``, a Flax ``Dense`` kernel ``(in, out)``).
+
+Which optax state field receives which torch key:
+
+=========================================  ==============================================
+optax state                                torch per-parameter state
+=========================================  ==============================================
+``ScaleByBiasFreeAdamState.next_m/next_v``   ``BertAdam``: ``next_m``, ``next_v``
+``optax.ScaleByAdamState.mu/nu``             ``torch.optim.Adam/AdamW``: ``exp_avg``, ``exp_avg_sq``
+``optax.ScaleByAmsgradState.nu_max``         ``max_exp_avg_sq`` (``amsgrad=True``)
+any field named ``next_m``, ``exp_avg``, ...  the torch key of the same name
+every integer ``count`` field                 ``step`` (the same for every parameter)
+=========================================  ==============================================
+
+The learning rate a state remembers for :func:`optax_bertadam.get_lr` is recomputed from the
+restored count. Nothing here imports torch at module level: tensors or numpy arrays are accepted,
+and torch is imported only to build the tensors of :func:`to_torch_state_dict`.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_bertadam import lr as lr_lib
+from optax_bertadam.masks import parameter_name
+from optax_bertadam.transforms import ScaleByBiasFreeAdamState
+
+PyTree = Any
+Transform = Callable[[str, np.ndarray], np.ndarray]
+
+# Per-parameter state keys of the PyTorch optimizers this module knows; a NamedTuple field with
+# one of these names is filled from the key of the same name.
+TORCH_STATE_KEYS = ("next_m", "next_v", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+# torch.optim.Adam/AdamW keep `step` as a float32 tensor; BertAdam keeps a Python int.
+_TENSOR_STEP_KEYS = ("exp_avg",)
+
+_FIELD_MAPS: dict[type, dict[str, str]] = {
+    ScaleByBiasFreeAdamState: {"next_m": "next_m", "next_v": "next_v"},
+    optax.ScaleByAdamState: {"mu": "exp_avg", "nu": "exp_avg_sq"},
+    optax.ScaleByAmsgradState: {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"},
+}
+
+
+def register_torch_state_fields(state_type: type, fields: Mapping[str, str]) -> type:
+    """Declare that ``state_type``'s fields (param-shaped trees) hold these torch state keys.
+
+    ``fields`` maps a field name of the NamedTuple ``state_type`` to a key of the per-parameter
+    torch state, e.g. ``{"mu": "exp_avg", "nu": "exp_avg_sq"}``.
+    """
+    _FIELD_MAPS[state_type] = dict(fields)
+    return state_type
+
+
+def _is_named_tuple(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def _field_map(node: Any) -> dict[str, str]:
+    if type(node) in _FIELD_MAPS:
+        return _FIELD_MAPS[type(node)]
+    return {f: f for f in node._fields if f in TORCH_STATE_KEYS}
+
+
+def _all_named_tuples(tree: PyTree) -> list[Any]:
+    """Every NamedTuple node inside ``tree``, outermost first (depth-first, in field order)."""
+    found = []
+    for node in jax.tree.leaves(tree, is_leaf=_is_named_tuple):
+        if _is_named_tuple(node):
+            found.append(node)
+            for field in node._fields:
+                found.extend(_all_named_tuples(getattr(node, field)))
+    return found
+
+
+def _state_nodes(opt_state: PyTree) -> list[Any]:
+    """Every NamedTuple node of ``opt_state`` that holds torch-mapped fields or a ``count``."""
+    return [n for n in _all_named_tuples(opt_state) if _field_map(n) or "count" in n._fields]
+
+
+def _replace_nodes(tree: PyTree, replace: Callable[[Any], Any]) -> PyTree:
+    """Rebuild ``tree`` with every NamedTuple node passed through ``replace`` (outermost first)."""
+
+    def visit(node):
+        if not _is_named_tuple(node):
+            return node
+        node = replace(node)
+        return node._make([_replace_nodes(getattr(node, f), replace) for f in node._fields])
+
+    return jax.tree.map(visit, tree, is_leaf=_is_named_tuple)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A numpy copy of a numpy array, jax array or torch tensor (half types upcast exactly)."""
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
+            value = value.float()
+        return value.numpy().copy()
+    return np.array(value)
+
+
+def _to_step(value: Any, where: str) -> int:
+    step = float(_to_numpy(value)) if not isinstance(value, numbers.Number) else float(value)
+    if not step.is_integer() or step < 0:
+        raise ValueError(f"{where}: step={step!r} is invalid: expected a non-negative integer")
+    return int(step)
+
+
+def _listing(items: Iterable[Any], limit: int = 20) -> str:
+    items = list(items)
+    shown = ", ".join(map(str, items[:limit]))
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def transpose_kernels(path: str, array: np.ndarray) -> np.ndarray:
+    """A ``transform`` for Linear layers: transpose 2-D tensors whose Flax path ends in ``kernel``.
+
+    ``torch.nn.Linear.weight`` is ``(out, in)``, ``flax.nnx.Linear``/``linen.Dense`` kernels are
+    ``(in, out)``. It is its own inverse, so it serves both directions.
+    """
+    if path.rsplit("/", 1)[-1] == "kernel" and np.ndim(array) == 2:
+        return np.swapaxes(array, 0, 1)
+    return array
+
+
+def torch_parameter_names(named_parameters: Iterable[tuple[str, Any]], optimizer: Any) -> list[str]:
+    """Names of ``optimizer``'s parameters in ``state_dict()`` id order (param groups concatenated).
+
+    Args:
+      named_parameters: ``model.named_parameters()``.
+      optimizer: a ``torch.optim.Optimizer`` over (some of) those parameters.
+    """
+    name_of = {id(p): n for n, p in named_parameters}
+    names, unnamed = [], []
+    for g, group in enumerate(optimizer.param_groups):
+        for i, p in enumerate(group["params"]):
+            if id(p) in name_of:
+                names.append(name_of[id(p)])
+            else:
+                unnamed.append(f"param_groups[{g}]['params'][{i}]")
+    if unnamed:
+        raise ValueError(
+            f"optimizer holds parameters that named_parameters does not name: {_listing(unnamed)}"
+        )
+    return names
+
+
+def _resolve_names(
+    flax_paths: Sequence[str], param_names: Sequence[str], name_map: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Flax path -> torch name, refusing any name that is unmatched on either side."""
+    param_names = [str(n) for n in param_names]
+    duplicates = sorted({n for n in param_names if param_names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"param_names has duplicate names: {_listing(duplicates)}")
+    if name_map is None:
+        mapping = {path: path.replace("/", ".") for path in flax_paths}
+    else:
+        mapping = {str(k): str(v) for k, v in name_map.items()}
+    problems = []
+    unmapped = [p for p in flax_paths if p not in mapping]
+    if unmapped:
+        problems.append(f"Flax parameters with no torch name in name_map: {_listing(unmapped)}")
+    unknown_paths = sorted(set(mapping) - set(flax_paths))
+    if unknown_paths:
+        problems.append(f"name_map keys that are not Flax parameters: {_listing(unknown_paths)}")
+    targets = [mapping[p] for p in flax_paths if p in mapping]
+    doubled = sorted({t for t in targets if targets.count(t) > 1})
+    if doubled:
+        problems.append(f"torch names mapped from several Flax parameters: {_listing(doubled)}")
+    missing = [t for t in targets if t not in set(param_names)]
+    if missing:
+        problems.append(f"torch names not among param_names: {_listing(missing)}")
+    unused = [n for n in param_names if n not in set(targets)]
+    if unused:
+        problems.append(f"torch parameters no Flax parameter maps to: {_listing(unused)}")
+    if problems:
+        raise ValueError("the parameter names do not match: " + "; ".join(problems))
+    return {p: mapping[p] for p in flax_paths}
+
+
+def _flax_paths(params: PyTree) -> list[str]:
+    paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    return [parameter_name(path) for path, _ in paths_and_leaves]
+
+
+def _group_ids(param_groups: Sequence[Mapping[str, Any]]) -> list[Any]:
+    return [pid for group in param_groups for pid in group["params"]]
+
+
+def load_torch_state_dict(
+    state_dict: Mapping[str, Any],
+    tx: optax.GradientTransformation,
+    params: PyTree,
+    param_names: Sequence[str],
+    *,
+    name_map: Mapping[str, str] | None = None,
+    transform: Transform | None = None,
+) -> PyTree:
+    """The optax state of ``tx`` equivalent to a PyTorch optimizer's ``state_dict()``.
+
+    Continuing with ``tx`` from the returned state applies the same updates PyTorch would have
+    applied (``torch_ref.BertAdam`` -> :func:`optax_bertadam.bertadam`, ``torch.optim.AdamW`` ->
+    ``optax.adamw``, with the same hyperparameters).
+
+    Args:
+      state_dict: ``optimizer.state_dict()`` (tensors or numpy arrays), e.g. from ``torch.load``.
+      tx: the optax optimizer that continues the run.
+      params: the current Flax parameters (the values matching the torch parameters).
+      param_names: torch names of the optimizer's parameters in ``state_dict`` id order, e.g.
+        ``torch_parameter_names(model.named_parameters(), optimizer)``; with a single parameter
+        group, ``[n for n, _ in model.named_parameters()]``.
+      name_map: Flax path (``/``-joined, as :func:`optax_bertadam.parameter_names`) -> torch name;
+        ``None``: the Flax path with ``.`` instead of ``/``.
+      transform: ``transform(flax_path, array) -> array`` applied to every torch tensor before it
+        goes into the Flax layout, e.g. :func:`transpose_kernels`.
+
+    Returns:
+      ``tx.init(params)`` with moments and counts taken from ``state_dict``.
+
+    Raises:
+      ValueError: names that do not match (listed), shapes that do not match (listed), state keys
+        that ``tx``'s state has no place for or lacks, or parameters whose steps differ.
+    """
+    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+        raise ValueError(
+            "state_dict is invalid: expected optimizer.state_dict(), a dict with 'state' and "
+            "'param_groups'"
+        )
+    ids = _group_ids(state_dict["param_groups"])
+    if len(ids) != len(param_names):
+        raise ValueError(
+            f"param_names has {len(param_names)} names but state_dict['param_groups'] holds "
+            f"{len(ids)} parameters"
+        )
+    flax_paths = _flax_paths(params)
+    to_torch = _resolve_names(flax_paths, param_names, name_map)
+    torch_state = {name: state_dict["state"].get(pid, {}) for pid, name in zip(ids, param_names, strict=True)}
+
+    # One step for all: optax has one update count.
+    with_state = {n: s for n, s in torch_state.items() if len(s)}
+    if with_state and len(with_state) != len(torch_state):
+        without = [n for n, s in torch_state.items() if not len(s)]
+        raise ValueError(
+            "state_dict has no state for some parameters (never updated: no gradient?), which one "
+            f"optax count cannot represent: {_listing(without)}"
+        )
+    steps = {n: _to_step(s["step"], f"state of {n!r}") for n, s in with_state.items() if "step" in s}
+    if len(set(steps.values())) > 1:
+        by_step = {}
+        for n, s in steps.items():
+            by_step.setdefault(s, []).append(n)
+        raise ValueError(
+            "the parameters' steps differ, which one optax count cannot represent: "
+            + "; ".join(f"step {s}: {_listing(names, 5)}" for s, names in sorted(by_step.items()))
+        )
+    step = next(iter(steps.values()), 0)
+    torch_keys = sorted({k for s in with_state.values() for k in s if k != "step"})
+
+    template = tx.init(params)
+    filled_keys: set[str] = set()
+    wanted_keys: set[str] = set()
+    shape_errors: list[str] = []
+
+    def fill(node):
+        updates = {}
+        for field, key in _field_map(node).items():
+            tree = getattr(node, field)
+            if not jax.tree.leaves(tree):
+                continue
+            wanted_keys.add(key)
+            if not with_state:
+                continue  # no update yet: torch has no state, optax has zeros
+            if key not in torch_keys:
+                continue
+            filled_keys.add(key)
+
+            def load_leaf(path, leaf, key=key):
+                flax_path = parameter_name(path)
+                entry = torch_state[to_torch[flax_path]]
+                if key not in entry:
+                    shape_errors.append(f"{to_torch[flax_path]}: no {key!r} in its state")
+                    return leaf
+                value = _to_numpy(entry[key])
+                if transform is not None:
+                    value = np.asarray(transform(flax_path, value))
+                if value.shape != leaf.shape:
+                    shape_errors.append(
+                        f"{flax_path} ({key}): torch {tuple(value.shape)} vs optax {tuple(leaf.shape)}"
+                    )
+                    return leaf
+                out = jnp.asarray(value, dtype=leaf.dtype)
+                return jax.device_put(out, leaf.sharding) if isinstance(leaf, jax.Array) else out
+
+            updates[field] = jax.tree_util.tree_map_with_path(load_leaf, tree)
+        if "count" in node._fields and _is_count(node.count):
+            updates["count"] = jnp.asarray(step, dtype=jnp.asarray(node.count).dtype)
+        return node._replace(**updates) if updates else node
+
+    state = _replace_nodes(template, fill)
+    if not wanted_keys:
+        raise ValueError(
+            "tx's state has no moments this module can fill from torch (known: "
+            f"{', '.join(TORCH_STATE_KEYS)}; see register_torch_state_fields)"
+        )
+    if with_state:
+        missing = sorted(wanted_keys - set(torch_keys))
+        extra = sorted(set(torch_keys) - filled_keys)
+        if missing or extra:
+            raise ValueError(
+                f"state_dict does not match tx's state: the state_dict holds {torch_keys}, tx's "
+                f"state needs {sorted(wanted_keys)} (missing: {missing or 'none'}, without a place "
+                f"in tx's state: {extra or 'none'}): is it the state of another optimizer?"
+            )
+    if shape_errors:
+        raise ValueError(
+            "state_dict tensors do not match the Flax parameters (is a transform missing?): "
+            + _listing(shape_errors)
+        )
+    if step > 0:
+        state = _refresh_learning_rates(tx, state, params, step)
+    return state
+
+
+def _is_count(value: Any) -> bool:
+    value = getattr(value, "value", value)
+    return np.ndim(value) == 0 and jnp.issubdtype(jnp.asarray(value).dtype, jnp.integer)
+
+
+def _refresh_learning_rates(tx, state, params, step):
+    """Recompute the rate each learning-rate state remembers (``get_lr``) for the new count.
+
+    The rate is ``schedule(count)``, and only ``tx`` knows the schedule: one update of zeros from
+    ``count - 1`` yields the rate for ``count``; everything else of that update is discarded.
+    """
+    rate_types = lr_lib.LEARNING_RATE_STATES
+    if not any(isinstance(n, rate_types) for n in _all_named_tuples(state)):
+        return state
+
+    def set_count(node, count):
+        if "count" in node._fields and _is_count(node.count):
+            return node._replace(count=jnp.asarray(count, dtype=jnp.asarray(node.count).dtype))
+        return node
+
+    previous = _replace_nodes(state, lambda n: set_count(n, step - 1))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    _, stepped = tx.update(zeros, previous, params)  # eagerly: no compilation for one call
+    # Both trees have one structure, and both lists are in the same (depth-first) order.
+    rates_iter = iter([n.learning_rate for n in _all_named_tuples(stepped) if isinstance(n, rate_types)])
+
+    def set_rate(node):
+        if isinstance(node, rate_types):
+            return node._replace(learning_rate=next(rates_iter))
+        return node
+
+    return _replace_nodes(state, set_rate)
+
+
+def to_torch_state_dict(
+    opt_state: PyTree,
+    optimizer: Any,
+    param_names: Sequence[str],
+    *,
+    name_map: Mapping[str, str] | None = None,
+    transform: Transform | None = None,
+) -> dict[str, Any]:
+    """A ``state_dict`` for ``optimizer.load_state_dict`` holding the moments of ``opt_state``.
+
+    The inverse of :func:`load_torch_state_dict`: continuing ``optimizer`` after
+    ``optimizer.load_state_dict(to_torch_state_dict(...))`` applies the updates optax would have.
+
+    Args:
+      opt_state: the optax state (of :func:`optax_bertadam.bertadam`, ``optax.adamw``, ...).
+      optimizer: the PyTorch optimizer that continues the run; its ``param_groups`` (and their
+        hyperparameters) are kept, and its parameters' shapes are checked.
+      param_names: torch names of ``optimizer``'s parameters, in its order (see
+        :func:`torch_parameter_names`).
+      name_map: Flax path -> torch name, as in :func:`load_torch_state_dict`.
+      transform: ``transform(flax_path, array) -> array`` from the Flax layout to torch's, e.g.
+        :func:`transpose_kernels`.
+
+    Returns:
+      ``{"state": {id: {"step": ..., key: tensor}}, "param_groups": [...]}``.
+    """
+    import torch  # only here: the rest of the module works without torch
+
+    reference = optimizer.state_dict()
+    ids = _group_ids(reference["param_groups"])
+    torch_params = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(ids) != len(param_names):
+        raise ValueError(
+            f"param_names has {len(param_names)} names but the optimizer holds {len(ids)} parameters"
+        )
+    moment_nodes = [n for n in _state_nodes(opt_state) if _field_map(n)]
+    moment_trees = {}
+    for node in moment_nodes:
+        for field, key in _field_map(node).items():
+            tree = getattr(node, field)
+            if not jax.tree.leaves(tree):
+                continue
+            if key in moment_trees:
+                raise ValueError(
+                    f"opt_state is ambiguous: it holds several trees for torch key {key!r}"
+                )
+            moment_trees[key] = tree
+    if not moment_trees:
+        raise ValueError(
+            "opt_state has no moments this module can export (known: "
+            f"{', '.join(TORCH_STATE_KEYS)}; see register_torch_state_fields)"
+        )
+    counts = sorted(
+        {int(np.asarray(getattr(n.count, "value", n.count))) for n in _state_nodes(opt_state)
+         if "count" in n._fields and _is_count(n.count)}
+    )
+    if len(counts) != 1:
+        raise ValueError(f"opt_state holds {len(counts)} different update counts {counts}: expected one")
+    step = counts[0]
+
+    first_tree = next(iter(moment_trees.values()))
+    flax_paths = _flax_paths(first_tree)
+    to_torch = _resolve_names(flax_paths, param_names, name_map)
+    values = {key: dict(zip(_flax_paths(tree), jax.tree.leaves(tree), strict=True))
+              for key, tree in moment_trees.items()}
+    shape_of = {name: tuple(p.shape) for name, p in zip(param_names, torch_params, strict=True)}
+    tensor_step = any(key in _TENSOR_STEP_KEYS for key in moment_trees)
+
+    per_name: dict[str, dict[str, Any]] = {}
+    shape_errors = []
+    for path in flax_paths:
+        name = to_torch[path]
+        entry: dict[str, Any] = {
+            "step": torch.tensor(float(step), dtype=torch.float32) if tensor_step else step
+        }
+        for key, by_path in values.items():
+            value = np.asarray(jax.device_get(by_path[path]))
+            if transform is not None:
+                value = np.asarray(transform(path, value))
+            if tuple(value.shape) != shape_of[name]:
+                shape_errors.append(f"{name} ({key}): optax {tuple(value.shape)} vs torch {shape_of[name]}")
+                continue
+            if value.dtype == jnp.bfloat16:
+                entry[key] = torch.from_numpy(value.astype(np.float32)).to(torch.bfloat16)
+            else:
+                entry[key] = torch.from_numpy(np.array(value, order="C"))  # a writable copy
+        per_name[name] = entry
+    if shape_errors:
+        raise ValueError(
+            "opt_state tensors do not match the torch parameter shapes (is a transform missing?): "
+            + _listing(shape_errors)
+        )
+    return {
+        "state": {pid: per_name[name] for pid, name in zip(ids, param_names, strict=True)},
+        "param_groups": copy.deepcopy(reference["param_groups"]),
+    }
