@@ -6,6 +6,8 @@ optimization.py``. Used only as the reference of the parity tests; it imports no
 
 Fixed on purpose (both crash upstream):
 * ``warmup_cosine`` uses ``math.cos`` (upstream calls ``torch.cos`` on a float after warmup).
+* ``warmup_exp_decay_poly`` with a non-integer ``degree`` stays at 0 past ``total_steps``
+  (upstream raises a negative number to a fractional power: a complex rate).
 * The three global-step schedules are called as DeepSpeed's training script calls them,
   ``SCHEDULE(step, ..., total_steps=t_total, warmup)``, instead of ``SCHEDULE(step / t_total,
   warmup)`` (a ``TypeError`` upstream). Their extra arguments come from ``schedule_kwargs``.
@@ -68,6 +70,8 @@ def warmup_exp_decay_poly(global_step, total_steps, warmup=0.002, warm_degree=1.
     x = global_step / total_steps
     if x < warmup:
         return (x / warmup) ** warm_degree
+    if not float(degree).is_integer():
+        return max(1.0 - x, 0.0) ** degree  # upstream: a complex number past total_steps
     return (1.0 - x) ** degree
 
 

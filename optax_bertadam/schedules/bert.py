@@ -14,10 +14,12 @@ Upstream behaviour kept on purpose (users rely on it): ``warmup=-1`` makes every
 false; ``warmup_linear`` drops from 1 to ``1 - warmup`` at the end of warmup and goes negative past
 ``t_total`` (``clamp_at_zero=True`` in :func:`bert_schedule` is an opt-in fix).
 
-Deliberate deviations from upstream (both are crashes there):
+Deliberate deviations from upstream (each is a crash there):
 
 * ``warmup_cosine`` calls ``torch.cos`` on a Python float and raises ``TypeError`` once warmup is
   over; here it is ``0.5 * (1 + cos(pi * x))``, the evident intent.
+* ``warmup_exp_decay_poly`` with a non-integer ``degree`` past ``t_total`` raises a fractional
+  power of a negative number (a complex rate); here the rate stays at 0 once ``t_total`` is passed.
 * ``BertAdam.step`` calls every schedule as ``SCHEDULE(step / t_total, warmup)``, which raises
   ``TypeError`` for the three global-step schedules. Here they work inside the optimizer with the
   global step, exactly as DeepSpeed's training script drives them by hand.
@@ -159,7 +161,10 @@ def warmup_exp_decay_poly(
     in_warmup: Array | None = None,
 ) -> Array:
     """``(x / warmup) ** warm_degree`` while ``x = global_step / total_steps < warmup``, then
-    ``(1 - x) ** degree``. (No ``warmup == 0`` special case upstream: it decays from step 0.)"""
+    ``(1 - x) ** degree``. (No ``warmup == 0`` special case upstream: it decays from step 0.)
+
+    Past ``total_steps`` a non-integer ``degree`` gives a complex rate upstream; here it stays 0.
+    """
     step = _as_float(global_step)
     x = step / total_steps
     # With warmup == 0 nothing is in warmup: where() discards the first branch.
@@ -167,6 +172,10 @@ def warmup_exp_decay_poly(
     # (total - step) / total rather than 1 - x: XLA may fuse 1 - step * (1/total) into a
     # multiply-add that lands a hair below 0 at the last step, and a fractional power of that is NaN.
     remaining = (total_steps - step) / total_steps
+    if not float(degree).is_integer():
+        # Past total_steps upstream takes a fractional power of a negative number (a complex
+        # rate, then a crash); the rate stays at its final value 0 instead.
+        remaining = jnp.maximum(remaining, 0.0)
     return jnp.where(_in_warmup(x, warmup, in_warmup), warm, jnp.power(remaining, degree))
 
 
