@@ -15,7 +15,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 from hypothesis import given, settings
@@ -391,47 +390,3 @@ ERRORS = [
 def test_bad_arguments_are_refused_when_built(build, error, message):
     with pytest.raises(error, match=message):
         build()
-
-
-# ------------------------------------------------------------------------------ with adamw
-
-ADAMW_SCHEDULES = [
-    ("cosine_warmup", lambda: classic.cosine_warmup(1e-2, 2, 10)),
-    ("linear_decay", lambda: classic.linear_decay(1e-2, 10)),
-    ("polynomial_decay", lambda: classic.polynomial_decay(1e-2, 10, 2.0)),
-    ("inverse_sqrt", lambda: classic.inverse_sqrt(1e-2, 2)),
-    ("constant_with_linear_cooldown", lambda: classic.constant_with_linear_cooldown(1e-2, 10, 5)),
-    ("noam", lambda: classic.noam(16, 2)),
-    ("lambda_lr", lambda: classic.lambda_lr(1e-2, lambda k: 0.9**k)),
-    (
-        "sequential_lr",
-        lambda: classic.sequential_lr([classic.linear_decay(1e-2, 2), classic.inverse_sqrt(1e-2, 1)], [1]),
-    ),
-]
-
-
-def test_every_schedule_drives_optax_adamw():
-    schedules = {name: build() for name, build in ADAMW_SCHEDULES}
-    params = jnp.zeros(4)
-    grads = jnp.full(4, 0.5)
-
-    @jax.jit  # one compile for all schedules: three AdamW updates each
-    def three_updates():
-        steps = {}
-        for name, schedule in schedules.items():
-            tx = optax.adamw(learning_rate=schedule, weight_decay=0.0)
-            state, current, taken = tx.init(params), params, []
-            for _ in range(3):
-                updates, state = tx.update(grads, state, current)
-                current = optax.apply_updates(current, updates)
-                taken.append(-updates)
-            steps[name] = jnp.stack(taken)
-        return steps
-
-    for name, taken in three_updates().items():
-        expected = [float(schedules[name](count)) for count in range(3)]
-        # Constant gradients: Adam's normalised direction is 1, so each step is the scheduled
-        # rate (to float32's 1 - 0.999**t cancellation in the bias correction).
-        np.testing.assert_allclose(
-            taken, np.repeat(np.array(expected)[:, None], 4, axis=1), rtol=1e-4, atol=1e-9, err_msg=name
-        )
