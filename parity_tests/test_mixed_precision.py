@@ -29,7 +29,6 @@ import optax_bertadam as ob
 import torch_ref
 from optax_bertadam import mixed_precision as mp
 from parity_tests import harness
-from torch_ref.mixed_precision import MixedPrecisionBertAdam
 
 STEPS = 120
 LOW = {"bfloat16": (jnp.bfloat16, torch.bfloat16), "float16": (jnp.float16, torch.float16)}
@@ -50,7 +49,7 @@ def torch_bertadam(named, dtype=None, moment_dtype=None, **kwargs):
     groups = harness.torch_param_groups(named, 0.01)
     if moment_dtype is None:
         return torch_ref.BertAdam(groups, **kwargs)
-    return MixedPrecisionBertAdam(groups, moment_dtype=moment_dtype, **kwargs)
+    return torch_ref.BertAdam(groups, moment_dtype=moment_dtype, **kwargs)
 
 
 def optax_bertadam(params, **kwargs):

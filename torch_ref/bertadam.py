@@ -110,11 +110,14 @@ class BertAdam(Optimizer):
         max_grad_norm: maximum norm for the gradients (-1 means no clipping). Default: 1.0
         schedule_kwargs: extra arguments of the global-step schedules (decay_rate, ...).
         clip_mode: 'per_tensor' (upstream) or 'global'.
+        moment_dtype: dtype of next_m/next_v (upstream: the parameter's), e.g. torch.float32 for
+            bfloat16 parameters; the gradient is upcast after clipping and the Adam direction cast
+            back to the parameter's dtype.
     """
 
     def __init__(self, params, lr, warmup=-1, t_total=-1, schedule="warmup_linear", b1=0.9,
                  b2=0.999, e=1e-6, weight_decay=0.01, max_grad_norm=1.0, schedule_kwargs=None,
-                 clip_mode="per_tensor"):
+                 clip_mode="per_tensor", moment_dtype=None):
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr} - should be >= 0.0")
         if schedule not in SCHEDULES:
@@ -132,6 +135,7 @@ class BertAdam(Optimizer):
         defaults = dict(lr=lr, schedule=schedule, warmup=warmup, t_total=t_total, b1=b1, b2=b2,
                         e=e, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                         schedule_kwargs=schedule_kwargs or {}, clip_mode=clip_mode)
+        self.moment_dtype = moment_dtype
         super().__init__(params, defaults)
 
     def _scheduled_lr(self, group, step):
@@ -165,22 +169,22 @@ class BertAdam(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0
-                    state["next_m"] = torch.zeros_like(p)
-                    state["next_v"] = torch.zeros_like(p)
+                    state["next_m"] = torch.zeros_like(p, dtype=self.moment_dtype)
+                    state["next_v"] = torch.zeros_like(p, dtype=self.moment_dtype)
 
                 next_m, next_v = state["next_m"], state["next_v"]
                 beta1, beta2 = group["b1"], group["b2"]
 
                 if group["clip_mode"] == "per_tensor" and group["max_grad_norm"] > 0:
                     clip_grad_norm_(p, group["max_grad_norm"])
+                grad = p.grad.to(next_m.dtype)  # no copy unless moment_dtype differs
 
                 next_m.mul_(beta1).add_(grad, alpha=1 - beta1)
                 next_v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                update = next_m / (next_v.sqrt() + group["e"])
+                update = (next_m / (next_v.sqrt() + group["e"])).to(p.dtype)
 
                 if group["weight_decay"] > 0.0:
                     update += group["weight_decay"] * p
