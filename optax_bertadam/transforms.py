@@ -36,8 +36,40 @@ def _torch_clip_coefficient(norm: Array, max_norm: float) -> Array:
 
 def _l2_norm(x: Array) -> Array:
     # Accumulate low-precision gradients in float32, as torch's vector_norm does.
-    acc = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    return jnp.sqrt(jnp.sum(jnp.square(acc)))
+    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    if x.dtype != acc_dtype:
+        # The barrier is free at run time. Without it XLA:CPU materializes the float32 copy of a
+        # gradient that the moment updates also read: a parameter-sized temporary buffer and one
+        # more pass over memory per tensor (benchmarks/README.md).
+        x = jax.lax.optimization_barrier(x)
+    return jnp.sqrt(jnp.sum(jnp.square(x.astype(acc_dtype))))
+
+
+# Tensors of at most this many elements (biases, LayerNorm parameters) that share a shape and a
+# dtype get their norms from one reduction over the stacked tensors instead of one small
+# reduction each: a BERT has about a hundred of them, each otherwise costing several kernels.
+_SMALL_TENSOR_SIZE = 4096
+
+
+def _l2_norms(leaves: list[Array]) -> list[Array]:
+    """The L2 norm of each leaf, accumulated in (at least) float32."""
+    norms: list[Array | None] = [None] * len(leaves)
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(leaves):
+        if x.size <= _SMALL_TENSOR_SIZE:
+            groups.setdefault((x.shape, jnp.dtype(x.dtype)), []).append(i)
+        else:
+            norms[i] = _l2_norm(x)
+    for (_, dtype), indices in groups.items():
+        if len(indices) == 1:
+            norms[indices[0]] = _l2_norm(leaves[indices[0]])
+            continue
+        stacked = jnp.stack([leaves[i] for i in indices])
+        squares = jnp.square(stacked.astype(jnp.promote_types(dtype, jnp.float32)))
+        group_norms = jnp.sqrt(jnp.sum(squares, axis=tuple(range(1, stacked.ndim))))
+        for k, i in enumerate(indices):
+            norms[i] = group_norms[k]
+    return norms
 
 
 def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.GradientTransformation:
@@ -60,17 +92,15 @@ def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.Gradie
 
     def update_fn(updates, state, params=None):
         del params
+        leaves, treedef = jax.tree.flatten(updates)
+        norms = _l2_norms(leaves)
         if per_tensor:
-            updates = jax.tree.map(
-                lambda g: g * _torch_clip_coefficient(_l2_norm(g), max_norm).astype(g.dtype),
-                updates,
-            )
+            coefficients = [_torch_clip_coefficient(norm, max_norm) for norm in norms]
         else:
-            leaves = jax.tree.leaves(updates)
-            total = jnp.sqrt(sum(jnp.square(_l2_norm(g)) for g in leaves))
-            coefficient = _torch_clip_coefficient(total, max_norm)
-            updates = jax.tree.map(lambda g: g * coefficient.astype(g.dtype), updates)
-        return updates, state
+            total = jnp.sqrt(sum(jnp.square(norm) for norm in norms))
+            coefficients = [_torch_clip_coefficient(total, max_norm)] * len(leaves)
+        clipped = [g * c.astype(g.dtype) for g, c in zip(leaves, coefficients, strict=True)]
+        return jax.tree.unflatten(treedef, clipped), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
