@@ -24,7 +24,7 @@ def _dtype(test_id: str) -> str:
     for dtype in ("float64", "float32", "bfloat16", "float16"):
         if dtype in test_id:
             return dtype
-    return "mixed"
+    return "varied"  # the case id does not name one dtype (e.g. hypothesis over dtypes)
 
 
 def summarize(rows: list[dict]) -> list[tuple[str, str, str, int, float, float]]:
@@ -42,10 +42,10 @@ def summarize(rows: list[dict]) -> list[tuple[str, str, str, int, float, float]]
 
 
 def format_table(summary) -> str:
-    lines = [f"{'family':<26} {'dtype':<8} {'figure':<16} {'cases':>5} {'worst':>10} {'bound':>8}  ok"]
+    lines = [f"{'family':<26} {'dtype':<8} {'figure':<30} {'cases':>5} {'worst':>10} {'bound':>8}  ok"]
     for family, dtype, metric, cases, value, tolerance in summary:
         ok = "yes" if value <= tolerance else "NO"
-        lines.append(f"{family:<26} {dtype:<8} {metric:<16} {cases:>5} {value:>10.2e} "
+        lines.append(f"{family:<26} {dtype:<8} {metric:<30} {cases:>5} {value:>10.2e} "
                      f"{tolerance:>8.0e}  {ok}")
     return "\n".join(lines)
 
