@@ -457,14 +457,9 @@ def adafactor(
     def compute_dtype(p):
         return jnp.promote_types(p.dtype, jnp.float32)
 
-    def resolve_mask(params):
-        if mask is None:
-            return jax.tree.map(lambda _: True, params)
-        return mask(params) if callable(mask) else mask
-
     def init_fn(params):
         if mask is not None:
-            transforms.check_mask_matches(resolve_mask(params), params, "mask")
+            transforms.check_mask_matches(transforms.resolve_mask(mask, params), params, "mask")
 
         def placeholder(p):
             return jnp.zeros((1,), compute_dtype(p))
@@ -506,7 +501,7 @@ def adafactor(
         # Leaves in order; matching by leaf order lets flax.nnx's Variable-wrapped state work.
         grads, treedef = jax.tree.flatten(updates)
         leaves = jax.tree.leaves(params)
-        decays = jax.tree.leaves(resolve_mask(params))
+        decays = jax.tree.leaves(transforms.resolve_mask(mask, params))
         exp_avgs = [None] * len(grads) if beta1 is None else jax.tree.leaves(state.exp_avg)
         rows = jax.tree.leaves(state.exp_avg_sq_row)
         cols = jax.tree.leaves(state.exp_avg_sq_col)

@@ -176,6 +176,13 @@ def check_mask_matches(mask: PyTree, params: PyTree, argname: str) -> None:
             )
 
 
+def resolve_mask(mask: PyTree | Callable[[PyTree], PyTree] | None, params: PyTree) -> PyTree:
+    """The bool tree of ``mask`` for ``params``: all True for None, ``mask(params)`` if callable."""
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+    return mask(params) if callable(mask) else mask
+
+
 def add_decayed_weights(
     weight_decay: float, mask: PyTree | Callable[[PyTree], PyTree] | None = None
 ) -> optax.GradientTransformation:
@@ -197,14 +204,9 @@ def add_decayed_weights(
     """
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
 
-    def resolve_mask(params):
-        if mask is None:
-            return jax.tree.map(lambda _: True, params)
-        return mask(params) if callable(mask) else mask
-
     def init_fn(params):
         if mask is not None:
-            check_mask_matches(resolve_mask(params), params, "weight_decay_mask")
+            check_mask_matches(resolve_mask(mask, params), params, "weight_decay_mask")
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
@@ -216,7 +218,7 @@ def add_decayed_weights(
             )
         # The mask is matched by leaf order, not tree structure: flax.nnx.Optimizer hands init
         # the Variable-wrapped state but update bare arrays (same leaves, other structure).
-        mask_leaves = jax.tree.leaves(resolve_mask(params))
+        mask_leaves = jax.tree.leaves(resolve_mask(mask, params))
         update_leaves, treedef = jax.tree.flatten(updates)
         param_leaves = jax.tree.leaves(params)
         if not len(mask_leaves) == len(update_leaves) == len(param_leaves):
