@@ -15,7 +15,6 @@ from optax_bertadam.mixed_precision import (
 from optax_bertadam.optimizers import (
     KERAS_NO_DECAY,
     AdafactorState,
-    AdamMomentsState,
     adafactor,
     adam_weight_decay,
     adamw,
@@ -34,10 +33,12 @@ from optax_bertadam.torch_state import (
     transpose_kernels,
 )
 from optax_bertadam.transforms import (
+    AdamMomentsState,
     ScaleByBiasFreeAdamState,
     ScheduledLearningRateState,
     add_decayed_weights,
     clip_grad_norm,
+    scale_by_adam,
     scale_by_bias_free_adam,
     scale_by_scheduled_learning_rate,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "parameter_names",
     "regex_decay_mask",
     "register_learning_rate_state",
+    "scale_by_adam",
     "scale_by_bias_free_adam",
     "scale_by_scheduled_learning_rate",
     "warmup",

@@ -142,106 +142,6 @@ def _check_patterns(name: str, patterns: Any) -> list[str] | None:
     return list(patterns)
 
 
-def _one_minus_power(base: float, exponent: Any) -> Any:
-    """``1 - base ** exponent`` for ``0 <= base < 1``, accurate in float32.
-
-    Written as ``-expm1(exponent * log(base))`` with ``log(base)`` taken in Python double: in float32,
-    ``1 - 0.999 ** 1`` is off by 1.3e-5 relative because 0.999 itself is rounded; this is within
-    a few ulp of the double-precision value PyTorch and Keras compute on the host.
-    """
-    if base == 0.0:
-        return jnp.ones_like(exponent)
-    return -jnp.expm1(exponent * math.log(base))
-
-
-class AdamMomentsState(NamedTuple):
-    """Adam's moments, named as ``torch.optim.AdamW`` names them.
-
-    ``count`` is the number of updates applied; ``max_exp_avg_sq`` is ``None`` without amsgrad.
-    """
-
-    count: Any
-    exp_avg: PyTree
-    exp_avg_sq: PyTree
-    max_exp_avg_sq: PyTree
-
-
-def _scale_by_adam(
-    b1: float, b2: float, eps: float, *, flavour: str, bias_correction: bool = True,
-    amsgrad: bool = False,
-) -> optax.GradientTransformation:
-    r"""Adam's direction, without the learning rate, in PyTorch's or Keras's arithmetic.
-
-    With :math:`t` the update number (1 for the first), :math:`c_i = 1 - b_i^t` (or 1 without bias
-    correction) and :math:`m \leftarrow m + (1-b_1)(g-m)`:
-
-    * ``flavour="torch"`` (``torch.optim.AdamW``, single-tensor and foreach):
-      :math:`v \leftarrow b_2 v + (1-b_2) g^2`,
-      :math:`u = \frac{m / c_1}{\sqrt{v} / \sqrt{c_2} + \epsilon}` (epsilon on the corrected
-      scale).
-    * ``flavour="keras"`` (``tf.keras.optimizers.Adam``, i.e. TensorFlow's ``ApplyAdam`` kernel):
-      :math:`v \leftarrow v + (1-b_2)(g^2-v)`,
-      :math:`u = \frac{m \sqrt{c_2} / c_1}{\sqrt{\hat v} + \epsilon}` ("epsilon hat", on the
-      uncorrected scale), :math:`\hat v = \max(\hat v, v)` with amsgrad, else :math:`v`.
-
-    The learning rate multiplies ``u`` later in the chain, so that decoupled weight decay, added
-    in between, is scaled by the same scheduled rate.
-    """
-
-    def init_fn(params):
-        zeros = lambda p: jnp.zeros_like(p)
-        return AdamMomentsState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg=jax.tree.map(zeros, params),
-            exp_avg_sq=jax.tree.map(zeros, params),
-            max_exp_avg_sq=jax.tree.map(zeros, params) if amsgrad else None,
-        )
-
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state.count)
-        # Bias corrections in the default float dtype, as the host computes them in double.
-        t = jnp.asarray(count, dtype=float)
-        c1 = _one_minus_power(b1, t) if bias_correction else jnp.ones_like(t)
-        c2 = _one_minus_power(b2, t) if bias_correction else jnp.ones_like(t)
-        # torch: exp_avg.lerp_(grad, 1 - beta1); TF: m += (grad - m) * (1 - beta1).
-        exp_avg = jax.tree.map(lambda m, g: m + (1.0 - b1) * (g - m), state.exp_avg, updates)
-        if flavour == "torch":
-            # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            exp_avg_sq = jax.tree.map(
-                lambda v, g: b2 * v + (1.0 - b2) * (g * g), state.exp_avg_sq, updates
-            )
-        else:
-            # v += (grad * grad - v) * (1 - beta2)
-            exp_avg_sq = jax.tree.map(
-                lambda v, g: v + (1.0 - b2) * (g * g - v), state.exp_avg_sq, updates
-            )
-        if amsgrad:
-            max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
-            second = max_exp_avg_sq
-        else:
-            max_exp_avg_sq = None
-            second = exp_avg_sq
-
-        def direction(m, v):
-            # Scalars take the moment's dtype so that float32 moments stay float32 under x64.
-            if flavour == "torch":
-                # denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
-                # param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
-                denom = jnp.sqrt(v) / jnp.sqrt(c2).astype(v.dtype) + eps
-                return (m / denom) / c1.astype(m.dtype)
-            # alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t); var -= m * alpha / (sqrt(v) + eps)
-            ratio = (jnp.sqrt(c2) / c1).astype(m.dtype)
-            return m * ratio / (jnp.sqrt(v) + eps)
-
-        scaled = jax.tree.map(
-            lambda m, v, g: direction(m, v).astype(g.dtype), exp_avg, second, updates
-        )
-        return scaled, AdamMomentsState(count, exp_avg, exp_avg_sq, max_exp_avg_sq)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
 # ---------------------------------------------------------------------------------------------
 # transformers.AdamW
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +203,7 @@ def adamw(
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
     correct_bias = _check_bool("correct_bias", correct_bias)
     return optax.chain(
-        _scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=correct_bias),
+        transforms.scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=correct_bias),
         transforms.add_decayed_weights(weight_decay, mask),
         transforms.scale_by_scheduled_learning_rate(learning_rate),
     )
@@ -632,7 +532,7 @@ def adam_weight_decay(
         return masks.regex_decay_mask(params, include=include, exclude=exclude)
 
     return optax.chain(
-        _scale_by_adam(beta_1, beta_2, epsilon, flavour="keras", amsgrad=amsgrad),
+        transforms.scale_by_adam(beta_1, beta_2, epsilon, flavour="keras", amsgrad=amsgrad),
         transforms.add_decayed_weights(weight_decay_rate, decay_mask),
         transforms.scale_by_scheduled_learning_rate(learning_rate),
     )
