@@ -108,6 +108,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import optax_bertadam as ob  # noqa: E402
 import torch_ref  # noqa: E402
+from parity_tests.harness import nest  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Parameter trees
@@ -142,18 +143,6 @@ def bert_shapes(layers: int, hidden: int, ffn: int) -> dict[str, tuple[int, ...]
     shapes["pooler.dense.weight"] = (hidden, hidden)
     shapes["pooler.dense.bias"] = (hidden,)
     return shapes
-
-
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{'a.b': x}`` -> ``{'a': {'b': x}}``."""
-    tree: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
 
 
 def random_arrays(shapes, scale: float, seed: int, positive: bool = False) -> list[np.ndarray]:

@@ -82,6 +82,35 @@ def flatten_names(tree: Any) -> list[str]:
     return ob.parameter_names(tree, separator=".")
 
 
+# A slice of the tiny BERT above (every rank, decayed and no_decay names, the zero gradient of
+# step 3), for optimizers whose compiled update is large (Adafactor, MultiSteps).
+SMALL_SHAPES = {
+    name: PARAM_SHAPES[name]
+    for name in (
+        "embeddings.word_embeddings.weight",
+        "embeddings.LayerNorm.weight",
+        "embeddings.LayerNorm.bias",
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.0.attention.self.query.bias",
+        "cls.temperature",
+    )
+}
+
+
+def linear_warmup_then_decay(learning_rate: float, warmup: int, total: int):
+    """One schedule both ways: (optax schedule, LambdaLR multiplier of update k).
+
+    Linear warmup from 0 over ``warmup`` updates, linear decay to 0 at ``total``, 0 after.
+    """
+
+    def multiplier(k: int) -> float:
+        if k < warmup:
+            return k / warmup
+        return max(0.0, (total - k) / (total - warmup))
+
+    return ob.get_linear_schedule_with_warmup(learning_rate, warmup, total), multiplier
+
+
 def initial_params(seed: int = 0, shapes=PARAM_SHAPES) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {name: rng.normal(0.0, 0.5, shape) for name, shape in shapes.items()}

@@ -32,17 +32,7 @@ UPDATES = 100
 MICRO_STEPS = K * UPDATES
 # A slice of the harness's tiny BERT (every rank, decayed and no_decay names, the zero gradient of
 # micro-step 3): MultiSteps compiles the inner optimizer inside a cond; fewer tensors, faster tests.
-SHAPES = {
-    name: harness.PARAM_SHAPES[name]
-    for name in (
-        "embeddings.word_embeddings.weight",
-        "embeddings.LayerNorm.weight",
-        "embeddings.LayerNorm.bias",
-        "encoder.layer.0.attention.self.query.weight",
-        "encoder.layer.0.attention.self.query.bias",
-        "cls.temperature",
-    )
-}
+SHAPES = dict(harness.SMALL_SHAPES)
 
 
 @dataclasses.dataclass

@@ -25,33 +25,13 @@ STEPS = 100
 # unfactored tensor; decayed and no_decay names; the zero gradient of step 3 on the LayerNorm
 # weight) plus a rank-3 tensor, factored over its last two axes. Seven tensors, not twelve: the
 # per-tensor Adafactor graph is large and XLA's compile time is most of each test's cost.
-SHAPES = {
-    name: harness.PARAM_SHAPES[name]
-    for name in (
-        "embeddings.word_embeddings.weight",
-        "embeddings.LayerNorm.weight",
-        "embeddings.LayerNorm.bias",
-        "encoder.layer.0.attention.self.query.weight",
-        "encoder.layer.0.attention.self.query.bias",
-        "cls.temperature",
-    )
-}
+SHAPES = dict(harness.SMALL_SHAPES)
 SHAPES["encoder.layer.0.attention.conv.kernel"] = (3, 4, 5)
 
 LR, WARMUP, TOTAL = 0.01, 10, 80
 
 
-def torch_lambda(k):
-    """LambdaLR multiplier: warmup to a constant rate, then linear decay to 0 at TOTAL, 0 after."""
-    if k < WARMUP:
-        return k / WARMUP
-    return max(0.0, (TOTAL - k) / (TOTAL - WARMUP))
-
-
-def jax_schedule(count):
-    k = jnp.asarray(count, dtype=float)
-    multiplier = jnp.where(count < WARMUP, k / WARMUP, jnp.maximum(0.0, (TOTAL - k) / (TOTAL - WARMUP)))
-    return LR * multiplier
+jax_schedule, torch_lambda = harness.linear_warmup_then_decay(LR, WARMUP, TOTAL)
 
 
 

@@ -23,18 +23,7 @@ LR = 0.01
 WARMUP, TOTAL = 10, 100
 
 
-def torch_lambda(k):
-    """LambdaLR multiplier of update k: linear warmup, linear decay to 0 at TOTAL, 0 after."""
-    if k < WARMUP:
-        return k / WARMUP
-    return max(0.0, (TOTAL - k) / (TOTAL - WARMUP))
-
-
-def jax_schedule(count):
-    """The same as an optax schedule count -> rate."""
-    k = jnp.asarray(count, dtype=float)
-    multiplier = jnp.where(count < WARMUP, k / WARMUP, jnp.maximum(0.0, (TOTAL - k) / (TOTAL - WARMUP)))
-    return LR * multiplier
+jax_schedule, torch_lambda = harness.linear_warmup_then_decay(LR, WARMUP, TOTAL)
 
 
 
