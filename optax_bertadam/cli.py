@@ -24,7 +24,6 @@ import argparse
 import csv
 import dataclasses
 import importlib
-import importlib.util
 import json
 import math
 import sys
@@ -122,12 +121,11 @@ def _classic_family(t_total: int, warmup_steps: int) -> dict[str, Callable]:
     }
 
 
-# family -> (module that must be importable, function building that family's schedules).
-# A family whose module is absent from this installation is left out of the plot.
-SCHEDULE_FAMILIES: dict[str, tuple[str, Callable[[int, int], dict[str, Callable]]]] = {
-    "bert": ("optax_bertadam.schedules.bert", _bert_family),
-    "transformers": ("optax_bertadam.schedules.transformers", _transformers_family),
-    "classic": ("optax_bertadam.schedules.classic", _classic_family),
+# family -> function building that family's schedules.
+SCHEDULE_FAMILIES: dict[str, Callable[[int, int], dict[str, Callable]]] = {
+    "bert": _bert_family,
+    "transformers": _transformers_family,
+    "classic": _classic_family,
 }
 
 
@@ -139,9 +137,7 @@ def all_schedules_for_plot(t_total: int = 1000, warmup_steps: int = 100) -> dict
     ``schedules.transformers``), so a schedule added there appears here without a change.
     """
     schedules = {}
-    for family, (module_name, build) in SCHEDULE_FAMILIES.items():
-        if importlib.util.find_spec(module_name) is None:
-            continue
+    for family, build in SCHEDULE_FAMILIES.items():
         for name, fn in build(t_total, warmup_steps).items():
             schedules[f"{family}/{name}"] = fn
     return schedules
