@@ -45,7 +45,6 @@ import numpy as np
 import optax
 
 from optax_bertadam import _validation
-from optax_bertadam.lr import register_learning_rate_state
 
 Array = Any
 Schedule = Callable[[Array], Array]
@@ -657,8 +656,9 @@ class ReduceLROnPlateauState(NamedTuple):
     num_bad_epochs: Array
     cooldown_counter: Array
 
-
-register_learning_rate_state(ReduceLROnPlateauState)
+    def next_learning_rate(self) -> Array:
+        """The rate of the next update (:func:`optax_bertadam.get_lr` calls this)."""
+        return self.learning_rate
 
 
 def reduce_lr_on_plateau(
