@@ -108,10 +108,21 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import optax_bertadam as ob  # noqa: E402
 import torch_ref  # noqa: E402
-from parity_tests.harness import nest  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Parameter trees
+
+
+def nest(flat: dict) -> dict:
+    """``{'a.b': x}`` -> ``{'a': {'b': x}}``: the torch names become a pytree for JAX."""
+    tree: dict = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
 
 
 def bert_shapes(layers: int, hidden: int, ffn: int) -> dict[str, tuple[int, ...]]:

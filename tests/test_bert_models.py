@@ -13,7 +13,7 @@ import pytest
 import torch
 from flax import nnx
 
-from optax_bertadam.models import (
+from bert_demo.models import (
     BertConfig,
     BertForMaskedLM,
     bert_from_torch_state_dict,
@@ -23,7 +23,7 @@ from optax_bertadam.models import (
     torch_name_for_path,
     torch_state_dict_to_nnx,
 )
-from optax_bertadam.text_data import (
+from bert_demo.text_data import (
     IGNORE_INDEX,
     SPECIAL_TOKENS,
     MaskedLMBatches,

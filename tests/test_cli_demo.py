@@ -1,16 +1,19 @@
-"""The ``optax-bertadam`` command: the demo runs, keeps parity, writes its files; bad
+"""The ``python -m bert_demo`` command: the demo runs, keeps parity, writes its files; bad
 arguments are refused the argparse way (exit status 2, the argument named)."""
 
 import csv
 import json
 import math
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from optax_bertadam import cli
+from bert_demo import cli
 
+# `python -m bert_demo` runs from the repository root, where the bert_demo folder is.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEMO_STEPS = 20
 
@@ -89,7 +92,7 @@ def test_bad_arguments_exit_2_naming_the_argument(arguments, expected, allowed, 
         cli.main(arguments)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "usage: optax-bertadam" in error
+    assert "usage: python -m bert_demo" in error
     assert expected in error
     assert allowed in error
 
@@ -144,8 +147,8 @@ def test_parameter_divergence_is_relative_per_tensor_and_nan_is_worst():
 
 
 def test_python_dash_m_runs_the_command():
-    result = subprocess.run([sys.executable, "-m", "optax_bertadam", "demo", "--help"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run([sys.executable, "-m", "bert_demo", "demo", "--help"],
+                            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     bound = f"float64: {cli.DIVERGENCE_BOUNDS['float64']:g}"
     assert "--schedule" in result.stdout and bound in " ".join(result.stdout.split())
@@ -153,9 +156,9 @@ def test_python_dash_m_runs_the_command():
 
 def test_parity_command_runs_the_parity_tests_and_prints_their_table():
     result = subprocess.run(
-        [sys.executable, "-m", "optax_bertadam", "parity", "-n", "0", "-k",
+        [sys.executable, "-m", "bert_demo", "parity", "-n", "0", "-k",
          "test_hyperparameter_variants and 0.37 and float64"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     table = result.stdout.split("family")[-1]

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import optax_bertadam as ob
-from optax_bertadam.cli import all_schedules_for_plot
+from bert_demo.cli import all_schedules_for_plot
 
 SCHEDULES = all_schedules_for_plot(t_total=20, warmup_steps=4)
 OPTIMIZERS = {

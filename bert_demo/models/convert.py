@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from optax_bertadam.models.bert import BertConfig, BertForMaskedLM
+from bert_demo.models.bert import BertConfig, BertForMaskedLM
 
 FlaxPath = tuple[Any, ...]
 

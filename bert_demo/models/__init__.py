@@ -1,7 +1,7 @@
 """Small models used by the demo, the examples and the tests (requires ``flax``)."""
 
-from optax_bertadam.models.bert import BertConfig, BertForMaskedLM, masked_lm_loss
-from optax_bertadam.models.convert import (
+from bert_demo.models.bert import BertConfig, BertForMaskedLM, masked_lm_loss
+from bert_demo.models.convert import (
     bert_from_torch_state_dict,
     nnx_to_torch_state_dict,
     parameter_name_map,

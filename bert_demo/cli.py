@@ -1,9 +1,9 @@
-"""The ``optax-bertadam`` command (also ``python -m optax_bertadam``).
+"""The main job's command line: ``python -m bert_demo`` (from the repository root).
 
 Subcommands:
 
 ``demo``
-    Trains the small BERT of :mod:`optax_bertadam.models` on masked-LM batches from the
+    Trains the small BERT of :mod:`bert_demo.models` on masked-LM batches from the
     shipped corpus twice, from identical weights and on identical batches: once with
     ``optax_bertadam.bertadam`` in JAX and once with ``torch_ref.BertAdam`` in PyTorch. It
     prints a table as it goes, writes ``demo.png`` (loss curves, learning rate, divergence),
@@ -267,8 +267,8 @@ class _JaxSide:
         from flax import nnx
 
         import optax_bertadam as ob
-        from optax_bertadam.models import bert_from_torch_state_dict, masked_lm_loss
-        from optax_bertadam.models.convert import nnx_to_torch_state_dict
+        from bert_demo.models import bert_from_torch_state_dict, masked_lm_loss
+        from bert_demo.models.convert import nnx_to_torch_state_dict
 
         self._to_torch_layout = nnx_to_torch_state_dict
         model = bert_from_torch_state_dict(config, torch_state_dict, param_dtype=param_dtype)
@@ -403,8 +403,8 @@ def _train_both(settings: DemoSettings, jax_device, torch_device) -> list[StepRe
     import torch
     from tqdm.auto import tqdm
 
-    from optax_bertadam.models import BertConfig
-    from optax_bertadam.text_data import corpus_batches
+    from bert_demo.models import BertConfig
+    from bert_demo.text_data import corpus_batches
     from torch_ref.bert import BertConfig as TorchBertConfig
     from torch_ref.bert import BertForMaskedLM as TorchBertForMaskedLM
 
@@ -566,7 +566,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="optax-bertadam",
+        prog="python -m bert_demo",
         description="BertAdam in optax, checked against PyTorch.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -619,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``optax-bertadam``; returns the exit status."""
+    """Entry point of ``python -m bert_demo``; returns the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["parity"]:

@@ -7,7 +7,7 @@ residual blocks, exact erf GELU, LayerNorm epsilon 1e-12) and leaves out whateve
 two sides differ without teaching anything: there is no dropout, no token-type embedding and no
 attention key bias (see ``BertSelfAttention``).
 
-Attribute names mirror ``torch_ref.bert`` one for one (see ``optax_bertadam.models.convert``):
+Attribute names mirror ``torch_ref.bert`` one for one (see ``bert_demo.models.convert``):
 LayerNorm modules are called ``LayerNorm`` and biases ``bias``, so the name-based decay masks
 of both frameworks (``optax_bertadam.decay_mask`` and the DeepSpeed ``no_decay`` list) pick
 the same tensors. No attribute name contains ``ln`` by accident, for the same reason.
