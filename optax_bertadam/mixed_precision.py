@@ -94,6 +94,10 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+# Scales above this have a subnormal float32 reciprocal.
+_SUBNORMAL_RECIPROCAL_ABOVE = 2.0**126
+
+
 class DynamicLossScaleState(NamedTuple):
     """The state of :func:`dynamic_loss_scale`, the fields of ``torch.amp.GradScaler``.
 
@@ -124,7 +128,9 @@ def dynamic_loss_scale(
       state unchanged), :math:`s \leftarrow s \cdot \text{backoff\_factor}`, the growth tracker
       is reset and ``skip_count`` grows by one;
     * otherwise the gradients are unscaled, :math:`g \leftarrow g \cdot (1/s)` (the reciprocal in
-      float32, the product in the gradient's dtype, upcast to float32 for half types), ``inner``
+      float32, the product in the gradient's dtype, upcast to float32 for half types; above
+      :math:`2^{126}`, where the reciprocal is subnormal, as :math:`(g \cdot (1/(s \cdot
+      2^{-32}))) \cdot 2^{-32}`, since XLA flushes subnormals to zero on CPU), ``inner``
       is applied, and after ``growth_interval`` consecutive clean steps
       :math:`s \leftarrow s \cdot \text{growth\_factor}` (kept only if finite) and the tracker
       is reset.
@@ -165,14 +171,21 @@ def dynamic_loss_scale(
             inner_state=inner.init(params),
         )
 
-    def unscale(g, inv_scale):
+    def unscale(g, inv_scale, post_scale):
         compute_dtype = jnp.promote_types(g.dtype, jnp.float32)
-        return (g.astype(compute_dtype) * inv_scale.astype(compute_dtype)).astype(g.dtype)
+        product = g.astype(compute_dtype) * inv_scale.astype(compute_dtype)
+        return (product * post_scale.astype(compute_dtype)).astype(g.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
         finite = all_finite(updates)
-        inv_scale = jnp.float32(1.0) / state.scale
-        unscaled = jax.tree.map(lambda g: unscale(g, inv_scale), updates)
+        # torch multiplies by the float32 reciprocal of the scale. Above 2**126 that reciprocal is
+        # subnormal and XLA on CPU flushes it to zero: every gradient would unscale to 0 at the
+        # float32 ceiling. There the reciprocal of scale * 2**-32 is taken (a normal number) and
+        # the product multiplied by 2**-32: exact, the same bits as torch for power-of-two scales.
+        above = state.scale > jnp.float32(_SUBNORMAL_RECIPROCAL_ABOVE)
+        inv_scale = jnp.float32(1.0) / jnp.where(above, state.scale * jnp.float32(2.0**-32), state.scale)
+        post_scale = jnp.where(above, jnp.float32(2.0**-32), jnp.float32(1.0))
+        unscaled = jax.tree.map(lambda g: unscale(g, inv_scale, post_scale), updates)
         new_updates, new_inner = inner.update(unscaled, state.inner_state, params, **extra_args)
 
         tracker = state.growth_tracker + 1

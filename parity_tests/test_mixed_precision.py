@@ -208,6 +208,50 @@ def test_dynamic_loss_scale_matches_torch_grad_scaler():
     assert len(scales) >= 4  # grew and backed off
 
 
+def test_loss_scale_at_the_float32_ceiling_stays_finite_and_steps_apply():
+    """Growth that would overflow float32 keeps the old scale (GradScaler does the same), and the
+    steps at the largest scale, 2**127 (whose float32 reciprocal is subnormal), are applied as
+    torch applies them. A scale that became inf would skip every later step; a reciprocal flushed
+    to zero would unscale every gradient to 0."""
+    steps, bad_step = 10, 6
+    raw = [{n: (g * 1e-3).astype(np.float32) for n, g in step.items()}  # |g * 2**127| < 3.4e38
+           for step in harness.gradient_stream(steps, 1)]
+    raw[bad_step]["cls.temperature"] = np.float32(np.inf)  # back off from the ceiling, grow again
+    ceiling = dict(init_scale=2.0**125, growth_factor=2.0, backoff_factor=0.5, growth_interval=1)
+
+    named = {n: torch.nn.Parameter(torch.tensor(v, dtype=torch.float32))
+             for n, v in harness.initial_params(0).items()}
+    opt = torch_bertadam(named, t_total=-1)  # a constant rate: every applied step moves every tensor
+    scaler = torch.amp.GradScaler("cpu", **ceiling)
+    params = harness.nest({n: jnp.asarray(v, jnp.float32) for n, v in harness.initial_params(0).items()})
+    tx = mp.dynamic_loss_scale(optax_bertadam(params, t_total=-1), **ceiling)
+    step, state = jitted_step(tx), tx.init(params)
+    scales = []
+    for k, step_grads in enumerate(raw):
+        torch_scale = scaler.get_scale()
+        for n, p in named.items():
+            p.grad = torch.tensor(step_grads[n]) * scaler.scale(torch.ones((), dtype=torch.float32))
+        scaler.step(opt)
+        scaler.update()
+
+        assert float(mp.get_loss_scale(state)) == torch_scale, k
+        grads = harness.nest({n: jnp.asarray(g) * mp.get_loss_scale(state) for n, g in step_grads.items()})
+        new_params, state = step(params, state, grads)
+        scales.append(float(state.scale))
+        assert float(state.scale) == scaler.get_scale() and np.isfinite(scales[-1]), (k, scales)
+        moved = [bool((a != b).any()) for a, b in zip(jax.tree.leaves(new_params),
+                                                      jax.tree.leaves(params), strict=True)]
+        assert all(moved) == (k != bad_step) and any(moved) == (k != bad_step), (k, moved)
+        params = new_params
+        for n, ref in {n: p.detach().numpy() for n, p in named.items()}.items():
+            error = np.max(np.abs(np.asarray(flat(params)[n]) - ref), initial=0) / np.max(np.abs(ref))
+            assert error <= FLOAT32_PARAM_TOL, (k, n, error)
+    print(f"loss scales at the ceiling: {[f'2**{np.log2(s):.0f}' for s in scales]}")
+    expected = [2.0**126] + [2.0**127] * (bad_step - 1) + [2.0**126] + [2.0**127] * (steps - bad_step - 1)
+    assert scales == expected
+    assert int(state.skip_count) == 1
+
+
 def scaler_scale_before(torch_log, k):
     return SCALER["init_scale"] if k == 0 else torch_log[k - 1][0]
 
