@@ -4,6 +4,8 @@
 * :mod:`~optax_bertadam.schedules.transformers`: every ``transformers.get_scheduler`` name.
 * :mod:`~optax_bertadam.schedules.classic`: the tutorial's cosine warmup and formulas, Noam,
   ``LambdaLR`` and ``SequentialLR``.
+* :mod:`~optax_bertadam.schedules.pytorch`: every ``torch.optim.lr_scheduler`` class
+  (:data:`PYTORCH_SCHEDULERS`), with the momentum of the cyclical ones.
 """
 
 from optax_bertadam.schedules.bert import SCHEDULE_NAMES, bert_schedule
@@ -16,6 +18,23 @@ from optax_bertadam.schedules.classic import (
     noam,
     polynomial_decay,
     sequential_lr,
+)
+from optax_bertadam.schedules.pytorch import (
+    PYTORCH_SCHEDULERS,
+    ChainableSchedule,
+    CycleSchedules,
+    chained_scheduler,
+    constant_lr,
+    cosine_annealing_lr,
+    cosine_annealing_warm_restarts,
+    cyclic_lr,
+    exponential_lr,
+    linear_lr,
+    multi_step_lr,
+    multiplicative_lr,
+    one_cycle_lr,
+    polynomial_lr,
+    step_lr,
 )
 from optax_bertadam.schedules.transformers import (
     SCHEDULER_NAMES,
@@ -35,6 +54,21 @@ from optax_bertadam.schedules.transformers import (
 )
 
 __all__ = [
+    "PYTORCH_SCHEDULERS",
+    "ChainableSchedule",
+    "CycleSchedules",
+    "chained_scheduler",
+    "constant_lr",
+    "cosine_annealing_lr",
+    "cosine_annealing_warm_restarts",
+    "cyclic_lr",
+    "exponential_lr",
+    "linear_lr",
+    "multi_step_lr",
+    "multiplicative_lr",
+    "one_cycle_lr",
+    "polynomial_lr",
+    "step_lr",
     "SCHEDULER_NAMES",
     "SCHEDULE_NAMES",
     "ReduceLROnPlateauState",

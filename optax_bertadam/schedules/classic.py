@@ -315,9 +315,10 @@ def sequential_lr(schedules: Sequence[Schedule], milestones: Sequence[int]) -> S
     update ``m_i`` it calls ``schedulers[i]._update_lr(0)``, so that update runs at that
     scheduler's step-0 rate, and update ``k`` at its rate for step ``k - m_i``. This is
     :func:`optax.join_schedules`, which this returns. Each schedule is a full rate, e.g.
-    ``lambda_lr(lr, f)`` for ``LambdaLR(optimizer, f)``. (PyTorch schedulers that only multiply
-    the current rate, such as ``MultiplicativeLR``, continue from the previous scheduler's rate
-    instead; write those as functions of their own count.)
+    ``lambda_lr(lr, f)`` for ``LambdaLR(optimizer, f)``, or a schedule of
+    :mod:`optax_bertadam.schedules.pytorch`. PyTorch restarts a scheduler from its closed form;
+    ``MultiplicativeLR`` and ``ChainedScheduler`` have none (the first continues from the previous
+    scheduler's rate, the second raises), so they are refused after the first position.
 
     Args:
       schedules: one or more schedules ``count -> learning rate``.
@@ -335,6 +336,13 @@ def sequential_lr(schedules: Sequence[Schedule], milestones: Sequence[int]) -> S
             raise TypeError(
                 f"schedules[{index}]={schedule!r} is invalid: expected a schedule (a function of "
                 "the update count)"
+            )
+        # At a milestone PyTorch restarts a scheduler through its closed form; these have none.
+        if index > 0 and getattr(schedule, "scheduler", None) in ("MultiplicativeLR", "ChainedScheduler"):
+            raise ValueError(
+                f"schedules[{index}] is a {schedule.scheduler}, which SequentialLR cannot restart at "
+                "its milestone (PyTorch multiplies the previous scheduler's rate by lr_lambda(0) for "
+                "MultiplicativeLR, and raises for ChainedScheduler); it may only come first"
             )
     if len(milestones) != len(schedules) - 1:
         raise ValueError(
