@@ -1,8 +1,17 @@
-"""Checkpoints (optax_bertadam.checkpoint): resume bit-identically, refuse another optimizer."""
+"""Checkpoints (optax_bertadam.checkpoint): resume bit-identically, refuse another optimizer,
+refuse damage, survive a process killed mid-save."""
 
 from __future__ import annotations
 
+import glob
+import json
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +21,7 @@ import pytest
 
 import optax_bertadam as ob
 from optax_bertadam import mixed_precision
-from optax_bertadam.checkpoint import restore_train_state, save_train_state
+from optax_bertadam.checkpoint import DamagedCheckpointError, restore_train_state, save_train_state
 from parity_tests import harness
 
 BEFORE, AFTER = 6, 6
@@ -141,3 +150,214 @@ def test_paths_and_arguments(tmp_path):
         restore_train_state(tmp_path / "missing", params, bertadam(params))
     with pytest.raises(TypeError, match="step=1.5 is invalid"):
         save_train_state(tmp_path / "other", params, bertadam(params).init(params), 1.5)
+
+
+# ------------------------------------------------------------------------------------------
+# Damage: every file of a checkpoint x {bytes flipped, truncated, deleted}
+# ------------------------------------------------------------------------------------------
+
+# What a file of a checkpoint is, from its path inside it. Arrays above orbax's 1 KiB inline
+# limit get data files of their own (under ocdbt.process_0/d/); small ones live in b-tree nodes.
+FILE_KINDS = [
+    ("meta/metadata (step, structure, checksums)", r"meta/metadata"),
+    ("arrays/_METADATA", r"arrays/_METADATA"),
+    ("arrays/_sharding", r"arrays/_sharding"),
+    ("arrays/array_metadatas/*", r"arrays/array_metadatas/.*"),
+    ("arrays/manifest.ocdbt", r"arrays/manifest\.ocdbt"),
+    ("arrays/d/* (root b-tree node)", r"arrays/d/.*"),
+    ("arrays/ocdbt.process_0/manifest.ocdbt", r"arrays/ocdbt\.process_0/manifest\.ocdbt"),
+    ("arrays/ocdbt.process_0/d/* (array data, > 1 KiB)", None),  # decided by size below
+    ("arrays/ocdbt.process_0/d/* (b-tree node)", r"arrays/ocdbt\.process_0/d/.*"),
+    ("_CHECKPOINT_METADATA", r"_CHECKPOINT_METADATA"),
+    ("commit_success.txt (any)", r"(.*/)?commit_success\.txt"),
+]
+
+
+def file_kind(relative, size):
+    if relative.startswith("arrays/ocdbt.process_0/d/") and size > 1024:
+        return "arrays/ocdbt.process_0/d/* (array data, > 1 KiB)"
+    for kind, pattern in FILE_KINDS:
+        if pattern is not None and re.fullmatch(pattern, relative):
+            return kind
+    raise AssertionError(f"a file of an unknown kind in the checkpoint: {relative}")
+
+
+def damage(path, how):
+    data = open(path, "rb").read()
+    if how == "deleted":
+        os.remove(path)
+    elif how == "truncated":
+        open(path, "wb").write(data[: len(data) // 2])
+    else:  # 32 bytes in the middle, each inverted (the issue's repro)
+        start = max(0, len(data) // 2 - 16)
+        flipped = bytes(b ^ 0xFF for b in data[start:start + 32])
+        open(path, "wb").write(data[:start] + flipped + data[start + 32:])
+
+
+def damage_matrix_state():
+    # Two arrays above the inline limit (data files of their own) and small ones; moments non-zero.
+    params = {"dense": {"kernel": jnp.asarray(np.random.default_rng(0).normal(size=(32, 32)),
+                                              jnp.float32),
+                        "bias": jnp.linspace(-1.0, 1.0, 8)},
+              "LayerNorm": {"scale": jnp.ones(8)}, "temperature": jnp.float32(0.5)}
+    tx = ob.bertadam(0.02, warmup=0.1, t_total=10, weight_decay_mask=ob.decay_mask(params))
+    state = tx.init(params)
+    _, state = tx.update(jax.tree.map(lambda p: 0.1 * p + 0.01, params), state, params)
+    return params, tx, state
+
+
+def test_damage_matrix_every_file_and_kind_of_damage_is_refused_or_harmless(tmp_path):
+    """No damage restores different numbers: each is refused with DamagedCheckpointError naming
+    the part, or (for files restore does not read) restores the saved state bit for bit."""
+    params, tx, state = damage_matrix_state()
+    original = tmp_path / "original"
+    save_train_state(original, params, state, 5)
+    files = sorted(os.path.relpath(os.path.join(d, f), original)
+                   for d, _, names in os.walk(original) for f in names)
+    saved = bits((params, state))
+    matrix, refusals = {}, {}
+    for relative in files:
+        kind = file_kind(relative, os.path.getsize(original / relative))
+        for how in ("bytes flipped", "truncated", "deleted"):
+            copy = tmp_path / "damaged"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(original, copy)
+            damage(copy / relative, how)
+            try:
+                r_params, r_state, r_step = restore_train_state(copy, params, tx)
+            except DamagedCheckpointError as err:
+                outcome = "refused"
+                assert re.match(r"the checkpoint at '.*damaged' is damaged: its (metadata|arrays)",
+                                str(err)) or "differ from the checksums" in str(err), str(err)
+                refusals[(relative, how)] = str(err)
+            else:
+                same = bits((r_params, r_state)) == saved and r_step == 5
+                outcome = "harmless" if same else "restored wrong"
+            matrix.setdefault(kind, {}).setdefault(how, set()).add(outcome)
+
+    print("\ncheckpoint damage matrix (file kind: bytes flipped | truncated | deleted)")
+    for kind, row in matrix.items():
+        print(f"  {kind:50s} " + " | ".join("/".join(sorted(row[h])) for h in row))
+    wrong = {kind: row for kind, row in matrix.items()
+             if any("restored wrong" in outcomes for outcomes in row.values())}
+    assert not wrong, wrong
+    # Every kind of file is in the checkpoint (the matrix covers what it claims to cover).
+    assert set(matrix) == {kind for kind, _ in FILE_KINDS}, set(matrix)
+    # The files holding the values are never harmless to damage: the array data, the metadata.
+    for kind in ("arrays/ocdbt.process_0/d/* (array data, > 1 KiB)",
+                 "meta/metadata (step, structure, checksums)", "arrays/manifest.ocdbt"):
+        assert all(outcomes == {"refused"} for outcomes in matrix[kind].values()), (kind, matrix[kind])
+    # The issue's case: flipped bytes in an array's data are caught by its checksum, naming it.
+    data_kind = "arrays/ocdbt.process_0/d/* (array data, > 1 KiB)"
+    flipped_data = [msg for (rel, how), msg in refusals.items() if how == "bytes flipped"
+                    and file_kind(rel, os.path.getsize(original / rel)) == data_kind]
+    assert flipped_data and all("differ from the checksums recorded at save" in m for m in flipped_data)
+    # A data file packs several arrays: the flip in its middle lands in one of the large ones.
+    named = {m.rpartition(": ")[2] for m in flipped_data}
+    assert named <= {"['params']['dense']['kernel']", "['opt_state'][1].next_m['dense']['kernel']",
+                     "['opt_state'][1].next_v['dense']['kernel']"}, named
+
+
+def test_an_edit_that_keeps_the_metadata_valid_json_is_refused(tmp_path):
+    params, tx, state = damage_matrix_state()
+    save_train_state(tmp_path / "ckpt", params, state, 5)
+    meta_file = tmp_path / "ckpt" / "meta" / "metadata"
+    for edit in (lambda m: dict(m, step=6), lambda m: dict(m, description=m["description"][:-1]),
+                 lambda m: {k: v for k, v in m.items() if k != "checksum"}):
+        original = meta_file.read_text()
+        meta_file.write_text(json.dumps(edit(json.loads(original))))
+        with pytest.raises(DamagedCheckpointError, match=r"is damaged: its metadata \(meta/"):
+            restore_train_state(tmp_path / "ckpt", params, tx)
+        meta_file.write_text(original)
+    assert restore_train_state(tmp_path / "ckpt", params, tx)[2] == 5
+
+
+def test_an_orbax_checkpoint_not_written_here_is_refused_as_such(tmp_path):
+    import orbax.checkpoint as ocp
+
+    params, tx, _ = damage_matrix_state()
+    ocp.Checkpointer(ocp.CompositeCheckpointHandler()).save(
+        tmp_path / "other", ocp.args.Composite(meta=ocp.args.JsonSave({"format": "something else"})))
+    with pytest.raises(ValueError, match="not a checkpoint written by save_train_state") as err:
+        restore_train_state(tmp_path / "other", params, tx)
+    assert not isinstance(err.value, DamagedCheckpointError)
+
+
+# ------------------------------------------------------------------------------------------
+# Atomic saves: a real process killed (SIGKILL) in the middle of writing a checkpoint
+# ------------------------------------------------------------------------------------------
+
+# 16 MiB of random float32 (incompressible): writing takes long enough to be killed in the middle.
+KILLED_SAVER = r"""
+import sys
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from optax_bertadam.checkpoint import save_train_state, train_state_args
+
+mode, path = sys.argv[1:]
+rng = np.random.default_rng(0)
+params = {f"w{i}": rng.standard_normal((512, 512), np.float32) for i in range(16)}
+tx = optax.sgd(0.1)
+if mode == "path":
+    save_train_state(path, params, tx.init(params), 2, overwrite=True)
+else:
+    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=3))
+    manager.save(2, args=train_state_args(params, tx.init(params), 2))
+    manager.wait_until_finished()
+print("save finished", flush=True)
+"""
+
+
+def save_killed_midway(mode, path, watch):
+    """Run KILLED_SAVER and SIGKILL it once orbax has written a file into its temporary directory.
+
+    Returns the temporary entries the kill left under ``watch``.
+    """
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SAVER, mode, str(path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            written = [f for f in glob.glob(f"{watch}/**/*orbax-checkpoint-tmp*/arrays/**/*",
+                                            recursive=True) if os.path.isfile(f)]
+            if written:
+                child.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        if child.poll() is None and time.monotonic() >= deadline:
+            child.kill()
+        out = child.communicate()[0].decode()
+    assert child.returncode == -signal.SIGKILL, (child.returncode, out)
+    assert "save finished" not in out
+    return sorted(os.path.relpath(p, watch) for p in glob.glob(f"{watch}/**/*tmp*", recursive=True)
+                  + glob.glob(f"{watch}/*.saving"))
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_readable(tmp_path):
+    params, tx, state = damage_matrix_state()
+    path = tmp_path / "run" / "latest"
+    save_train_state(path, params, state, 1)
+    leftovers = save_killed_midway("path", path, tmp_path / "run")
+    print(f"left by the killed save: {leftovers}")
+    assert leftovers  # the kill did land in the middle of the save
+    r_params, r_state, r_step = restore_train_state(path, params, tx)
+    assert r_step == 1 and bits((r_params, r_state)) == bits((params, state))
+    # The next save replaces it and clears what the killed one left.
+    save_train_state(path, params, state, 3, overwrite=True)
+    assert restore_train_state(path, params, tx)[2] == 3
+    assert os.listdir(tmp_path / "run") == ["latest"]
+
+
+def test_a_save_killed_between_its_two_renames_points_to_the_previous_checkpoint(tmp_path):
+    # The state such a kill leaves (nothing at `path`, the previous checkpoint beside it), made
+    # by the same rename the save does.
+    params, tx, state = damage_matrix_state()
+    path = tmp_path / "latest"
+    save_train_state(path, params, state, 1)
+    os.rename(path, f"{path}.replaced")
+    with pytest.raises(ValueError, match=re.escape(f"the previous one is whole at '{path}.replaced'")):
+        restore_train_state(path, params, tx)
+    os.rename(f"{path}.replaced", path)
+    assert restore_train_state(path, params, tx)[2] == 1
