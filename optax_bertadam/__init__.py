@@ -1,7 +1,7 @@
 """optax-bertadam: BERT-era PyTorch optimizers and schedules as optax transformations."""
 
 from optax_bertadam.checkpoint import restore_train_state, save_train_state
-from optax_bertadam.lr import get_lr, register_learning_rate_state
+from optax_bertadam.lr import LearningRateState, get_lr
 from optax_bertadam.masks import decay_mask, parameter_name, parameter_names, regex_decay_mask
 from optax_bertadam.mixed_precision import (
     DynamicLossScaleState,
@@ -27,7 +27,6 @@ from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in
 from optax_bertadam.schedules import __all__ as _schedule_names
 from optax_bertadam.torch_state import (
     load_torch_state_dict,
-    register_torch_state_fields,
     to_torch_state_dict,
     torch_parameter_names,
     transpose_kernels,
@@ -52,7 +51,6 @@ __all__ = [
     "dynamic_loss_scale",
     "get_loss_scale",
     "load_torch_state_dict",
-    "register_torch_state_fields",
     "restore_train_state",
     "save_train_state",
     "scale_loss",
@@ -78,7 +76,7 @@ __all__ = [
     "parameter_name",
     "parameter_names",
     "regex_decay_mask",
-    "register_learning_rate_state",
+    "LearningRateState",
     "scale_by_adam",
     "scale_by_bias_free_adam",
     "scale_by_scheduled_learning_rate",

@@ -12,13 +12,39 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
+import numpy as np
+
 
 def _describe(value: Any) -> str:
     return repr(value)
 
 
-def check_real(name: str, value: Any) -> float:
-    """Return ``value`` as a Python float; refuse bools, non-numbers and NaN."""
+def is_traced(value: Any) -> bool:
+    """True for a value known only when the update runs (a tracer, e.g. from
+    ``optax.inject_hyperparams`` inside ``jax.jit``): it cannot be checked when the optimizer is
+    built, and nothing may branch on it in Python."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def is_concrete_scalar(value: Any) -> bool:
+    """A Python number or a 0-d concrete array: a value that can be checked and branched on."""
+    return not is_traced(value) and np.ndim(value) == 0
+
+
+def check_real(name: str, value: Any) -> Any:
+    """Return ``value`` as a Python float; refuse bools, non-numbers and NaN.
+
+    A traced scalar (``optax.inject_hyperparams`` under ``jax.jit``) is returned unchanged: its
+    value is checked when it is concrete, i.e. when the optimizer is built or initialised.
+    """
+    if is_traced(value):
+        if np.ndim(value) != 0 or not jax.numpy.issubdtype(value.dtype, jax.numpy.number):
+            raise TypeError(
+                f"{name}={_describe(value)} is invalid: expected a real scalar "
+                f"(got a traced array of shape {np.shape(value)} and dtype {value.dtype})"
+            )
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         # 0-d numpy / jax arrays are accepted; strings and other objects are not.
         try:
@@ -37,8 +63,10 @@ def check_real(name: str, value: Any) -> float:
     return converted
 
 
-def check_finite(name: str, value: Any) -> float:
+def check_finite(name: str, value: Any) -> Any:
     converted = check_real(name, value)
+    if is_traced(converted):
+        return converted
     if not math.isfinite(converted):
         raise ValueError(f"{name}={_describe(value)} is invalid: expected a finite number")
     return converted
@@ -59,6 +87,8 @@ def check_range(
     The message states the interval in mathematical notation, e.g. ``[0, 1)``.
     """
     converted = check_real(name, value)
+    if is_traced(converted):
+        return converted
     extras = tuple(allowed_extra)
     if converted in extras:
         return converted
@@ -78,7 +108,14 @@ def check_range(
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, allowed_extra=()) -> int:
-    """Check that ``value`` is an integer (bools refused) ``>= low`` or in ``allowed_extra``."""
+    """Check that ``value`` is an integer (bools refused) ``>= low`` or in ``allowed_extra``.
+
+    Integers here decide the structure of the computation (a number of steps, a boundary), so a
+    traced value is refused with a pointer to ``static_args``; a concrete 0-d array is accepted.
+    """
+    check_static(name, value)
+    if isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -94,6 +131,16 @@ def check_int(name: str, value: Any, *, low: int | None = None, allowed_extra=()
         extra = "".join(f" or {e}" for e in allowed_extra)
         raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {low}{extra}")
     return value
+
+
+def check_static(name: str, value: Any) -> None:
+    """Refuse a traced value for an argument that decides the structure of the computation."""
+    if is_traced(value):
+        raise TypeError(
+            f"{name}={_describe(value)} is invalid: {name} decides the structure of the "
+            f"computation and must be a concrete value; with optax.inject_hyperparams pass "
+            f"static_args=({name!r},)"
+        )
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:

@@ -2,55 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
 from optax_bertadam.masks import parameter_name
-from optax_bertadam.transforms import ScheduledLearningRateState
-
-# State types whose `learning_rate` field is the rate of the next update. Optimizers with their
-# own rate logic (e.g. Adafactor's relative step) register theirs here.
-LEARNING_RATE_STATES: tuple[type, ...] = (ScheduledLearningRateState,)
 
 
-def register_learning_rate_state(state_type: type) -> type:
-    """Let :func:`get_lr` find ``state_type`` (a NamedTuple with a ``learning_rate`` field)."""
-    global LEARNING_RATE_STATES
-    if state_type not in LEARNING_RATE_STATES:
-        LEARNING_RATE_STATES = LEARNING_RATE_STATES + (state_type,)
-    return state_type
+@runtime_checkable
+class LearningRateState(Protocol):
+    """A state node that knows the rate of the next update.
+
+    Every learning-rate state of this package is one: :class:`ScheduledLearningRateState` computes
+    it from its count, loss-driven states (``ReduceLROnPlateauState``) hold it. A state type of
+    your own becomes visible to :func:`get_lr` by defining this method; nothing is registered.
+    """
+
+    def next_learning_rate(self) -> jax.Array: ...
 
 
-def _unwrap(value: Any) -> Any:
+def _is_variable(node: Any) -> bool:
     # flax.nnx.Optimizer keeps its state in Variables, whose array is `get_value()`.
-    get_value = getattr(value, "get_value", None)
-    return get_value() if callable(get_value) else value
+    return callable(getattr(node, "get_value", None))
+
+
+def _unwrap(node: Any) -> Any:
+    return jax.tree.map(
+        lambda leaf: leaf.get_value() if _is_variable(leaf) else leaf, node, is_leaf=_is_variable
+    )
+
+
+def learning_rate_states(opt_state: Any) -> list[tuple[str, LearningRateState]]:
+    """Every learning-rate state inside ``opt_state``, as ``(path, state)`` in tree order.
+
+    The path is ``/``-joined (``"1/inner_state/3"``; ``"<root>"`` for the state itself).
+    """
+    paths_and_nodes, _ = jax.tree_util.tree_flatten_with_path(
+        opt_state, is_leaf=lambda node: isinstance(node, LearningRateState)
+    )
+    return [
+        (parameter_name(path) or "<root>", _unwrap(node))
+        for path, node in paths_and_nodes
+        if isinstance(node, LearningRateState)
+    ]
 
 
 def get_lr(opt_state: Any) -> jax.Array:
     """The learning rate the next update will apply, found anywhere inside ``opt_state``.
 
     Works on the state of :func:`~optax_bertadam.bertadam` and every optimizer of this package,
-    also when wrapped in ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams`` or
-    held by ``flax.nnx.Optimizer`` (``get_lr(optimizer.opt_state)``), inside or outside jit.
+    also when wrapped in ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``,
+    ``optax.apply_if_finite`` or held by ``flax.nnx.Optimizer`` (``get_lr(optimizer.opt_state)``),
+    inside or outside jit. The rate is computed from the state's update count (it is not stored),
+    so it is right after a checkpoint restore or :func:`optax_bertadam.load_torch_state_dict`.
 
     It is the optax counterpart of ``BertAdam.get_lr()`` and of
     ``optimizer.param_groups[0]['lr']``. One difference: upstream ``get_lr()`` returns ``[0]``
     before the first step (it has no state yet); this returns the rate update 0 will use.
+    With several parameter groups use :func:`optax_bertadam.get_last_lr`.
+
+    Returns:
+      The rate as a 0-d array in the default float dtype.
 
     Raises:
-      ValueError: if ``opt_state`` holds no scheduled rate, or several (name the one you want by
-        passing that part of the state).
+      ValueError: if ``opt_state`` holds no learning-rate state, or several (name the one you want
+        by passing that part of the state, or use ``get_last_lr``).
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.bertadam(1e-3, warmup=0.1, t_total=100)
+      >>> state = tx.init({"w": jnp.zeros(3)})
+      >>> float(ob.get_lr(state))  # update 0 of a linear warmup
+      0.0
     """
-    found = []
-    paths_and_states, _ = jax.tree_util.tree_flatten_with_path(
-        opt_state, is_leaf=lambda node: isinstance(node, LEARNING_RATE_STATES)
-    )
-    for path, node in paths_and_states:
-        if isinstance(node, LEARNING_RATE_STATES):
-            found.append((parameter_name(path) or "<root>", node))
+    found = learning_rate_states(opt_state)
     if not found:
         raise ValueError(
             "get_lr(opt_state) found no learning-rate state in opt_state: pass the state of an "
@@ -60,6 +86,7 @@ def get_lr(opt_state: Any) -> jax.Array:
         where = ", ".join(path for path, _ in found)
         raise ValueError(
             f"get_lr(opt_state) is ambiguous: opt_state holds {len(found)} learning-rate states "
-            f"(at {where}); pass the part of the state you mean"
+            f"(at {where}); pass the part of the state you mean, or use get_last_lr(opt_state) "
+            "for the rate of every group"
         )
-    return jnp.asarray(_unwrap(found[0][1].learning_rate))
+    return jnp.asarray(found[0][1].next_learning_rate())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -12,7 +13,6 @@ import numpy as np
 import optax
 
 from optax_bertadam import _validation, masks, transforms
-from optax_bertadam.lr import register_learning_rate_state
 from optax_bertadam.schedules import bert as bert_schedules
 
 PyTree = Any
@@ -84,31 +84,34 @@ def bertadam(
     clip_mode = _validation.check_choice("clip_mode", clip_mode, CLIP_MODES)
     max_grad_norm = _validation.check_real("max_grad_norm", max_grad_norm)
     if callable(learning_rate):
+        _validation.check_static("t_total", t_total)
         if t_total != -1:
             raise ValueError(
                 f"t_total={t_total!r} is invalid with a schedule as learning_rate: the schedule "
                 "already sets the rate; leave t_total=-1 (and warmup, schedule at their defaults)"
             )
-        lr_schedule = learning_rate
+        base_rate, multiplier = learning_rate, None
     else:
-        lr_schedule = bert_schedules.bert_schedule(
-            schedule,
-            learning_rate,
-            t_total,
-            warmup,
-            schedule_kwargs=schedule_kwargs,
+        base_rate = _validation.check_range("learning_rate", learning_rate, low=0.0)
+        multiplier = bert_schedules.bert_multiplier(
+            schedule, t_total, warmup, schedule_kwargs=schedule_kwargs,
             clamp_at_zero=clamp_lr_at_zero,
         )
-    clip = (
-        transforms.clip_grad_norm(max_grad_norm, per_tensor=clip_mode == "per_tensor")
-        if max_grad_norm > 0
-        else optax.identity()
-    )
+    per_tensor = clip_mode == "per_tensor"
+    if _validation.is_traced(max_grad_norm):
+        # Injected and known only at run time: upstream's `if max_grad_norm > 0` as a select; an
+        # infinite threshold makes the clip coefficient exactly 1.
+        threshold = jnp.where(max_grad_norm > 0, max_grad_norm, jnp.inf)
+        clip = transforms.clip_grad_norm(threshold, per_tensor=per_tensor)
+    elif max_grad_norm > 0:
+        clip = transforms.clip_grad_norm(max_grad_norm, per_tensor=per_tensor)
+    else:
+        clip = optax.identity()
     return optax.chain(
         clip,
         transforms.scale_by_bias_free_adam(b1, b2, e, moment_dtype=moment_dtype),
         transforms.add_decayed_weights(weight_decay, weight_decay_mask),
-        transforms.scale_by_scheduled_learning_rate(lr_schedule),
+        transforms.scale_by_scheduled_learning_rate(base_rate, multiplier),
     )
 
 
@@ -214,14 +217,13 @@ def adamw(
 # ---------------------------------------------------------------------------------------------
 
 
-@register_learning_rate_state
 class AdafactorState(NamedTuple):
     """State of :func:`adafactor`; moment names are ``transformers.Adafactor``'s.
 
     Attributes:
-      count: updates applied so far (``state["step"]`` upstream).
-      learning_rate: the relative step size :math:`\\rho` the next update will use, before the
-        parameter-scale factor; this is what :func:`optax_bertadam.get_lr` returns. With
+      step_size: the update count (``state["step"]`` upstream, ``step_size.count``) and the rule
+        of the relative step size :math:`\\rho` of the next update, before the parameter-scale
+        factor; this is what :func:`optax_bertadam.get_lr` returns. With
         ``scale_parameter=False`` it is the rate the next update applies to every tensor.
       applied_learning_rates: per parameter (a scalar per leaf), the rate the last update
         applied, :math:`\\rho \\max(\\epsilon_2, \\mathrm{RMS}(p))`: what
@@ -233,13 +235,27 @@ class AdafactorState(NamedTuple):
       exp_avg_sq: second moment of tensors of rank < 2 (``(1,)`` placeholders for the others).
     """
 
-    count: Any
-    learning_rate: Any
+    step_size: transforms.ScheduledLearningRateState
     applied_learning_rates: PyTree
     exp_avg: PyTree
     exp_avg_sq_row: PyTree
     exp_avg_sq_col: PyTree
     exp_avg_sq: PyTree
+
+
+@dataclasses.dataclass(frozen=True)
+class AdafactorRelativeStep:
+    """Adafactor's relative step size of update ``count``: ``min(1e-6 t or 1e-2, 1/sqrt(t))``.
+
+    A value (not a closure) so that two equal optimizers have equal states' tree structures.
+    """
+
+    warmup_init: bool
+
+    def __call__(self, count: Any) -> Any:
+        t = jnp.asarray(count, dtype=float) + 1.0
+        min_step = 1e-6 * t if self.warmup_init else 1e-2
+        return jnp.minimum(min_step, 1.0 / jnp.sqrt(t))
 
 
 def _rms(x: Any) -> Any:
@@ -345,14 +361,12 @@ def adafactor(
         beta1 = _validation.check_range("beta1", beta1, low=0.0, high=1.0, high_inclusive=False)
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
 
-    def relative_step_size(count):
-        """rho of the update applied after ``count`` updates (Adafactor._get_lr without RMS)."""
-        if not relative_step:
-            rate = learning_rate(count) if callable(learning_rate) else learning_rate
-            return jnp.asarray(rate, dtype=float)
-        t = jnp.asarray(count, dtype=float) + 1.0
-        min_step = 1e-6 * t if warmup_init else 1e-2
-        return jnp.minimum(min_step, 1.0 / jnp.sqrt(t))
+    if relative_step:
+        base_rate, step_schedule = 1.0, AdafactorRelativeStep(warmup_init)
+    elif callable(learning_rate):
+        base_rate, step_schedule = 1.0, learning_rate
+    else:
+        base_rate, step_schedule = learning_rate, transforms.constant_schedule
 
     def compute_dtype(p):
         return jnp.promote_types(p.dtype, jnp.float32)
@@ -374,10 +388,12 @@ def adafactor(
         def full(p):
             return placeholder(p) if p.ndim >= 2 else jnp.zeros(p.shape, compute_dtype(p))
 
-        count = jnp.zeros([], jnp.int32)
         return AdafactorState(
-            count=count,
-            learning_rate=relative_step_size(count),
+            step_size=transforms.ScheduledLearningRateState(
+                count=jnp.zeros([], jnp.int32),
+                learning_rate=jnp.asarray(base_rate, dtype=float),
+                schedule=transforms.StaticSchedule(step_schedule),
+            ),
             applied_learning_rates=jax.tree.map(lambda p: jnp.zeros([], compute_dtype(p)), params),
             exp_avg=(
                 None if beta1 is None
@@ -394,8 +410,9 @@ def adafactor(
                 "adafactor needs the parameters (their RMS scales the step): call "
                 "tx.update(grads, state, params)"
             )
-        rho = relative_step_size(state.count)
-        t = jnp.asarray(state.count, dtype=float) + 1.0
+        count = state.step_size.count
+        rho = transforms.scheduled_rate(base_rate, step_schedule, count)
+        t = jnp.asarray(count, dtype=float) + 1.0
         beta2t = 1.0 - jnp.power(t, decay_rate)
 
         # Leaves in order; matching by leaf order lets flax.nnx's Variable-wrapped state work.
@@ -442,7 +459,7 @@ def adafactor(
                 m = beta1 * m + (1.0 - beta1) * u
                 u = m
             step = -u
-            if weight_decay != 0.0 and decay:
+            if decay and not (_validation.is_concrete_scalar(weight_decay) and weight_decay == 0.0):
                 # p.add_(p, alpha=-weight_decay * lr), on the parameter before the update.
                 step = step + (-weight_decay * rate) * p32
             for key, value in zip(out, (step.astype(p.dtype), rate, m, r, c, v), strict=True):
@@ -450,10 +467,12 @@ def adafactor(
 
         # Each state field keeps the structure init gave it (flax.nnx: Variable-wrapped).
         like = lambda tree, key: jax.tree.unflatten(jax.tree.structure(tree), out[key])
-        count = optax.safe_increment(state.count)
         new_state = AdafactorState(
-            count=count,
-            learning_rate=relative_step_size(count),
+            step_size=transforms.ScheduledLearningRateState(
+                count=optax.safe_increment(count),
+                learning_rate=jnp.asarray(base_rate, dtype=state.step_size.learning_rate.dtype),
+                schedule=transforms.StaticSchedule(step_schedule),
+            ),
             applied_learning_rates=like(state.applied_learning_rates, "lr"),
             exp_avg=None if beta1 is None else like(state.exp_avg, "m"),
             exp_avg_sq_row=like(state.exp_avg_sq_row, "row"),

@@ -19,9 +19,9 @@ any field named ``next_m``, ``exp_avg``, ...  the torch key of the same name
 every integer ``count`` field                 ``step`` (the same for every parameter)
 =========================================  ==============================================
 
-The learning rate a state remembers for :func:`optax_bertadam.get_lr` is recomputed from the
-restored count. Nothing here imports torch at module level: tensors or numpy arrays are accepted,
-and torch is imported only to build the tensors of :func:`to_torch_state_dict`.
+:func:`optax_bertadam.get_lr` computes the rate from the restored count. Nothing here imports
+torch at module level: tensors or numpy arrays are accepted, and torch is imported only to
+build the tensors of :func:`to_torch_state_dict`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_bertadam import lr as lr_lib
 from optax_bertadam.masks import parameter_name
-from optax_bertadam.transforms import ScaleByBiasFreeAdamState
 
 PyTree = Any
 Transform = Callable[[str, np.ndarray], np.ndarray]
@@ -49,21 +47,11 @@ TORCH_STATE_KEYS = ("next_m", "next_v", "exp_avg", "exp_avg_sq", "max_exp_avg_sq
 # torch.optim.Adam/AdamW keep `step` as a float32 tensor; BertAdam keeps a Python int.
 _TENSOR_STEP_KEYS = ("exp_avg",)
 
-_FIELD_MAPS: dict[type, dict[str, str]] = {
-    ScaleByBiasFreeAdamState: {"next_m": "next_m", "next_v": "next_v"},
+# optax's own states name their moments otherwise; this package's states use the torch names.
+_OPTAX_FIELD_MAPS: Mapping[type, Mapping[str, str]] = {
     optax.ScaleByAdamState: {"mu": "exp_avg", "nu": "exp_avg_sq"},
     optax.ScaleByAmsgradState: {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"},
 }
-
-
-def register_torch_state_fields(state_type: type, fields: Mapping[str, str]) -> type:
-    """Declare that ``state_type``'s fields (param-shaped trees) hold these torch state keys.
-
-    ``fields`` maps a field name of the NamedTuple ``state_type`` to a key of the per-parameter
-    torch state, e.g. ``{"mu": "exp_avg", "nu": "exp_avg_sq"}``.
-    """
-    _FIELD_MAPS[state_type] = dict(fields)
-    return state_type
 
 
 def _is_named_tuple(node: Any) -> bool:
@@ -71,8 +59,8 @@ def _is_named_tuple(node: Any) -> bool:
 
 
 def _field_map(node: Any) -> dict[str, str]:
-    if type(node) in _FIELD_MAPS:
-        return _FIELD_MAPS[type(node)]
+    if type(node) in _OPTAX_FIELD_MAPS:
+        return _OPTAX_FIELD_MAPS[type(node)]
     return {f: f for f in node._fields if f in TORCH_STATE_KEYS}
 
 
@@ -88,8 +76,8 @@ def _all_named_tuples(tree: PyTree) -> list[Any]:
 
 
 def _state_nodes(opt_state: PyTree) -> list[Any]:
-    """Every NamedTuple node of ``opt_state`` that holds torch-mapped fields or a ``count``."""
-    return [n for n in _all_named_tuples(opt_state) if _field_map(n) or "count" in n._fields]
+    """Every NamedTuple node of ``opt_state`` that holds torch-mapped fields."""
+    return [n for n in _all_named_tuples(opt_state) if _field_map(n)]
 
 
 def _replace_nodes(tree: PyTree, replace: Callable[[Any], Any]) -> PyTree:
@@ -308,15 +296,13 @@ def load_torch_state_dict(
                 return jax.device_put(out, leaf.sharding) if isinstance(leaf, jax.Array) else out
 
             updates[field] = jax.tree_util.tree_map_with_path(load_leaf, tree)
-        if "count" in node._fields and _is_count(node.count):
-            updates["count"] = jnp.asarray(step, dtype=jnp.asarray(node.count).dtype)
         return node._replace(**updates) if updates else node
 
-    state = _replace_nodes(template, fill)
+    state = _set_counts(_replace_nodes(template, fill), step)
     if not wanted_keys:
         raise ValueError(
             "tx's state has no moments this module can fill from torch (known: "
-            f"{', '.join(TORCH_STATE_KEYS)}; see register_torch_state_fields)"
+            f"{', '.join(TORCH_STATE_KEYS)})"
         )
     if with_state:
         missing = sorted(wanted_keys - set(torch_keys))
@@ -332,8 +318,6 @@ def load_torch_state_dict(
             "state_dict tensors do not match the Flax parameters (is a transform missing?): "
             + _listing(shape_errors)
         )
-    if step > 0:
-        state = _refresh_learning_rates(tx, state, params, step)
     return state
 
 
@@ -342,33 +326,29 @@ def _is_count(value: Any) -> bool:
     return np.ndim(value) == 0 and jnp.issubdtype(jnp.asarray(value).dtype, jnp.integer)
 
 
-def _refresh_learning_rates(tx, state, params, step):
-    """Recompute the rate each learning-rate state remembers (``get_lr``) for the new count.
+def _is_count_leaf(path, leaf) -> bool:
+    last = path[-1] if path else None
+    return getattr(last, "name", None) == "count" and _is_count(leaf)
 
-    The rate is ``schedule(count)``, and only ``tx`` knows the schedule: one update of zeros from
-    ``count - 1`` yields the rate for ``count``; everything else of that update is discarded.
+
+def _counts(state: PyTree) -> list[Any]:
+    """Every integer ``count`` leaf of ``state``, whatever node (NamedTuple, dataclass) holds it."""
+    paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    return [leaf for path, leaf in paths_and_leaves if _is_count_leaf(path, leaf)]
+
+
+def _set_counts(state: PyTree, step: int) -> PyTree:
+    """``state`` with every integer ``count`` leaf set to ``step`` (whatever node holds it).
+
+    The rates that :func:`optax_bertadam.get_lr` reports are computed from these counts.
     """
-    rate_types = lr_lib.LEARNING_RATE_STATES
-    if not any(isinstance(n, rate_types) for n in _all_named_tuples(state)):
-        return state
 
-    def set_count(node, count):
-        if "count" in node._fields and _is_count(node.count):
-            return node._replace(count=jnp.asarray(count, dtype=jnp.asarray(node.count).dtype))
-        return node
+    def set_count(path, leaf):
+        if _is_count_leaf(path, leaf):
+            return jnp.asarray(step, dtype=jnp.asarray(leaf).dtype)
+        return leaf
 
-    previous = _replace_nodes(state, lambda n: set_count(n, step - 1))
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    _, stepped = tx.update(zeros, previous, params)  # eagerly: no compilation for one call
-    # Both trees have one structure, and both lists are in the same (depth-first) order.
-    rates_iter = iter([n.learning_rate for n in _all_named_tuples(stepped) if isinstance(n, rate_types)])
-
-    def set_rate(node):
-        if isinstance(node, rate_types):
-            return node._replace(learning_rate=next(rates_iter))
-        return node
-
-    return _replace_nodes(state, set_rate)
+    return jax.tree_util.tree_map_with_path(set_count, state)
 
 
 def to_torch_state_dict(
@@ -406,7 +386,7 @@ def to_torch_state_dict(
         raise ValueError(
             f"param_names has {len(param_names)} names but the optimizer holds {len(ids)} parameters"
         )
-    moment_nodes = [n for n in _state_nodes(opt_state) if _field_map(n)]
+    moment_nodes = _state_nodes(opt_state)
     moment_trees = {}
     for node in moment_nodes:
         for field, key in _field_map(node).items():
@@ -421,12 +401,9 @@ def to_torch_state_dict(
     if not moment_trees:
         raise ValueError(
             "opt_state has no moments this module can export (known: "
-            f"{', '.join(TORCH_STATE_KEYS)}; see register_torch_state_fields)"
+            f"{', '.join(TORCH_STATE_KEYS)})"
         )
-    counts = sorted(
-        {int(np.asarray(getattr(n.count, "value", n.count))) for n in _state_nodes(opt_state)
-         if "count" in n._fields and _is_count(n.count)}
-    )
+    counts = sorted({int(np.asarray(getattr(c, "value", c))) for c in _counts(opt_state)})
     if len(counts) != 1:
         raise ValueError(f"opt_state holds {len(counts)} different update counts {counts}: expected one")
     step = counts[0]

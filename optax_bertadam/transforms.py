@@ -144,11 +144,14 @@ def scale_by_bias_free_adam(
 
     def update_fn(updates, state, params=None):
         del params
+        # astype: injected (array) hyperparameters must not promote the moments' dtype.
         next_m = jax.tree.map(
-            lambda m, g: b1 * m + (1.0 - b1) * g.astype(m.dtype), state.next_m, updates
+            lambda m, g: (b1 * m + (1.0 - b1) * g.astype(m.dtype)).astype(m.dtype),
+            state.next_m, updates,
         )
         next_v = jax.tree.map(
-            lambda v, g: b2 * v + (1.0 - b2) * jnp.square(g.astype(v.dtype)), state.next_v, updates
+            lambda v, g: (b2 * v + (1.0 - b2) * jnp.square(g.astype(v.dtype))).astype(v.dtype),
+            state.next_v, updates,
         )
         # The update keeps the gradient's dtype so that parameters keep theirs.
         scaled = jax.tree.map(
@@ -177,11 +180,28 @@ def check_mask_matches(mask: PyTree, params: PyTree, argname: str) -> None:
             )
 
 
+def _is_masked_node(node: Any) -> bool:
+    return isinstance(node, optax.MaskedNode)
+
+
 def resolve_mask(mask: PyTree | Callable[[PyTree], PyTree] | None, params: PyTree) -> PyTree:
-    """The bool tree of ``mask`` for ``params``: all True for None, ``mask(params)`` if callable."""
+    """The bool tree of ``mask`` for ``params``: all True for None, ``mask(params)`` if callable.
+
+    Inside ``optax.partition``/``optax.multi_transform``/``optax.masked`` the parameters hold an
+    ``optax.MaskedNode`` where another transform owns the leaf; a mask built for the full tree
+    has a bool there, which is dropped so that the mask matches what this transform sees.
+    """
     if mask is None:
         return jax.tree.map(lambda _: True, params)
-    return mask(params) if callable(mask) else mask
+    tree = mask(params) if callable(mask) else mask
+    if not any(map(_is_masked_node, jax.tree.leaves(params, is_leaf=_is_masked_node))):
+        return tree
+    if jax.tree.structure(tree) != jax.tree.structure(params, is_leaf=_is_masked_node):
+        return tree  # not a full-tree mask: check_mask_matches names the mismatch
+    return jax.tree.map(
+        lambda node, leaf: node if _is_masked_node(node) else leaf,
+        params, tree, is_leaf=_is_masked_node,
+    )
 
 
 def add_decayed_weights(
@@ -211,7 +231,7 @@ def add_decayed_weights(
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
-        if weight_decay == 0.0:
+        if _validation.is_concrete_scalar(weight_decay) and weight_decay == 0.0:
             return updates, state
         if params is None:
             raise ValueError(
@@ -243,6 +263,9 @@ def one_minus_power(base: float, exponent: Any) -> Any:
     ``1 - 0.999 ** 1`` is off by 1.3e-5 relative because 0.999 itself is rounded; this is within
     a few ulp of the double-precision value PyTorch and Keras compute on the host.
     """
+    if _validation.is_traced(base):
+        # An injected hyperparameter: log in its own precision (it is already rounded to it).
+        return -jnp.expm1(exponent * jnp.log(base))
     if base == 0.0:
         return jnp.ones_like(exponent)
     return -jnp.expm1(exponent * math.log(base))
@@ -307,16 +330,21 @@ def scale_by_adam(
         c1 = one_minus_power(b1, t) if bias_correction else jnp.ones_like(t)
         c2 = one_minus_power(b2, t) if bias_correction else jnp.ones_like(t)
         # torch: exp_avg.lerp_(grad, 1 - beta1); TF: m += (grad - m) * (1 - beta1).
-        exp_avg = jax.tree.map(lambda m, g: m + (1.0 - b1) * (g - m), state.exp_avg, updates)
+        # astype: injected (array) hyperparameters must not promote the moments' dtype.
+        exp_avg = jax.tree.map(
+            lambda m, g: (m + (1.0 - b1) * (g - m)).astype(m.dtype), state.exp_avg, updates
+        )
         if flavour == "torch":
             # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             exp_avg_sq = jax.tree.map(
-                lambda v, g: b2 * v + (1.0 - b2) * (g * g), state.exp_avg_sq, updates
+                lambda v, g: (b2 * v + (1.0 - b2) * (g * g)).astype(v.dtype),
+                state.exp_avg_sq, updates,
             )
         else:
             # v += (grad * grad - v) * (1 - beta2)
             exp_avg_sq = jax.tree.map(
-                lambda v, g: v + (1.0 - b2) * (g * g - v), state.exp_avg_sq, updates
+                lambda v, g: (v + (1.0 - b2) * (g * g - v)).astype(v.dtype),
+                state.exp_avg_sq, updates,
             )
         if amsgrad:
             max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
@@ -344,46 +372,134 @@ def scale_by_adam(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def constant_schedule(count: Array) -> Array:
+    """The multiplier of a constant learning rate: 1 for every update count."""
+    return jnp.ones_like(jnp.asarray(count, dtype=float))
+
+
+def scheduled_rate(learning_rate: Any, schedule: Callable[[Array], Array], count: Array) -> Array:
+    """``learning_rate * schedule(count)`` in the default float dtype: the rate of update ``count``."""
+    return jnp.asarray(learning_rate * schedule(count), dtype=float)
+
+
+class StaticSchedule:
+    """A schedule held in a state as tree structure, not as a leaf.
+
+    A pytree node without leaves whose auxiliary data is the function: it survives ``jit``,
+    ``optax.MultiSteps``'s ``cond`` and checkpoints (nothing to save), and two states compare equal
+    in structure when their functions compare equal.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Array], Array]):
+        self.fn = fn
+
+    def __call__(self, count: Array) -> Array:
+        return self.fn(count)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, StaticSchedule) and self.fn == other.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+    def __repr__(self) -> str:
+        return f"StaticSchedule({self.fn!r})"
+
+
+jax.tree_util.register_pytree_node(
+    StaticSchedule, lambda node: ((), node.fn), lambda fn, children: StaticSchedule(fn)
+)
+
+
 class ScheduledLearningRateState(NamedTuple):
-    """``count``: updates applied so far; ``learning_rate``: the rate the next update will use."""
+    """State of :func:`scale_by_scheduled_learning_rate`.
+
+    Attributes:
+      count: updates applied so far (PyTorch's ``state["step"]``, the scheduler's ``last_epoch``).
+      learning_rate: the base rate (the optimizer's ``lr``; PyTorch's ``initial_lr`` under a
+        scheduler), 1 when the whole schedule was given as ``learning_rate``.
+      schedule: the multiplier ``count -> factor``, a :class:`StaticSchedule` (tree structure,
+        not a leaf).
+
+    The rate of the next update is not stored: :meth:`next_learning_rate` computes it from the
+    count, so that a state whose count was set by hand (a checkpoint, a PyTorch state dict, a
+    wrapper that skipped updates) reports the right rate.
+    """
 
     count: Array
     learning_rate: Array
+    schedule: StaticSchedule
+
+    def next_learning_rate(self) -> Array:
+        """``learning_rate * schedule(count)``: the rate the next update applies."""
+        return scheduled_rate(self.learning_rate, self.schedule, self.count)
 
 
 def scale_by_scheduled_learning_rate(
     learning_rate: float | Callable[[Array], Array],
+    schedule: Callable[[Array], Array] | None = None,
 ) -> optax.GradientTransformation:
-    r"""Multiply updates by ``-learning_rate(count)`` and remember the next rate.
+    r"""Multiply updates by ``-learning_rate * schedule(count)``; ``get_lr`` reads the next rate.
 
-    .. math:: u \leftarrow -\mathrm{lr}(k)\, u, \qquad k \leftarrow k + 1
+    .. math:: u \leftarrow -\mathrm{lr}\, s(k)\, u, \qquad k \leftarrow k + 1
 
-    Like ``optax.scale_by_learning_rate``, but the state also holds ``lr(k + 1)``, the rate the
-    next update will apply, so that :func:`optax_bertadam.get_lr` can read it from the state (the
-    optax equivalent of ``optimizer.get_lr()`` / ``optimizer.param_groups[0]['lr']``).
+    Like ``optax.scale_by_learning_rate``, with PyTorch's split of a scheduled rate into the
+    optimizer's base ``lr`` and a scheduler's multiplier (``LambdaLR``: ``base_lr * lr_lambda(k)``),
+    so that :func:`optax_bertadam.get_lr` (``optimizer.param_groups[i]['lr']``) and
+    :func:`optax_bertadam.get_last_lr` compute the rate of the next update from the state.
+    The base rate may be an array (``optax.inject_hyperparams``): the injected value is applied.
 
     Args:
-      learning_rate: a constant, or a schedule ``count -> rate``.
+      learning_rate: the base rate (``>= 0``), or a whole schedule ``count -> rate`` (then
+        ``schedule`` must be ``None``).
+      schedule: the multiplier ``count -> factor``; ``None``: constant 1. It is part of the
+        state's tree structure: pass the same object (or an equal one) to every call.
+
+    Returns:
+      An ``optax.GradientTransformation`` with a :class:`ScheduledLearningRateState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.scale_by_scheduled_learning_rate(0.1, lambda k: 1.0 / (k + 1))
+      >>> state = tx.init({"w": jnp.zeros(2)})
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, state)
+      >>> updates["w"].tolist(), float(ob.get_lr(state))
+      ([-0.10000000149011612, -0.10000000149011612], 0.05000000074505806)
     """
     if callable(learning_rate):
-        schedule = learning_rate
+        if schedule is not None:
+            raise ValueError(
+                f"schedule={schedule!r} is invalid with a schedule as learning_rate: pass the "
+                "base rate as learning_rate, or the whole schedule as learning_rate alone"
+            )
+        learning_rate, schedule = 1.0, learning_rate
     else:
-        constant = _validation.check_real("learning_rate", learning_rate)
-        schedule = lambda count: constant
-
-    def rate_at(count):
-        return jnp.asarray(schedule(count), dtype=float)
+        learning_rate = _validation.check_real("learning_rate", learning_rate)
+        if schedule is None:
+            schedule = constant_schedule
+        elif not callable(schedule):
+            raise TypeError(
+                f"schedule={schedule!r} is invalid: expected a function count -> multiplier or None"
+            )
 
     def init_fn(params):
         del params
-        count = jnp.zeros([], jnp.int32)
-        return ScheduledLearningRateState(count=count, learning_rate=rate_at(count))
+        return ScheduledLearningRateState(
+            count=jnp.zeros([], jnp.int32),
+            learning_rate=jnp.asarray(learning_rate, dtype=float),
+            schedule=StaticSchedule(schedule),
+        )
 
     def update_fn(updates, state, params=None):
         del params
-        rate = rate_at(state.count)
+        rate = scheduled_rate(learning_rate, schedule, state.count)
         updates = jax.tree.map(lambda u: (-rate).astype(u.dtype) * u, updates)
-        count = optax.safe_increment(state.count)
-        return updates, ScheduledLearningRateState(count=count, learning_rate=rate_at(count))
+        return updates, ScheduledLearningRateState(
+            count=optax.safe_increment(state.count),
+            learning_rate=jnp.asarray(learning_rate, dtype=jnp.asarray(state.learning_rate).dtype),
+            schedule=StaticSchedule(schedule),
+        )
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -65,7 +65,7 @@ def run(dtype, kwargs, *, masked=False, scheduled=False, steps=STEPS, start_coun
             return tx
 
         def init(params):
-            return tx.init(params)._replace(count=jnp.asarray(start_count, jnp.int32))
+            return optax.tree_utils.tree_set(tx.init(params), count=jnp.asarray(start_count, jnp.int32))
 
         return optax.GradientTransformation(init, tx.update)
 

@@ -31,6 +31,7 @@ inside jit picks the other branch at the boundary step for some (warmup, t_total
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -271,33 +272,70 @@ def bert_schedule(
     Returns:
       A pure, jittable function of the update count.
     """
-    schedule = _validation.check_choice("schedule", schedule, SCHEDULE_NAMES)
     learning_rate = _validation.check_range("learning_rate", learning_rate, low=0.0)
+    multiplier = bert_multiplier(
+        schedule, t_total, warmup, schedule_kwargs=schedule_kwargs, clamp_at_zero=clamp_at_zero
+    )
+
+    def schedule_fn(count: Array) -> Array:
+        return learning_rate * multiplier(count)
+
+    return schedule_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class BertScheduleMultiplier:
+    """BertAdam's schedule multiplier of update ``count`` (the rate is ``lr`` times this).
+
+    A value, not a closure: equal arguments give equal multipliers, so the state of
+    ``optax.inject_hyperparams(bertadam)``, rebuilt at every update, keeps one tree structure.
+    Build it with :func:`bert_multiplier`, which validates the arguments.
+    """
+
+    schedule: str
+    t_total: int
+    warmup: float
+    boundary: int
+    schedule_kwargs: tuple[tuple[str, float], ...]
+    clamp_at_zero: bool
+
+    def __call__(self, count: Array) -> Array:
+        if self.t_total == -1:
+            return jnp.ones_like(_as_float(count))
+        in_warmup = jnp.asarray(count) < self.boundary
+        multiplier_fn = SCHEDULES[self.schedule]
+        if self.schedule in GLOBAL_STEP_SCHEDULES:
+            multiplier = multiplier_fn(
+                count, total_steps=self.t_total, warmup=self.warmup, in_warmup=in_warmup,
+                **dict(self.schedule_kwargs),
+            )
+        else:
+            multiplier = multiplier_fn(_as_float(count) / self.t_total, self.warmup, in_warmup=in_warmup)
+        return jnp.maximum(multiplier, 0.0) if self.clamp_at_zero else multiplier
+
+
+def bert_multiplier(
+    schedule: str,
+    t_total: int = -1,
+    warmup: float = -1,
+    *,
+    schedule_kwargs: Mapping[str, Any] | None = None,
+    clamp_at_zero: bool = False,
+) -> BertScheduleMultiplier:
+    """The validated :class:`BertScheduleMultiplier` of :func:`bert_schedule` (rate 1)."""
+    schedule = _validation.check_choice("schedule", schedule, SCHEDULE_NAMES)
     t_total = _validation.check_int("t_total", t_total, low=1, allowed_extra=(-1,))
     warmup = _validation.check_range(
         "warmup", warmup, low=0.0, high=1.0, high_inclusive=False, allowed_extra=(-1.0,)
     )
+    _validation.check_static("warmup", warmup)
     kwargs = validate_schedule_kwargs(schedule, schedule_kwargs)
-
-    if t_total == -1:
-        def constant_schedule(count: Array) -> Array:
-            del count
-            return _as_float(learning_rate)
-
-        return constant_schedule
-
-    boundary = warmup_end_count(t_total, warmup)
-    multiplier_fn = SCHEDULES[schedule]
-
-    def schedule_fn(count: Array) -> Array:
-        in_warmup = jnp.asarray(count) < boundary
-        if schedule in GLOBAL_STEP_SCHEDULES:
-            multiplier = multiplier_fn(
-                count, total_steps=t_total, warmup=warmup, in_warmup=in_warmup, **kwargs
-            )
-        else:
-            multiplier = multiplier_fn(_as_float(count) / t_total, warmup, in_warmup=in_warmup)
-        lr = learning_rate * multiplier
-        return jnp.maximum(lr, 0.0) if clamp_at_zero else lr
-
-    return schedule_fn
+    boundary = warmup_end_count(t_total, warmup) if t_total != -1 else 0
+    return BertScheduleMultiplier(
+        schedule=schedule,
+        t_total=t_total,
+        warmup=warmup,
+        boundary=boundary,
+        schedule_kwargs=tuple(sorted(kwargs.items())),
+        clamp_at_zero=bool(clamp_at_zero),
+    )

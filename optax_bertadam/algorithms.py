@@ -1,0 +1,246 @@
+"""The registry of algorithms: every optimizer and transform of the package, declared once.
+
+Each :class:`Algorithm` names its factory, its PyTorch twin (a dotted path, imported only by
+tests and :func:`optax_bertadam.from_torch`-style tooling, never here), how its arguments
+translate to the twin's, the per-parameter torch state keys its state holds, and which of its
+arguments decide the structure of the computation (``static_args`` for
+``optax.inject_hyperparams``) or are float hyperparameters that can be injected.
+
+Every cross-cutting test (parity, the optax contract, sharding, checkpoints, torch-state
+migration, schedules as ``learning_rate``) runs over :data:`ALGORITHMS` and :data:`TRANSFORMS`:
+adding an optimizer is one function, one twin in ``torch_ref/`` (or a real PyTorch class), and
+one entry here. The registry is an immutable tuple, built once; nothing appends to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import optax
+
+from optax_bertadam import mixed_precision, optimizers, transforms
+from optax_bertadam.schedules import transformers as hf_schedules
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """One optimizer or transform of the package.
+
+    Attributes:
+      name: the factory's name in ``optax_bertadam``.
+      factory: the function returning the ``optax.GradientTransformation``.
+      example: hyperparameters (not all defaults) that the cross-cutting tests build it with.
+      static_args: arguments that decide the structure of the computation: with
+        ``optax.inject_hyperparams`` they go in ``static_args`` (strings, bools and ``None`` are
+        static there anyway).
+      injectable: float hyperparameters that ``optax.inject_hyperparams`` can inject and change.
+      torch_class: dotted path of the PyTorch twin (``None``: no twin, e.g. a pure transform).
+      torch_arguments: factory argument -> twin argument; ``"betas[0]"`` is an entry of a tuple
+        argument. Factory arguments not listed have no twin counterpart.
+      torch_state_keys: per-parameter keys of the twin's ``state`` that this state holds.
+      mask_argument: the argument taking a full-tree bool mask of decayed parameters, if any.
+      torch_named_parameters: the twin takes ``model.named_parameters()`` (its decay rule reads
+        names) rather than parameters or parameter groups.
+      needs_value: ``update`` takes the loss as ``value=`` (loss-driven transforms).
+    """
+
+    name: str
+    factory: Callable[..., optax.GradientTransformation]
+    example: Mapping[str, Any]
+    static_args: tuple[str, ...] = ()
+    injectable: tuple[str, ...] = ()
+    torch_class: str | None = None
+    torch_arguments: Mapping[str, str] = MappingProxyType({})
+    torch_state_keys: tuple[str, ...] = ()
+    mask_argument: str | None = None
+    torch_named_parameters: bool = False
+    needs_value: bool = False
+
+    def build(self, **overrides: Any) -> optax.GradientTransformation:
+        """``factory(**example, **overrides)``."""
+        return self.factory(**{**self.example, **overrides})
+
+    def inject(self, **overrides: Any) -> optax.GradientTransformation:
+        """The same through ``optax.inject_hyperparams`` with this entry's ``static_args``."""
+        return optax.inject_hyperparams(self.factory, static_args=self.static_args)(
+            **{**self.example, **overrides}
+        )
+
+    def torch_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Translate factory keyword arguments to the twin's (tuple entries gathered)."""
+        out: dict[str, Any] = {}
+        tuples: dict[str, dict[int, Any]] = {}
+        for name, value in kwargs.items():
+            if name not in self.torch_arguments:
+                continue
+            target = self.torch_arguments[name]
+            indexed = _INDEXED.match(target)
+            if indexed:
+                tuples.setdefault(indexed.group(1), {})[int(indexed.group(2))] = value
+            else:
+                out[target] = value
+        for name, entries in tuples.items():
+            out[name] = tuple(entries[i] for i in sorted(entries))
+        return out
+
+
+_BERTADAM_ARGUMENTS = ("warmup", "t_total", "schedule", "b1", "b2", "e", "weight_decay",
+                       "max_grad_norm")
+_ADAFACTOR_ARGUMENTS = ("eps", "clip_threshold", "decay_rate", "beta1", "weight_decay",
+                        "scale_parameter", "relative_step", "warmup_init")
+_KERAS_ARGUMENTS = ("learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad", "weight_decay_rate",
+                    "include_in_weight_decay", "exclude_from_weight_decay")
+
+#: Every optimizer of the package.
+ALGORITHMS: tuple[Algorithm, ...] = (
+    Algorithm(
+        name="bertadam",
+        factory=optimizers.bertadam,
+        example=MappingProxyType(dict(
+            learning_rate=0.02, warmup=0.2, t_total=10, schedule="warmup_linear", b1=0.85,
+            b2=0.99, e=1e-6, weight_decay=0.01, max_grad_norm=0.5,
+        )),
+        static_args=("warmup", "t_total", "schedule", "clip_mode", "schedule_kwargs",
+                     "clamp_lr_at_zero", "moment_dtype"),
+        injectable=("learning_rate", "b1", "b2", "e", "weight_decay", "max_grad_norm"),
+        torch_class="torch_ref.BertAdam",
+        torch_arguments=MappingProxyType(
+            {"learning_rate": "lr", **{name: name for name in _BERTADAM_ARGUMENTS}}
+        ),
+        torch_state_keys=("next_m", "next_v"),
+        mask_argument="weight_decay_mask",
+    ),
+    Algorithm(
+        name="adamw",
+        factory=optimizers.adamw,
+        example=MappingProxyType(dict(
+            learning_rate=0.01, b1=0.85, b2=0.99, eps=1e-6, weight_decay=0.05, correct_bias=True,
+        )),
+        static_args=("correct_bias",),
+        injectable=("learning_rate", "b1", "b2", "eps", "weight_decay"),
+        torch_class="torch_ref.AdamW",
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
+            "weight_decay": "weight_decay", "correct_bias": "correct_bias",
+        }),
+        torch_state_keys=("exp_avg", "exp_avg_sq"),
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="adafactor",
+        factory=optimizers.adafactor,
+        example=MappingProxyType(dict(
+            learning_rate=0.01, relative_step=False, scale_parameter=True, beta1=0.9,
+            weight_decay=0.01, clip_threshold=1.0, decay_rate=-0.8,
+        )),
+        static_args=("scale_parameter", "relative_step", "warmup_init"),
+        injectable=("learning_rate", "clip_threshold", "decay_rate", "beta1", "weight_decay"),
+        torch_class="transformers.Adafactor",
+        torch_arguments=MappingProxyType(
+            {"learning_rate": "lr", **{name: name for name in _ADAFACTOR_ARGUMENTS}}
+        ),
+        torch_state_keys=("exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"),
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="adam_weight_decay",
+        factory=optimizers.adam_weight_decay,
+        example=MappingProxyType(dict(
+            learning_rate=0.01, beta_1=0.85, beta_2=0.99, epsilon=1e-7, weight_decay_rate=0.05,
+            exclude_from_weight_decay=["LayerNorm", "bias"],
+        )),
+        static_args=("amsgrad",),
+        injectable=("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay_rate"),
+        torch_class="torch_ref.AdamWeightDecay",
+        torch_arguments=MappingProxyType({name: name for name in _KERAS_ARGUMENTS}),
+        torch_state_keys=("exp_avg", "exp_avg_sq"),
+        torch_named_parameters=True,
+    ),
+)
+
+#: The building blocks and wrappers of the package (no PyTorch twin of their own: the
+#: optimizers above are their parity tests).
+TRANSFORMS: tuple[Algorithm, ...] = (
+    Algorithm(
+        name="clip_grad_norm",
+        factory=transforms.clip_grad_norm,
+        example=MappingProxyType(dict(max_norm=0.5, per_tensor=True)),
+        static_args=("per_tensor",),
+        injectable=("max_norm",),
+    ),
+    Algorithm(
+        name="scale_by_bias_free_adam",
+        factory=transforms.scale_by_bias_free_adam,
+        example=MappingProxyType(dict(b1=0.85, b2=0.99, e=1e-6)),
+        static_args=("moment_dtype",),
+        injectable=("b1", "b2", "e"),
+    ),
+    Algorithm(
+        name="scale_by_adam",
+        factory=transforms.scale_by_adam,
+        example=MappingProxyType(dict(b1=0.85, b2=0.99, eps=1e-6, flavour="torch")),
+        static_args=("flavour", "bias_correction", "amsgrad"),
+        injectable=("b1", "b2", "eps"),
+    ),
+    Algorithm(
+        name="add_decayed_weights",
+        factory=transforms.add_decayed_weights,
+        example=MappingProxyType(dict(weight_decay=0.05)),
+        injectable=("weight_decay",),
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="scale_by_scheduled_learning_rate",
+        factory=transforms.scale_by_scheduled_learning_rate,
+        example=MappingProxyType(dict(learning_rate=0.02)),
+        injectable=("learning_rate",),
+    ),
+    Algorithm(
+        name="gradient_accumulation",
+        factory=lambda learning_rate=0.02, every_k_steps=2: optimizers.gradient_accumulation(
+            optimizers.bertadam(learning_rate), every_k_steps
+        ),
+        example=MappingProxyType(dict(learning_rate=0.02, every_k_steps=2)),
+        static_args=("every_k_steps",),
+        injectable=("learning_rate",),
+    ),
+    Algorithm(
+        name="skip_nonfinite",
+        factory=lambda learning_rate=0.02: mixed_precision.skip_nonfinite(
+            optimizers.bertadam(learning_rate)
+        ),
+        example=MappingProxyType(dict(learning_rate=0.02)),
+        injectable=("learning_rate",),
+    ),
+    Algorithm(
+        name="dynamic_loss_scale",
+        factory=lambda learning_rate=0.02, growth_interval=3: mixed_precision.dynamic_loss_scale(
+            optimizers.bertadam(learning_rate), growth_interval=growth_interval
+        ),
+        example=MappingProxyType(dict(learning_rate=0.02, growth_interval=3)),
+        static_args=("growth_interval",),
+        injectable=("learning_rate",),
+    ),
+    Algorithm(
+        name="reduce_lr_on_plateau",
+        factory=hf_schedules.reduce_lr_on_plateau,
+        example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5)),
+        static_args=("mode", "threshold_mode", "patience", "cooldown"),
+        needs_value=True,
+    ),
+)
+
+
+def algorithm(name: str) -> Algorithm:
+    """The entry of :data:`ALGORITHMS` or :data:`TRANSFORMS` called ``name``."""
+    for entry in ALGORITHMS + TRANSFORMS:
+        if entry.name == name:
+            return entry
+    known = ", ".join(entry.name for entry in ALGORITHMS + TRANSFORMS)
+    raise ValueError(f"name={name!r} is invalid: expected one of {known}")
