@@ -1,0 +1,811 @@
+"""Find where a JAX port of a PyTorch training run parts from the original: :func:`compare_training`.
+
+A user porting a PyTorch training loop to JAX/Flax/optax sees the two runs drift and asks: is it
+my model port, my loss, my schedule or my optimizer, and where does it start?
+:func:`compare_training` runs both training steps on the same batches and compares, at every
+step and per tensor, in the order the computation happens:
+
+=================  ========================================================================
+stage              what differs (everything before it agrees)
+=================  ========================================================================
+``init``           the parameters before the first update (the weight conversion)
+``forward``        the loss (the model ports or the loss functions)
+``gradients``      the gradient of a tensor while the losses agree (the backward passes)
+``learning_rate``  the rate an update applies to a parameter group (the schedules)
+``update``         a parameter after the update while loss, gradients, rate agree (the optimizers)
+=================  ========================================================================
+
+The first stage and step where the two part is :attr:`ComparisonReport.first_divergence`.
+``learning_rate`` is a stage of its own, not folded into ``update``, because it names a
+different culprit (the schedule, e.g. read one step late) from a wrong update rule (e.g. a weight
+decay mask that disagrees with the PyTorch parameter groups).
+
+Nothing here imports torch or matplotlib at module import time: torch is imported when
+:func:`compare_training` runs, matplotlib when :meth:`ComparisonReport.plot` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_bertadam import lr as lr_lib
+from optax_bertadam.torch_state import (
+    _flax_paths,
+    _listing,
+    _resolve_names,
+    _to_numpy,
+    torch_parameter_names,
+)
+
+PyTree = Any
+
+STAGES = ("init", "forward", "gradients", "learning_rate", "update")
+MODES = ("end_to_end", "torch_gradients")
+
+# Scale-relative bounds (see ComparisonReport: tensor errors are max|jax - torch| / max|torch|,
+# the loss error is relative to |torch loss|, the rate error relative to the peak rate so far).
+# Measured on correct ports (tests/test_compare.py: an MLP with GELU/LayerNorm and an attention
+# block, BertAdam and AdamW, 20 steps): float64 worst 3e-15 (loss), 2e-13 (gradients), 1e-14
+# (parameters), 2e-16 (rate); float32 worst 4e-7, 1e-5, 6e-7, 6e-8. The bounds leave 10x-100x
+# above those, and stay far below what a one-ulp-per-step bug of a real port produces.
+DEFAULT_BOUNDS: dict[str, dict[str, float]] = {
+    "float64": {"loss": 1e-12, "gradients": 1e-10, "parameters": 1e-12, "learning_rate": 1e-12},
+    "float32": {"loss": 2e-5, "gradients": 5e-4, "parameters": 2e-5, "learning_rate": 1e-6},
+}
+BOUND_KEYS = ("loss", "gradients", "parameters", "learning_rate")
+# The bound each stage is judged by ("init" compares parameters, before any update).
+STAGE_BOUND = {
+    "init": "parameters",
+    "forward": "loss",
+    "gradients": "gradients",
+    "learning_rate": "learning_rate",
+    "update": "parameters",
+}
+
+_EXPLANATIONS = {
+    None: (
+        "no divergence: losses, gradients, learning rates and parameters agree within the bounds "
+        "at every step compared."
+    ),
+    "init": (
+        "init: the parameters differ before any update, first {name}: `params` is not the torch "
+        "model's weights under name_map/transform. Check the weight conversion of that tensor "
+        "(a transpose, reshape or wrong source tensor?)."
+    ),
+    "forward": (
+        "forward: the losses differ at step {step}: the model ports (or the loss functions) "
+        "differ. Compare the forward pass layer by layer on this batch: activations (GELU erf vs "
+        "tanh), LayerNorm epsilon, masking, which kernels are transposed, the loss reduction."
+    ),
+    "gradients": (
+        "gradients: the losses agree at step {step} but the gradient of {name} differs: the "
+        "backward passes differ (a stop_gradient, a custom_vjp, a parameter used twice or not at "
+        "all). Compare jax.grad with torch autograd for that tensor."
+    ),
+    "learning_rate": (
+        "learning_rate: losses and gradients agree at step {step} but the rate this update "
+        "applies to {name} differs: the schedule ports differ (read one step early or late? "
+        "warmup or total steps? per-group rates?). Compare the schedule with torch's scheduler "
+        "step by step."
+    ),
+    "update": (
+        "update: losses, gradients and rates agree at step {step} but {name} differs after the "
+        "update: the optimizer ports differ (hyperparameters, the weight-decay mask vs the torch "
+        "parameter groups, clipping, epsilon, bias correction).{hint}"
+    ),
+}
+_UPDATE_HINT_E2E = " mode='torch_gradients' confirms it with the model port out of the way."
+_NO_ZERO_ON_LOG = 1e-20
+# A gradient at most this many ulps of the largest gradient is round-off (said in the explanation).
+ROUNDOFF_RATIO = 1000  # errors of exactly 0 are drawn here on the log-scale plot
+
+
+class Divergence(NamedTuple):
+    """Where two runs first part: ``(step, stage, name)``.
+
+    ``step`` counts updates from 0 (``init`` is reported at step 0); ``stage`` is one of
+    :data:`STAGES`; ``name`` is the torch parameter name (``gradients``, ``update``, ``init``),
+    ``"param_groups[i]"`` (``learning_rate``) or ``None`` (``forward``).
+    """
+
+    step: int
+    stage: str
+    name: str | None
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """What one training step measured; errors are scale-relative (see :class:`ComparisonReport`).
+
+    Attributes:
+      step: the update index, from 0.
+      torch_loss, jax_loss: the two losses on this step's batch (``jax_loss`` is ``None`` in
+        ``torch_gradients`` mode without a JAX loss).
+      loss_error: ``|jax_loss - torch_loss| / |torch_loss|``.
+      gradient_errors: torch name -> gradient error (empty without a JAX loss).
+      gradient_scales: torch name -> ``max|torch gradient|``: a tensor whose scale is round-off
+        next to the others has a gradient that is zero up to rounding.
+      parameter_errors: torch name -> error of the parameter after this update.
+      torch_lr, jax_lr: the rate this update applies, per torch parameter group (``None``: not
+        readable on that side).
+      lr_errors: per group, ``|jax - torch|`` over the largest rate seen so far on either side.
+      stage: the first stage of this step over its bound, or ``None``.
+    """
+
+    step: int
+    torch_loss: float
+    jax_loss: float | None
+    loss_error: float | None
+    gradient_errors: dict[str, float]
+    gradient_scales: dict[str, float]
+    parameter_errors: dict[str, float]
+    torch_lr: list[float] | None
+    jax_lr: list[float] | None
+    lr_errors: list[float] | None
+    stage: str | None = None
+
+    @property
+    def lr_error(self) -> float | None:
+        """The largest rate error over the parameter groups, ``None`` when rates are unreadable."""
+        return max(self.lr_errors) if self.lr_errors else None
+
+
+def _worst(errors: Mapping[str, float], ignore: Iterable[str] = ()) -> tuple[str | None, float]:
+    """``(name, error)`` of the largest of ``errors`` outside ``ignore`` (NaN counts as largest)."""
+    ignore = set(ignore)
+    candidates = [(n, e) for n, e in errors.items() if n not in ignore]
+    if not candidates:
+        return None, 0.0
+    return max(candidates, key=lambda item: math.inf if math.isnan(item[1]) else item[1])
+
+
+def _over(error: float | None, bound: float) -> bool:
+    return error is not None and not error <= bound  # NaN counts as over
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+@dataclasses.dataclass
+class ComparisonReport:
+    """The result of :func:`compare_training`; ``print(report)`` shows it as a table.
+
+    Errors are scale-relative so that one bound fits every tensor: for a tensor,
+    ``max|jax - torch| / max|torch|`` (or ``/ max|jax|`` where torch's is all zeros); for the loss,
+    ``|jax - torch| / |torch|``; for a rate, ``|jax - torch|`` over the largest rate seen so far
+    on either side. Tensors are compared in the Flax layout (torch tensors go through
+    ``transform``) and named by their torch names.
+
+    Attributes:
+      first_divergence: ``None`` when the runs agree within ``bounds``, else a
+        :class:`Divergence` ``(step, stage, name)``.
+      explanation: what the first divergence means, in words.
+      steps: one :class:`StepRecord` per step.
+      initial_errors: torch name -> parameter error before the first update.
+      bounds: the bound of each of ``loss``, ``gradients``, ``parameters``, ``learning_rate``.
+      mode: ``"end_to_end"`` or ``"torch_gradients"``.
+      dtype: ``"float32"`` or ``"float64"``: the lower precision of the two sides.
+      names: the torch names of the compared parameters.
+      groups: torch name -> index of its parameter group in the torch optimizer.
+      ignore: torch names compared and recorded but not counted for ``first_divergence``.
+      counted_stages: the stages that can be the first divergence in this mode.
+      notes: anything the reader should know (unreadable rates, ...).
+    """
+
+    first_divergence: Divergence | None
+    steps: list[StepRecord]
+    initial_errors: dict[str, float]
+    bounds: dict[str, float]
+    mode: str
+    dtype: str
+    names: list[str]
+    groups: dict[str, int]
+    ignore: list[str]
+    counted_stages: tuple[str, ...]
+    notes: list[str]
+
+    @property
+    def explanation(self) -> str:
+        """The first divergence in words, with what to check next."""
+        d = self.first_divergence
+        if d is None:
+            return _EXPLANATIONS[None]
+        hint = _UPDATE_HINT_E2E if self.mode == "end_to_end" else (
+            " (mode='torch_gradients': both optimizers received torch's gradients, so the model "
+            "port is not involved.)"
+        )
+        text = _EXPLANATIONS[d.stage].format(step=d.step, name=d.name, hint=hint)
+        error, bound = self.divergence_error()
+        text = f"{text} Error {_fmt(error)} > bound {bound:.0e}."
+        if d.stage in ("gradients", "update"):
+            ratio = self.gradient_ratio(d.step, d.name)
+            if ratio is not None and ratio <= ROUNDOFF_RATIO * np.finfo(self.dtype).eps:
+                text += (
+                    f" Note: the torch gradient of {d.name} is {ratio:.0e} of the largest gradient, "
+                    "i.e. zero up to round-off on both sides (an attention key bias is: softmax "
+                    "ignores a shift of the scores along the keys), and Adam scales round-off up. "
+                    "If that is expected, pass ignore=[...] with it and compare the rest."
+                )
+        return text
+
+    def gradient_ratio(self, step: int, name: str) -> float | None:
+        """``max|torch gradient of name|`` over the largest gradient of any tensor at ``step``."""
+        scales = self.steps[step].gradient_scales
+        largest = max(scales.values(), default=0.0)
+        return scales[name] / largest if largest > 0 and name in scales else None
+
+    def divergence_error(self) -> tuple[float | None, float | None]:
+        """``(error, bound)`` of the first divergence; ``(None, None)`` without one."""
+        d = self.first_divergence
+        if d is None:
+            return None, None
+        bound = self.bounds[STAGE_BOUND[d.stage]]
+        if d.stage == "init":
+            return self.initial_errors[d.name], bound
+        record = self.steps[d.step]
+        if d.stage == "forward":
+            return record.loss_error, bound
+        if d.stage == "gradients":
+            return record.gradient_errors[d.name], bound
+        if d.stage == "learning_rate":
+            return record.lr_errors[int(d.name.split("[")[1].rstrip("]"))], bound
+        return record.parameter_errors[d.name], bound
+
+    def table(self, max_rows: int = 40) -> str:
+        """The per-step table; with more steps than ``max_rows``, evenly spaced rows plus the
+        first and last step and the step of the first divergence."""
+        n = len(self.steps)
+        rows = list(range(n))
+        if n > max_rows:
+            keep = {round(i * (n - 1) / (max_rows - 1)) for i in range(max_rows)}
+            if self.first_divergence is not None:
+                keep.add(self.first_divergence.step)
+            rows = sorted(keep)
+        head = (
+            f"{'step':>4}  {'torch loss':>11}  {'loss err':>8}  {'grad err':>8}  "
+            f"{'worst gradient':<24}  {'param err':>9}  {'worst parameter':<24}  {'lr err':>7}  stage"
+        )
+        lines = [head, "-" * len(head)]
+        shown = -1
+        for i in rows:
+            if i > shown + 1:
+                lines.append(f"{'...':>4}")
+            shown = i
+            r = self.steps[i]
+            g_name, g_err = _worst(r.gradient_errors, self.ignore)
+            p_name, p_err = _worst(r.parameter_errors, self.ignore)
+            lines.append(
+                f"{r.step:>4}  {r.torch_loss:>11.6g}  {_fmt(r.loss_error):>8}  "
+                f"{_fmt(g_err if g_name else None):>8}  {_short(g_name):<24}  "
+                f"{_fmt(p_err if p_name else None):>9}  {_short(p_name):<24}  "
+                f"{_fmt(r.lr_error):>7}  {r.stage or 'ok'}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        bounds = ", ".join(f"{k} {v:.0e}" for k, v in self.bounds.items())
+        init_name, init_err = _worst(self.initial_errors, self.ignore)
+        parts = [
+            f"compare_training: {len(self.steps)} steps, mode={self.mode}, dtype={self.dtype}, "
+            f"{len(self.names)} tensors",
+            f"bounds (scale-relative): {bounds}",
+            f"initial parameters: worst error {_fmt(init_err)}"
+            + (f" ({init_name})" if init_name else ""),
+            self.table(),
+        ]
+        if self.ignore:
+            g = max((r.gradient_errors.get(n, 0.0) for r in self.steps for n in self.ignore), default=0.0)
+            p = max((r.parameter_errors[n] for r in self.steps for n in self.ignore), default=0.0)
+            parts.append(
+                f"ignored for first_divergence: {', '.join(self.ignore)} (worst gradient error "
+                f"{_fmt(g)}, worst parameter error {_fmt(p)})"
+            )
+        parts.extend(f"note: {note}" for note in self.notes)
+        parts.append(f"first_divergence: {self.first_divergence}")
+        parts.append(self.explanation)
+        return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        return (
+            f"ComparisonReport(mode={self.mode!r}, dtype={self.dtype!r}, steps={len(self.steps)}, "
+            f"first_divergence={self.first_divergence!r})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the report as JSON-ready Python values (NaN and inf become strings)."""
+        d = self.first_divergence
+        error, bound = self.divergence_error()
+        out = {
+            "first_divergence": None if d is None else {**d._asdict(), "error": error, "bound": bound},
+            "explanation": self.explanation,
+            "mode": self.mode,
+            "dtype": self.dtype,
+            "bounds": self.bounds,
+            "names": self.names,
+            "groups": self.groups,
+            "ignore": self.ignore,
+            "counted_stages": list(self.counted_stages),
+            "notes": self.notes,
+            "initial_errors": self.initial_errors,
+            "steps": [dataclasses.asdict(r) | {"lr_error": r.lr_error} for r in self.steps],
+        }
+        return _json_safe(out)
+
+    def to_json(self, path: str | None = None, indent: int | None = 1) -> str:
+        """The report as a JSON string (:meth:`to_dict`); also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    def plot(self, path: str, title: str | None = None) -> None:
+        """Write a PNG of the per-stage errors over the steps (log scale) with their bounds.
+
+        One line per stage: the loss error, the worst gradient error, the worst rate error, the
+        worst parameter error (ignored tensors left out); dashed lines are the bounds, a vertical
+        line marks the first divergence. Errors of exactly 0 are drawn at 1e-20.
+        """
+        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+        steps = [r.step for r in self.steps]
+
+        def series(values):
+            return [np.nan if v is None else max(v, _NO_ZERO_ON_LOG) for v in values]
+
+        lines = {
+            "loss": ("forward: loss", [r.loss_error for r in self.steps], "tab:blue"),
+            "gradients": (
+                "gradients: worst tensor",
+                [_worst(r.gradient_errors, self.ignore)[1] if r.gradient_errors else None
+                 for r in self.steps],
+                "tab:orange",
+            ),
+            "learning_rate": ("learning rate: worst group", [r.lr_error for r in self.steps], "tab:green"),
+            "parameters": (
+                "update: worst parameter",
+                [_worst(r.parameter_errors, self.ignore)[1] for r in self.steps],
+                "tab:red",
+            ),
+        }
+        fig = Figure(figsize=(8, 4.5), dpi=110)
+        ax = fig.add_subplot()
+        for key, (label, values, color) in lines.items():
+            if all(v is None for v in values):
+                continue
+            ax.plot(steps, series(values), marker=".", color=color, label=label)
+            ax.axhline(self.bounds[key], color=color, linestyle="--", linewidth=0.8)
+        if self.first_divergence is not None:
+            ax.axvline(self.first_divergence.step, color="black", linestyle=":", linewidth=1,
+                       label=f"first divergence: {self.first_divergence.stage}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step (update index)")
+        ax.set_ylabel("scale-relative error (dashed: bounds)")
+        d = self.first_divergence
+        status = "no divergence" if d is None else (
+            f"first divergence: step {d.step}, {d.stage}" + (f", {d.name}" if d.name else "")
+        )
+        ax.set_title(title or f"{self.mode}, {self.dtype}: {status}", fontsize=10)
+        ax.legend(fontsize=8, loc="best")
+        ax.grid(True, which="major", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+
+
+def _short(name: str | None, width: int = 24) -> str:
+    if name is None:
+        return "-"
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _error(jax_value: np.ndarray, torch_value: np.ndarray) -> float:
+    """``max|jax - torch| / max|torch|`` (``/ max|jax|`` where torch is all zeros), in float64."""
+    a = np.asarray(jax_value, dtype=np.float64)
+    b = np.asarray(torch_value, dtype=np.float64)
+    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    if scale == 0.0:
+        scale = float(np.max(np.abs(a))) if a.size else 0.0
+    if diff == 0.0:
+        return 0.0
+    if math.isnan(diff) or scale == 0.0 or math.isnan(scale):
+        return math.nan if math.isnan(diff) or math.isnan(scale) else math.inf
+    return diff / scale
+
+
+def _default_torch_lr(optimizer: Any, scheduler: Any) -> list[float] | None:
+    """The rate ``optimizer.step()`` applies next, per parameter group.
+
+    BertAdam-style optimizers schedule inside ``step`` (``param_groups[i]['lr']`` is the base
+    rate) and expose ``get_lr()``, one rate per parameter, ``[0]`` before the first step (no
+    state yet: unreadable, ``None``). Otherwise ``param_groups[i]['lr']``, which a torch LR
+    scheduler sets before each step.
+    """
+    del scheduler
+    get_lr = getattr(optimizer, "get_lr", None)
+    if not callable(get_lr):
+        return [float(group["lr"]) for group in optimizer.param_groups]
+    per_parameter = [float(r) for r in get_lr()]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if len(per_parameter) != sum(sizes):
+        return None
+    starts = np.cumsum([0, *sizes[:-1]])
+    return [per_parameter[s] if n else math.nan for s, n in zip(starts, sizes, strict=True)]
+
+
+def _default_jax_lr(opt_state: PyTree) -> list[float] | None:
+    """The rate the next ``tx.update`` applies, per group: ``get_last_lr`` where the package has
+    it, else ``[get_lr(opt_state)]``; ``None`` when the state holds no readable rate."""
+    reader = getattr(lr_lib, "get_last_lr", None)
+    try:
+        if reader is not None:
+            return [float(r) for r in np.ravel(np.asarray(reader(opt_state), dtype=np.float64))]
+        return [float(lr_lib.get_lr(opt_state))]
+    except ValueError:
+        return None
+
+
+def _float_dtype_name(dtype: Any) -> str:
+    return "float64" if np.dtype(dtype) == np.float64 else "float32"
+
+
+def compare_training(
+    torch_model: Any,
+    torch_optimizer: Any,
+    torch_loss: Callable[[Any, Mapping[str, Any]], Any],
+    params: PyTree,
+    tx: optax.GradientTransformation,
+    jax_loss: Callable[[PyTree, Mapping[str, Any]], Any] | None,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    scheduler: Any = None,
+    name_map: Mapping[str, str] | Callable[[str], str] | None = None,
+    transform: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    mode: str = "end_to_end",
+    bounds: Mapping[str, float] | None = None,
+    ignore: Iterable[str] | Callable[[str], bool] = (),
+    torch_lr: Callable[[Any, Any], Sequence[float] | None] | None = None,
+    jax_lr: Callable[[PyTree], Sequence[float] | float | None] | None = None,
+    stop_at_divergence: bool = False,
+    jit: bool = True,
+) -> ComparisonReport:
+    """Train a PyTorch model and its JAX port side by side and find the first place they part.
+
+    At every step, on the same batch, it runs the user's PyTorch step::
+
+        loss = torch_loss(torch_model, batch); loss.backward()
+        torch_optimizer.step(); scheduler.step(); torch_optimizer.zero_grad()
+
+    and the JAX step (jitted once)::
+
+        loss, grads = jax.value_and_grad(jax_loss)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)   # also value=loss
+        params = optax.apply_updates(params, updates)
+
+    and compares the loss, every gradient, the rate of every torch parameter group and every
+    parameter after the update (before the first step, the parameters themselves). The result's
+    ``first_divergence`` is the first ``(step, stage, name)`` over its bound, stages taken in
+    computation order: ``init``, ``forward``, ``gradients``, ``learning_rate``, ``update`` (see
+    :mod:`optax_bertadam.compare`). ``print(report)`` explains it in words.
+
+    ``mode="torch_gradients"`` feeds PyTorch's gradients (taken after ``backward``, before the
+    optimizer clips them) to ``tx`` instead of JAX's: the parameters then differ only if the
+    optimizers or schedules do, whatever the model ports do. Loss and gradient errors are still
+    recorded when ``jax_loss`` is given, but only ``init``, ``learning_rate`` and ``update`` can be
+    the first divergence; ``jax_loss`` may be ``None``.
+
+    It trains ``torch_model`` and ``torch_optimizer`` in place (pass copies to keep the
+    originals); ``params`` is not modified. Make both sides deterministic (dropout off, the same
+    masks in the batch). One step is one batch (no gradient accumulation). Under float64, enable
+    ``jax.enable_x64`` and use a float64 torch model.
+
+    Args:
+      torch_model: a ``torch.nn.Module``; its parameters are those of ``torch_optimizer``.
+      torch_optimizer: a ``torch.optim.Optimizer`` (``BertAdam``, ``AdamW``, ...) over
+        ``torch_model``'s parameters, in one or more parameter groups.
+      torch_loss: ``torch_loss(torch_model, batch) -> scalar tensor``; ``batch`` holds torch
+        tensors (floating arrays in the model's dtype, integer arrays as ``torch.long``).
+      params: the JAX parameters (a dict, Linen ``params``, ``nnx.State``), the same weights as
+        ``torch_model``'s under ``name_map`` and ``transform``.
+      tx: the optax optimizer; it is wrapped in ``optax.with_extra_args_support`` and receives
+        ``value=loss`` (for plateau schedules).
+      jax_loss: ``jax_loss(params, batch) -> scalar``; ``batch`` holds jnp arrays (floating in
+        ``params``' dtype, integers as the default int type). ``None`` only with
+        ``mode="torch_gradients"``.
+      batches: an iterable of dicts of numpy arrays, one per step.
+      scheduler: a torch LR scheduler stepped after every optimizer step (``step(loss)`` for
+        ``ReduceLROnPlateau``), or ``None``.
+      name_map: Flax path (``/``-joined, as :func:`optax_bertadam.parameter_names`) -> torch
+        name, as a mapping or a function; ``None``: the Flax path with ``.`` for ``/``. As in
+        :func:`optax_bertadam.load_torch_state_dict`, every name must match on both sides.
+      transform: ``transform(flax_path, torch_array) -> array`` in the Flax layout, e.g.
+        :func:`optax_bertadam.transpose_kernels` for ``Linear`` weights.
+      mode: ``"end_to_end"`` or ``"torch_gradients"``.
+      bounds: overrides of the scale-relative bounds ``loss``, ``gradients``, ``parameters``,
+        ``learning_rate``; defaults :data:`DEFAULT_BOUNDS` for the lower precision of the two
+        sides (float64 only when both are float64).
+      ignore: torch names (or a predicate on torch names) to compare and record but not count
+        for ``first_divergence``: e.g. attention key biases, whose gradient is zero up to
+        round-off on both sides (the explanation says when it sees one).
+      torch_lr: ``torch_lr(torch_optimizer, scheduler) -> rates per group`` of the next step;
+        default: ``optimizer.get_lr()`` for BertAdam-style optimizers (per parameter, reduced to
+        groups), else ``param_groups[i]['lr']``.
+      jax_lr: ``jax_lr(opt_state) -> rate(s)`` of the next update; default
+        :func:`optax_bertadam.get_lr` (``None`` where the state has no scheduled rate: then rates
+        are not compared and a note says so). One JAX rate is compared with every torch group.
+      stop_at_divergence: stop after the step of the first divergence (later steps inherit it).
+      jit: jit the JAX step (once); ``False`` to debug it eagerly.
+
+    Returns:
+      A :class:`ComparisonReport`: ``first_divergence`` (``None`` or ``Divergence(step, stage,
+      name)``), ``explanation``, per-step records, ``to_json(path)``, ``plot(path)``.
+
+    Raises:
+      ValueError: an unknown mode or bound name, names that do not match (listed), shapes that
+        do not match after ``transform`` (listed), ``jax_loss=None`` in ``end_to_end`` mode.
+
+    Example::
+
+      from optax_bertadam.compare import compare_training
+      report = compare_training(
+          model, torch.optim.AdamW(model.parameters(), 1e-3), lambda m, b: F.cross_entropy(
+              m(b["x"]), b["y"]), params, optax_bertadam.adamw(1e-3),
+          lambda p, b: optax.softmax_cross_entropy_with_integer_labels(
+              mlp.apply({"params": p}, b["x"]), b["y"]).mean(),
+          batches, name_map=lambda path: path.replace("/", ".").replace("kernel", "weight"),
+          transform=optax_bertadam.transpose_kernels)
+      print(report)               # table + "forward: the losses differ at step 0: ..."
+      report.first_divergence     # e.g. Divergence(step=0, stage='forward', name=None)
+      report.plot("compare.png"); report.to_json("compare.json")
+    """
+    import torch  # only here: the module imports without torch
+
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is invalid: expected one of {', '.join(map(repr, MODES))}")
+    if jax_loss is None and mode == "end_to_end":
+        raise ValueError("jax_loss=None is invalid with mode='end_to_end': it needs the JAX loss")
+
+    # Names: Flax path -> torch name, and each torch name's parameter group.
+    param_names = torch_parameter_names(torch_model.named_parameters(), torch_optimizer)
+    flax_paths = _flax_paths(params)
+    if callable(name_map):
+        name_map = {p: str(name_map(p)) for p in flax_paths}
+    to_torch = _resolve_names(flax_paths, param_names, name_map)
+    names = [to_torch[p] for p in flax_paths]
+    if callable(ignore):
+        ignore = [n for n in names if ignore(n)]
+    else:
+        ignore = [str(n) for n in ignore]
+        unknown_ignored = sorted(set(ignore) - set(names))
+        if unknown_ignored:
+            raise ValueError(f"ignore names tensors that are not compared: {_listing(unknown_ignored)}")
+    group_of_param = {
+        id(p): g for g, group in enumerate(torch_optimizer.param_groups) for p in group["params"]
+    }
+    torch_params = dict(torch_model.named_parameters())
+    groups = {n: group_of_param[id(torch_params[n])] for n in names}
+
+    leaves, treedef = jax.tree.flatten(params)
+    jax_float = next((x.dtype for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)), jnp.float32)
+    torch_float = next((p.dtype for p in torch_params.values() if p.is_floating_point()), torch.float32)
+    both64 = np.dtype(jax_float) == np.float64 and torch_float == torch.float64
+    dtype = "float64" if both64 else "float32"
+    notes = []
+    if _float_dtype_name(jax_float) != str(torch_float).removeprefix("torch."):
+        notes.append(
+            f"the sides differ in precision (JAX {np.dtype(jax_float).name}, torch "
+            f"{str(torch_float).removeprefix('torch.')}): float32 bounds apply"
+            + ("; enable jax.enable_x64 for float64" if torch_float == torch.float64 else "")
+        )
+    merged = dict(DEFAULT_BOUNDS[dtype])
+    for key, value in (bounds or {}).items():
+        if key not in BOUND_KEYS:
+            raise ValueError(f"bounds has an unknown key {key!r}: expected some of {', '.join(BOUND_KEYS)}")
+        merged[key] = float(value)
+
+    def torch_in_flax_layout(path: str, tensor: Any) -> np.ndarray:
+        value = _to_numpy(tensor)
+        return np.asarray(transform(path, value)) if transform is not None else value
+
+    shape_errors = []
+    for path, leaf in zip(flax_paths, leaves, strict=True):
+        shape = torch_in_flax_layout(path, torch_params[to_torch[path]]).shape
+        if shape != tuple(leaf.shape):
+            shape_errors.append(f"{path} <- {to_torch[path]}: torch {shape} vs JAX {tuple(leaf.shape)}")
+    if shape_errors:
+        raise ValueError(
+            "the torch parameters do not match the JAX parameters (is a transform missing?): "
+            + _listing(shape_errors)
+        )
+
+    def torch_tree(get):
+        return [torch_in_flax_layout(p, get(to_torch[p])) for p in flax_paths]
+
+    def errors(jax_leaves, torch_leaves):
+        return {n: _error(np.asarray(a), b) for n, a, b in zip(names, jax_leaves, torch_leaves, strict=True)}
+
+    # The JAX step, jitted once.
+    tx = optax.with_extra_args_support(tx)
+    value_and_grad = jax.value_and_grad(jax_loss) if jax_loss is not None else None
+
+    def jax_step(params, opt_state, batch, torch_grads, torch_loss_value):
+        if value_and_grad is not None:
+            loss, grads = value_and_grad(params, batch)
+        else:
+            loss, grads = None, None
+        feed = grads if mode == "end_to_end" else torch_grads
+        value = loss if mode == "end_to_end" else torch_loss_value
+        updates, opt_state = tx.update(feed, opt_state, params, value=value)
+        return loss, grads, optax.apply_updates(params, updates), opt_state
+
+    step_fn = jax.jit(jax_step) if jit else jax_step
+    opt_state = tx.init(params)
+    read_torch_lr = torch_lr or _default_torch_lr
+    read_jax_lr = jax_lr or _default_jax_lr
+    counted = ("init", "learning_rate", "update") if mode == "torch_gradients" else STAGES
+
+    def to_jax_batch(batch):
+        out = {}
+        for key, value in batch.items():
+            value = np.asarray(value)
+            if np.issubdtype(value.dtype, np.floating):
+                out[key] = jnp.asarray(value, dtype=jax_float)
+            else:
+                out[key] = jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(value.dtype))
+        return out
+
+    def to_torch_batch(batch):
+        out = {}
+        for key, value in batch.items():
+            value = np.asarray(value)
+            tensor = torch.from_numpy(np.array(value, order="C"))
+            if np.issubdtype(value.dtype, np.floating):
+                tensor = tensor.to(torch_float)
+            elif np.issubdtype(value.dtype, np.integer):
+                tensor = tensor.long()
+            out[key] = tensor
+        return out
+
+    initial_errors = errors(leaves, torch_tree(lambda n: torch_params[n]))
+    first: Divergence | None = None
+    init_name, init_err = _worst(initial_errors, ignore)
+    if _over(init_err, merged["parameters"]):
+        first = Divergence(0, "init", init_name)
+
+    records: list[StepRecord] = []
+    peak_rate = 0.0
+    rate_notes = set()
+    for step, batch in enumerate([] if stop_at_divergence and first is not None else batches):
+        # Rates this update applies, read before it.
+        t_rates = read_torch_lr(torch_optimizer, scheduler)
+        j_rates = read_jax_lr(opt_state)
+        t_rates = None if t_rates is None else [float(r) for r in t_rates]
+        if j_rates is not None:
+            j_rates = [float(r) for r in np.ravel(np.asarray(j_rates, dtype=np.float64))]
+        lr_errors = None
+        if t_rates is None:
+            rate_notes.add(
+                f"torch rate unreadable at step {step} (BertAdam-style get_lr() returns [0] before "
+                "its first step): not compared there"
+            )
+        elif j_rates is None:
+            rate_notes.add("JAX rate unreadable (no scheduled-rate state in tx; pass jax_lr=)")
+        elif len(j_rates) not in (1, len(t_rates)):
+            rate_notes.add(f"{len(j_rates)} JAX rates for {len(t_rates)} torch groups: rates not compared")
+        else:
+            if len(j_rates) == 1:
+                j_rates = j_rates * len(t_rates)
+            peak_rate = max([peak_rate, *map(abs, t_rates), *map(abs, j_rates)])
+            lr_errors = [
+                0.0 if a == b else (abs(a - b) / peak_rate if peak_rate > 0 else math.inf)
+                for a, b in zip(j_rates, t_rates, strict=True)
+            ]
+
+        # PyTorch.
+        torch_optimizer.zero_grad()
+        loss = torch_loss(torch_model, to_torch_batch(batch))
+        loss.backward()
+        t_loss = float(loss.detach())
+        t_grads = torch_tree(
+            lambda n: torch_params[n].grad if torch_params[n].grad is not None
+            else torch.zeros_like(torch_params[n])
+        )
+        torch_optimizer.step()
+        if scheduler is not None:
+            if type(scheduler).__name__ == "ReduceLROnPlateau":
+                scheduler.step(t_loss)
+            else:
+                scheduler.step()
+        torch_optimizer.zero_grad()
+
+        # JAX.
+        feed = jax.tree.unflatten(
+            treedef, [jnp.asarray(g, dtype=leaf.dtype) for g, leaf in zip(t_grads, leaves, strict=True)]
+        )
+        j_loss, j_grads, params, opt_state = step_fn(
+            params, opt_state, to_jax_batch(batch), feed, jnp.asarray(t_loss, dtype=jax_float)
+        )
+        leaves = jax.tree.leaves(params)
+
+        record = StepRecord(
+            step=step,
+            torch_loss=t_loss,
+            jax_loss=None if j_loss is None else float(j_loss),
+            loss_error=None if j_loss is None else _error(np.asarray(j_loss), np.asarray(t_loss)),
+            gradient_errors={} if j_grads is None else errors(jax.tree.leaves(j_grads), t_grads),
+            gradient_scales={n: float(np.max(np.abs(g))) if g.size else 0.0 for n, g in zip(names, t_grads,
+                                                                                           strict=True)},
+            parameter_errors=errors(leaves, torch_tree(lambda n: torch_params[n])),
+            torch_lr=t_rates,
+            jax_lr=j_rates,
+            lr_errors=lr_errors,
+        )
+        record.stage, name = _first_stage(record, merged, ignore, counted)
+        if record.stage is None:
+            record.stage, name = _first_stage(record, merged, ignore, STAGES)  # shown, not counted
+        records.append(record)
+        if first is None and record.stage in counted:
+            first = Divergence(step, record.stage, name)
+        if stop_at_divergence and first is not None:
+            break
+
+    notes.extend(sorted(rate_notes))
+    if mode == "torch_gradients":
+        notes.append("torch_gradients mode: tx received torch's gradients; forward/gradients "
+                     "errors are shown but not counted")
+    return ComparisonReport(
+        first_divergence=first,
+        steps=records,
+        initial_errors=initial_errors,
+        bounds=merged,
+        mode=mode,
+        dtype=dtype,
+        names=names,
+        groups=groups,
+        ignore=ignore,
+        counted_stages=tuple(counted),
+        notes=notes,
+    )
+
+
+def _first_stage(
+    record: StepRecord, bounds: Mapping[str, float], ignore: Sequence[str], stages: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """The first of ``stages`` over its bound in ``record`` and the name it concerns."""
+    for stage in stages:
+        if stage == "forward" and _over(record.loss_error, bounds["loss"]):
+            return stage, None
+        if stage == "gradients" and record.gradient_errors:
+            name, err = _worst(record.gradient_errors, ignore)
+            if name is not None and _over(err, bounds["gradients"]):
+                return stage, name
+        if stage == "learning_rate" and record.lr_errors:
+            worst = max(range(len(record.lr_errors)),
+                        key=lambda g: math.inf if math.isnan(record.lr_errors[g]) else record.lr_errors[g])
+            if _over(record.lr_errors[worst], bounds["learning_rate"]):
+                return stage, f"param_groups[{worst}]"
+        if stage == "update":
+            name, err = _worst(record.parameter_errors, ignore)
+            if name is not None and _over(err, bounds["parameters"]):
+                return stage, name
+    return None, None
