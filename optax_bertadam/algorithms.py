@@ -56,7 +56,7 @@ class Algorithm:
     static_args: tuple[str, ...] = ()
     injectable: tuple[str, ...] = ()
     torch_class: str | None = None
-    torch_arguments: Mapping[str, str] = MappingProxyType({})
+    torch_arguments: Mapping[str, str] = dataclasses.field(default_factory=dict)
     torch_state_keys: tuple[str, ...] = ()
     mask_argument: str | None = None
     torch_named_parameters: bool = False
