@@ -40,12 +40,40 @@ def _key_name(key: Any) -> str | None:
 
 
 def parameter_name(path: Sequence[Any], separator: str = "/") -> str:
-    """The name of a parameter from its pytree path, e.g. ``encoder/layer_0/attention/bias``."""
+    """The name of a parameter from its pytree path, e.g. ``encoder/layer_0/attention/bias``.
+
+    Args:
+      path: a key path, as ``jax.tree_util.tree_flatten_with_path`` gives it.
+      separator: put between the path's components.
+
+    Returns:
+      The components joined by ``separator`` (``flax.nnx``'s ``value`` attribute is left out).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"LayerNorm_0": {"scale": jnp.ones(2)}}
+      >>> [(path, _)] = jax.tree_util.tree_flatten_with_path(params)[0]
+      >>> ob.parameter_name(path, separator=".")
+      'LayerNorm_0.scale'
+    """
     return separator.join(name for name in map(_key_name, path) if name is not None)
 
 
 def parameter_names(params: PyTree, separator: str = "/") -> list[str]:
-    """Names of every leaf of ``params``, in ``jax.tree.leaves`` order."""
+    """Names of every leaf of ``params``, in ``jax.tree.leaves`` order.
+
+    Args:
+      params: the parameter tree.
+      separator: put between the components of each path.
+
+    Returns:
+      A list of ``str``, one per leaf (see :func:`parameter_name`).
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> ob.parameter_names({"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}})
+      ['dense/bias', 'dense/kernel']
+    """
     paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(params)
     return [parameter_name(path, separator) for path, _ in paths_and_leaves]
 
@@ -76,6 +104,13 @@ def decay_mask(params: PyTree, exclude: Iterable[str] = DEFAULT_NO_DECAY) -> PyT
 
     Returns:
       A tree with the structure of ``params`` whose leaves are Python bools (True = decay).
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)},
+      ...           "LayerNorm_0": {"scale": jnp.ones(2)}}
+      >>> ob.decay_mask(params)
+      {'LayerNorm_0': {'scale': False}, 'dense': {'bias': False, 'kernel': True}}
     """
     if isinstance(exclude, str):
         raise TypeError(
@@ -103,6 +138,22 @@ def regex_decay_mask(
     Reproduces ``transformers.AdamWeightDecay._do_use_weight_decay``: a parameter is decayed if any
     ``include`` pattern ``re.search``-es its name; otherwise not if any ``exclude`` pattern does;
     otherwise it is.
+
+    Args:
+      params: the parameter tree.
+      include: patterns of names always decayed (``include_in_weight_decay``).
+      exclude: patterns of names not decayed unless ``include`` matches
+        (``exclude_from_weight_decay``).
+
+    Returns:
+      A tree with the structure of ``params`` whose leaves are Python bools (True = decay).
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)},
+      ...           "LayerNorm_0": {"scale": jnp.ones(2)}}
+      >>> ob.regex_decay_mask(params, exclude=["LayerNorm", "bias"])
+      {'LayerNorm_0': {'scale': False}, 'dense': {'bias': False, 'kernel': True}}
     """
     include = _compile_patterns("include_in_weight_decay", include)
     exclude = _compile_patterns("exclude_from_weight_decay", exclude)
