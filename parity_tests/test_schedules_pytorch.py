@@ -23,6 +23,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+import transformers
 from torch.optim import lr_scheduler as S
 
 from optax_bertadam.schedules import pytorch as pt
@@ -598,3 +599,79 @@ def test_one_cycle_zero_length_phase_is_what_torch_refuses(pct_start):
 
 def test_plateau_transform_is_reused():
     assert pt.PYTORCH_SCHEDULERS["ReduceLROnPlateau"] is ts.reduce_lr_on_plateau
+
+
+# ------------------------------------------------------------------------- transformers' GreedyLR
+
+
+def greedy_values():
+    # Steady improvement (increases up to max_lr), a long plateau (decreases to min_lr and
+    # resets), noise, then improvement again.
+    values = [1.0 - 0.05 * k for k in range(15)] + [0.3] * 40
+    values += [0.3 + 0.02 * math.sin(3 * k) for k in range(30)]
+    return values + [0.25 - 0.01 * k for k in range(20)] + [0.1 + 0.001 * k for k in range(30)]
+
+
+GREEDY_OPTIONS = [
+    {},
+    {"patience": 1, "factor": 0.5, "min_lr": 0.02, "max_lr": 0.5, "reset_start": 3},
+    {"patience": 2, "cooldown": 2, "warmup": 3, "min_lr": 0.01, "reset_start": 2, "factor": 0.7},
+    {"mode": "max", "patience": 0, "threshold": 0.01, "threshold_mode": "rel", "min_lr": 0.05},
+    {"patience": 1, "smooth": True, "window_size": 4, "factor": 0.8, "min_lr": 0.03, "reset_start": 4},
+    {"patience": 0, "eps": 0.05, "factor": 0.6, "threshold": 0.0},
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", GREEDY_OPTIONS, ids=str)
+def test_greedy_lr_matches_transformers(options, dtype):
+    from transformers.optimization import GreedyLR
+
+    values = greedy_values()
+    if options.get("mode") == "max":
+        values = [-v for v in values]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
+    scheduler = transformers.get_scheduler("greedy", opt, scheduler_specific_kwargs=dict(options))
+    assert isinstance(scheduler, GreedyLR)
+    expected = []
+    for value in values:
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step(value)
+    assert len(set(expected)) > 3  # the rate moved
+    with jax.enable_x64(dtype == "float64"):
+        got = _drive_loss_transform(ts.greedy_lr(LR, **options), values)
+    peak = max(expected)
+    harness.assert_within("GreedyLR", float(np.max(np.abs(got - expected))) / peak, TOLERANCE[dtype])
+
+
+GREEDY_ERRORS = [
+    ({"factor": 1.0}, ValueError, r"factor=1\.0 is invalid: expected a value in \(0, 1\)"),
+    ({"factor": 0.0}, ValueError, r"factor=0\.0 is invalid"),
+    ({"mode": "avg"}, ValueError, "mode='avg' is invalid"),
+    ({"threshold_mode": "pct"}, ValueError, "threshold_mode='pct' is invalid"),
+    ({"patience": -1}, ValueError, "patience=-1 is invalid"),
+    ({"warmup": 1.5}, TypeError, r"warmup=1\.5 is invalid"),
+    ({"min_lr": [0.1, 0.2]}, TypeError, r"min_lr=\[0\.1, 0\.2\] is invalid: expected one number"),
+    ({"max_lr": -1.0}, ValueError, r"max_lr=-1\.0 is invalid"),
+    ({"verbose": True}, ValueError, "verbose=True is invalid"),
+    ({"window_size": 0}, ValueError, "window_size=0 is invalid"),
+    ({"reset_start": -1}, ValueError, "reset_start=-1 is invalid"),
+]
+
+
+@pytest.mark.parametrize("options, error, message", GREEDY_ERRORS, ids=[m for _, _, m in GREEDY_ERRORS])
+def test_greedy_lr_bad_arguments_are_refused_when_built(options, error, message):
+    with pytest.raises(error, match=message):
+        ts.greedy_lr(LR, **options)
+
+
+def test_get_lr_finds_the_greedy_rate_inside_a_chain():
+    from optax_bertadam.lr import get_lr
+
+    tx = optax.chain(optax.sgd(LR), ts.greedy_lr(LR, patience=0, factor=0.5))
+    params = jnp.zeros(2)
+    state = tx.init(params)
+    for value in (1.0, 0.5):
+        _, state = tx.update(jnp.ones(2), state, params, value=value)
+    assert float(get_lr(state)) == pytest.approx(4 * LR)

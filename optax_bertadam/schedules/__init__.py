@@ -38,6 +38,7 @@ from optax_bertadam.schedules.pytorch import (
 )
 from optax_bertadam.schedules.transformers import (
     SCHEDULER_NAMES,
+    GreedyLRState,
     ReduceLROnPlateauState,
     get_constant_schedule,
     get_constant_schedule_with_warmup,
@@ -50,6 +51,7 @@ from optax_bertadam.schedules.transformers import (
     get_polynomial_decay_schedule_with_warmup,
     get_scheduler,
     get_wsd_schedule,
+    greedy_lr,
     reduce_lr_on_plateau,
 )
 
@@ -86,6 +88,8 @@ __all__ = [
     "get_polynomial_decay_schedule_with_warmup",
     "get_scheduler",
     "get_wsd_schedule",
+    "GreedyLRState",
+    "greedy_lr",
     "inverse_sqrt",
     "lambda_lr",
     "linear_decay",

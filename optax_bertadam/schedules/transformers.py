@@ -20,9 +20,9 @@ Quirks of transformers (5.x) reproduced on purpose, because parity is the point:
   ``scheduler_specific_kwargs``, as ``transformers.get_scheduler`` does.
 
 Not ported: ``last_epoch`` (resuming is restoring the optax state, whose ``count`` drives the
-schedule) and ``greedy`` (``GreedyLR``, a metric-driven scheduler that can also raise the rate).
-``reduce_lr_on_plateau`` is loss-driven, so it is a gradient transformation,
-:func:`reduce_lr_on_plateau`, not a schedule.
+schedule). ``reduce_lr_on_plateau`` and ``greedy`` (``GreedyLR``, which can also raise the rate)
+are loss-driven, so they are gradient transformations, :func:`reduce_lr_on_plateau` and
+:func:`greedy_lr`, not schedules; :func:`get_scheduler` does not dispatch ``greedy`` yet.
 
 Arguments are checked when a schedule is built: bad values raise ``ValueError``/``TypeError``
 naming the argument, never an error from inside jit. Branches on the step (``k < w``, the end of
@@ -784,6 +784,272 @@ def reduce_lr_on_plateau(
             best=best,
             num_bad_epochs=jnp.where(reduce, 0, num_bad_epochs).astype(jnp.int32),
             cooldown_counter=jnp.where(reduce, cooldown, cooldown_counter).astype(jnp.int32),
+        )
+        return scaled, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class GreedyLRState(NamedTuple):
+    """State of :func:`greedy_lr`; transformers' ``GreedyLR`` attributes.
+
+    Attributes:
+      learning_rate: the rate the *next* update runs at (``optimizer.param_groups[0]['lr']``).
+      scale: ``learning_rate / initial learning rate``: what the next updates are multiplied by.
+      best: the best (smoothed) value seen since the last reset (``scheduler.best``).
+      num_bad_epochs: values in a row without improvement.
+      num_good_epochs: values in a row with improvement.
+      cooldown_counter: values left to ignore after a decrease.
+      warmup_counter: values left to ignore after an increase.
+      reset_start: decreases at ``min_lr`` left before everything is reset.
+      window: the last ``window_size`` values, a ring buffer (``smooth=True``; else empty).
+      window_sum: their running sum, updated as transformers' ``StreamingAverage`` does.
+      window_count: how many values the window holds.
+      window_next: the slot the next value overwrites.
+    """
+
+    learning_rate: Array
+    scale: Array
+    best: Array
+    num_bad_epochs: Array
+    num_good_epochs: Array
+    cooldown_counter: Array
+    warmup_counter: Array
+    reset_start: Array
+    window: Array
+    window_sum: Array
+    window_count: Array
+    window_next: Array
+
+    def next_learning_rate(self) -> Array:
+        """The rate of the next update (:func:`optax_bertadam.get_lr` calls this)."""
+        return self.learning_rate
+
+
+def _times_double(x: Array, value: float) -> Array:
+    """``x * value`` with ``value`` split into two floats of ``x``'s dtype.
+
+    A rate multiplied again and again by a float32 rounding of ``factor`` drifts by that
+    rounding times the number of steps; with the split only the rounding of each product
+    remains, which does not accumulate systematically.
+    """
+    high = np.asarray(value, dtype=x.dtype)
+    low = np.asarray(value - float(high), dtype=x.dtype)
+    return x * high + x * low
+
+
+def greedy_lr(
+    learning_rate: float,
+    mode: str = "min",
+    factor: float = 0.95,
+    patience: int = 10,
+    threshold: float = 1e-6,
+    threshold_mode: str = "abs",
+    cooldown: int = 0,
+    warmup: int = 0,
+    min_lr: float = 1e-3,
+    max_lr: float = 1.0,
+    eps: float = 1e-8,
+    verbose: bool = False,
+    smooth: bool = False,
+    window_size: int = 50,
+    reset_start: int = 500,
+) -> optax.GradientTransformationExtraArgs:
+    r"""transformers' ``GreedyLR``: raise the rate while the value improves, lower it on plateaus.
+
+    Reproduces ``transformers.get_scheduler("greedy", optimizer, scheduler_specific_kwargs=kwargs)``,
+    i.e. ``transformers.optimization.GreedyLR(optimizer, **kwargs)``, for an optimizer built with
+    ``lr=learning_rate``, exactly as :func:`reduce_lr_on_plateau` does for PyTorch's plateau
+    scheduler: chain it after an optimizer with the same constant ``learning_rate`` and pass the
+    loss or metric as ``value=``; one ``update`` is one ``scheduler.step(value)``, and update ``k``
+    runs at the rate that values ``0 .. k-1`` produced::
+
+      tx = optax.chain(optax.adamw(learning_rate), greedy_lr(learning_rate))
+      updates, state = tx.update(grads, state, params, value=loss)
+
+    One step, given ``value`` (first averaged over the last ``window_size`` values when
+    ``smooth``): during a cooldown or warmup the counters are zeroed and the counter decremented;
+    otherwise an improvement on ``best`` (``v < best - threshold`` for mode ``'min'`` and
+    threshold_mode ``'abs'``, ``v < best * (1 - threshold)`` for ``'rel'``, mirrored for
+    ``'max'``) counts a good value, anything else a bad one. More than ``patience`` good values in
+    a row: ``lr <- min(lr / factor, max_lr)`` (skipped if it rises by ``eps`` or less) and a warmup
+    starts; more than ``patience`` bad ones: ``lr <- max(lr * factor, min_lr)`` (skipped if it
+    falls by ``eps`` or less) and a cooldown starts. Each decrease that leaves the rate at
+    ``min_lr`` counts ``reset_start`` down; at 0 the rate, ``best``, the counters and the window
+    go back to their initial values (an increase restores the count).
+
+    Args:
+      learning_rate: the optimizer's (constant) ``lr`` (>= 0).
+      mode: ``'min'`` or ``'max'``.
+      factor: in ``(0, 1)``: the rate is divided by it on improvement, multiplied on plateaus.
+      patience: good or bad values tolerated before the rate changes (>= 0).
+      threshold: how much better a value must be to count as an improvement (>= 0).
+      threshold_mode: ``'rel'`` or ``'abs'``.
+      cooldown: values ignored after a decrease (>= 0).
+      warmup: values ignored after an increase (>= 0).
+      min_lr: lower bound of the rate (>= 0; one number: an optax transform has no param groups).
+      max_lr: upper bound of the rate (>= 0).
+      eps: changes of the rate of ``eps`` or less are skipped (>= 0).
+      verbose: must be ``False``: nothing can print from inside jit; read the rate with
+        :func:`optax_bertadam.get_lr`.
+      smooth: decide on the running average of the last ``window_size`` values.
+      window_size: length of that average (>= 1).
+      reset_start: decreases at ``min_lr`` before a reset (>= 0).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` whose ``update`` requires ``value=``.
+
+    >>> tx = greedy_lr(0.1, patience=0, factor=0.5)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> for loss in [1.0, 0.5, 0.25]:
+    ...     _, state = tx.update(jnp.ones(1), state, value=loss)
+    >>> round(float(state.learning_rate), 6)
+    0.8
+    """
+    learning_rate = _check_learning_rate(learning_rate)
+    mode = _validation.check_choice("mode", mode, ("min", "max"))
+    factor = _validation.check_range(
+        "factor", factor, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
+    )
+    patience = _validation.check_int("patience", patience, low=0)
+    _validation.check_finite("threshold", threshold)
+    threshold = _validation.check_range("threshold", threshold, low=0.0)
+    threshold_mode = _validation.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
+    cooldown = _validation.check_int("cooldown", cooldown, low=0)
+    warmup = _validation.check_int("warmup", warmup, low=0)
+    for name, bound in (("min_lr", min_lr), ("max_lr", max_lr)):
+        if isinstance(bound, (list, tuple)):
+            raise TypeError(
+                f"{name}={bound!r} is invalid: expected one number (build one transform per "
+                "parameter group, each with its own bound)"
+            )
+    _validation.check_finite("min_lr", min_lr)
+    min_lr = _validation.check_range("min_lr", min_lr, low=0.0)
+    _validation.check_finite("max_lr", max_lr)
+    max_lr = _validation.check_range("max_lr", max_lr, low=0.0)
+    _validation.check_finite("eps", eps)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    if verbose is not False:
+        raise ValueError(
+            f"verbose={verbose!r} is invalid: expected False (nothing prints from inside jit; read "
+            "the rate with optax_bertadam.get_lr(state))"
+        )
+    if not isinstance(smooth, bool):
+        raise TypeError(f"smooth={smooth!r} is invalid: expected True or False")
+    window_size = _validation.check_int("window_size", window_size, low=1)
+    reset_start = _validation.check_int("reset_start", reset_start, low=0)
+    worst = math.inf if mode == "min" else -math.inf
+
+    def is_better(value: Array, best: Array) -> Array:
+        if mode == "min":
+            return value < (best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold)
+        return value > (best * (1.0 + threshold) if threshold_mode == "rel" else best + threshold)
+
+    def init_fn(params: Any) -> GreedyLRState:
+        del params
+        zero = jnp.asarray(0, jnp.int32)
+        return GreedyLRState(
+            learning_rate=_as_float(learning_rate),
+            scale=_as_float(1.0),
+            best=_as_float(worst),
+            num_bad_epochs=zero,
+            num_good_epochs=zero,
+            cooldown_counter=zero,
+            warmup_counter=zero,
+            reset_start=jnp.asarray(reset_start, jnp.int32),
+            window=jnp.zeros((window_size if smooth else 0,), dtype=float),
+            window_sum=_as_float(0.0),
+            window_count=zero,
+            window_next=zero,
+        )
+
+    def update_fn(
+        updates: Any, state: GreedyLRState, params: Any = None, *, value: Array, **extra_args: Any
+    ) -> tuple[Any, GreedyLRState]:
+        del params, extra_args
+        if jnp.ndim(value) != 0:
+            raise ValueError(
+                f"value with shape {jnp.shape(value)} is invalid: expected a scalar (the loss or "
+                "metric of this update)"
+            )
+        # The rate of this update comes from earlier values only (scheduler.step runs after
+        # optimizer.step).
+        scaled = jax.tree.map(lambda u: u * state.scale.astype(jnp.result_type(u)), updates)
+
+        current = jnp.asarray(value).astype(state.best.dtype)
+        window, window_sum, window_count, window_next = (
+            state.window,
+            state.window_sum,
+            state.window_count,
+            state.window_next,
+        )
+        if smooth:
+            # StreamingAverage: sum += v, then sum -= the value that falls out of the window.
+            full = window_count == window_size
+            window_sum = window_sum + current
+            window_sum = jnp.where(full, window_sum - window[window_next], window_sum)
+            window = window.at[window_next].set(current)
+            window_next = (window_next + 1) % window_size
+            window_count = jnp.minimum(window_count + 1, window_size)
+            current = window_sum / window_count.astype(current.dtype)
+
+        waiting = (state.cooldown_counter > 0) | (state.warmup_counter > 0)
+        improved = is_better(current, state.best) & ~waiting
+        best = jnp.where(improved, current, state.best)
+        num_good = jnp.where(waiting | ~improved, 0, state.num_good_epochs + 1)
+        num_bad = jnp.where(waiting | improved, 0, state.num_bad_epochs + 1)
+        cooldown_counter = jnp.where(
+            state.cooldown_counter > 0, state.cooldown_counter - 1, state.cooldown_counter
+        )
+        warmup_counter = jnp.where(
+            (state.cooldown_counter == 0) & (state.warmup_counter > 0),
+            state.warmup_counter - 1,
+            state.warmup_counter,
+        )
+
+        lr = state.learning_rate
+        increase = ~waiting & (num_good > patience)
+        decrease = ~waiting & ~increase & (num_bad > patience)
+        if lr.dtype == jnp.float64:
+            raised = jnp.minimum(lr / factor, max_lr)  # transformers' own arithmetic
+            lowered = jnp.maximum(lr * factor, min_lr)
+        else:
+            raised = jnp.minimum(_times_double(lr, 1.0 / factor), max_lr)
+            lowered = jnp.maximum(_times_double(lr, factor), min_lr)
+        new_lr = jnp.where(increase & (raised - lr > eps), raised, lr)
+        new_lr = jnp.where(decrease & (lr - lowered > eps), lowered, new_lr)
+        at_min = decrease & ~(new_lr > min_lr)
+        reset_count = jnp.where(
+            increase, reset_start, jnp.where(at_min, state.reset_start - 1, state.reset_start)
+        )
+        reset = at_min & (reset_count <= 0)
+
+        # A reset restores the initial state; the cooldown that follows a decrease still starts.
+        new_lr = jnp.where(reset, _as_float(learning_rate), new_lr)
+        best = jnp.where(reset, _as_float(worst), best)
+        num_good = jnp.where(increase | reset, 0, num_good)
+        num_bad = jnp.where(decrease, 0, num_bad)
+        warmup_counter = jnp.where(increase, warmup, jnp.where(reset, 0, warmup_counter))
+        cooldown_counter = jnp.where(decrease, cooldown, cooldown_counter)
+        reset_count = jnp.where(reset, reset_start, reset_count)
+        if smooth:
+            window_sum = jnp.where(reset, 0.0, window_sum).astype(window_sum.dtype)
+            window_count = jnp.where(reset, 0, window_count)
+            window_next = jnp.where(reset, 0, window_next)
+        new_state = GreedyLRState(
+            learning_rate=new_lr,
+            # With learning_rate 0 every update is 0 already.
+            scale=new_lr / learning_rate if learning_rate > 0.0 else state.scale,
+            best=best,
+            num_bad_epochs=num_bad.astype(jnp.int32),
+            num_good_epochs=num_good.astype(jnp.int32),
+            cooldown_counter=cooldown_counter.astype(jnp.int32),
+            warmup_counter=warmup_counter.astype(jnp.int32),
+            reset_start=reset_count.astype(jnp.int32),
+            window=window,
+            window_sum=window_sum,
+            window_count=window_count.astype(jnp.int32),
+            window_next=window_next.astype(jnp.int32),
         )
         return scaled, new_state
 
