@@ -39,7 +39,19 @@ PyTree = Any
 
 
 def all_finite(tree: PyTree) -> Array:
-    """``True`` when every element of every leaf of ``tree`` is finite (``True`` for no leaves)."""
+    """``True`` when every element of every leaf of ``tree`` is finite (``True`` for no leaves).
+
+    Args:
+      tree: a pytree of arrays, e.g. gradients.
+
+    Returns:
+      A boolean 0-d array.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> bool(ob.all_finite({"w": jnp.ones(2)})), bool(ob.all_finite({"w": jnp.array([1.0, jnp.inf])}))
+      (True, False)
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.asarray(True)
@@ -77,6 +89,14 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with :class:`SkipNonfiniteState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optax_bertadam as ob
+      >>> tx = ob.skip_nonfinite(optax.sgd(0.1))
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> updates, state = tx.update({"w": jnp.array([1.0, jnp.nan])}, state)
+      >>> updates["w"].tolist(), int(state.skip_count)
+      ([-0.0, -0.0], 1)
     """
     inner = optax.with_extra_args_support(inner)
 
@@ -150,6 +170,17 @@ def dynamic_loss_scale(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with :class:`DynamicLossScaleState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optax_bertadam as ob
+      >>> tx = ob.dynamic_loss_scale(optax.sgd(0.1), init_scale=1024.0)
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> updates, state = tx.update({"w": jnp.full(2, 512.0)}, state)  # unscaled: 0.5
+      >>> updates["w"].tolist(), float(ob.get_loss_scale(state))
+      ([-0.05000000074505806, -0.05000000074505806], 1024.0)
+      >>> updates, state = tx.update({"w": jnp.array([jnp.inf, 1.0])}, state)  # skipped
+      >>> updates["w"].tolist(), float(ob.get_loss_scale(state)), int(state.skip_count)
+      ([-0.0, -0.0], 512.0, 1)
     """
     init_scale = _validation.check_range("init_scale", init_scale, low=0.0, low_inclusive=False)
     init_scale = _validation.check_finite("init_scale", init_scale)
@@ -226,7 +257,23 @@ def _find_loss_scale_state(opt_state: Any) -> DynamicLossScaleState:
 
 
 def get_loss_scale(opt_state: Any) -> Array:
-    """The current loss scale (``GradScaler.get_scale()``), found anywhere inside ``opt_state``."""
+    """The current loss scale (``GradScaler.get_scale()``), found anywhere inside ``opt_state``.
+
+    Args:
+      opt_state: a state holding exactly one :class:`DynamicLossScaleState`.
+
+    Returns:
+      The scale, a float32 0-d array.
+
+    Raises:
+      ValueError: if ``opt_state`` holds no :class:`DynamicLossScaleState`, or several.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.dynamic_loss_scale(ob.bertadam(1e-3))
+      >>> float(ob.get_loss_scale(tx.init({"w": jnp.ones(2)})))
+      65536.0
+    """
     scale = _find_loss_scale_state(opt_state).scale
     # flax.nnx.Optimizer keeps its state in Variables; their array is `.value`.
     return jnp.asarray(getattr(scale, "value", scale))
@@ -237,6 +284,19 @@ def scale_loss(loss: Array, opt_state: Any) -> Array:
 
     ``opt_state`` is (or contains) the state of :func:`dynamic_loss_scale`. A float16 or
     bfloat16 scalar loss is promoted to float32, as torch does for a 0-d loss.
+
+    Args:
+      loss: the loss, a scalar.
+      opt_state: a state holding exactly one :class:`DynamicLossScaleState`.
+
+    Returns:
+      The scaled loss, float32 or wider.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> state = ob.dynamic_loss_scale(ob.bertadam(1e-3), init_scale=1024.0).init({"w": jnp.ones(2)})
+      >>> float(ob.scale_loss(jnp.float16(0.5), state))
+      512.0
     """
     scale = get_loss_scale(opt_state)
     loss = jnp.asarray(loss)
