@@ -17,9 +17,26 @@ class LearningRateState(Protocol):
     Every learning-rate state of this package is one: :class:`ScheduledLearningRateState` computes
     it from its count, loss-driven states (``ReduceLROnPlateauState``) hold it. A state type of
     your own becomes visible to :func:`get_lr` by defining this method; nothing is registered.
+
+    Example:
+      >>> from typing import NamedTuple
+      >>> import jax.numpy as jnp, optax, optax_bertadam as ob
+      >>> class HalvingState(NamedTuple):
+      ...     count: jnp.ndarray
+      ...     def next_learning_rate(self):
+      ...         return 0.5 ** self.count
+      >>> state = (optax.EmptyState(), HalvingState(jnp.asarray(3)))
+      >>> isinstance(state[1], ob.LearningRateState), float(ob.get_lr(state))
+      (True, 0.125)
     """
 
-    def next_learning_rate(self) -> jax.Array: ...
+    def next_learning_rate(self) -> jax.Array:
+        """The rate the next update applies.
+
+        Returns:
+          A 0-d array.
+        """
+        ...
 
 
 def _is_variable(node: Any) -> bool:
