@@ -71,6 +71,12 @@ def cosine_warmup(base_lr: float, warmup_steps: int, max_steps: int, min_lr_rati
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.cosine_warmup(1.0, warmup_steps=2, max_steps=10)
+      >>> [round(float(schedule(k)), 6) for k in (0, 1, 2, 6, 10, 12)]  # update 0 at base_lr
+      [1.0, 0.5, 1.0, 0.55, 0.1, 0.231802]
     """
     base_lr = _check_learning_rate("base_lr", base_lr)
     warmup_steps = _validation.check_int("warmup_steps", warmup_steps, low=0)
@@ -114,6 +120,12 @@ def linear_decay(base_lr: float, max_steps: int) -> Schedule:
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.linear_decay(1.0, max_steps=4)
+      >>> [round(float(schedule(k)), 6) for k in range(6)]
+      [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
     base_lr = _check_learning_rate("base_lr", base_lr)
     max_steps = _validation.check_int("max_steps", max_steps, low=1)
@@ -141,6 +153,12 @@ def polynomial_decay(base_lr: float, max_steps: int, power: float) -> Schedule:
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.polynomial_decay(1.0, max_steps=4, power=2.0)
+      >>> [round(float(schedule(k)), 6) for k in range(6)]
+      [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
     base_lr = _check_learning_rate("base_lr", base_lr)
     max_steps = _validation.check_int("max_steps", max_steps, low=1)
@@ -173,6 +191,12 @@ def inverse_sqrt(base_lr: float, warmup_steps: int) -> Schedule:
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.inverse_sqrt(1.0, warmup_steps=4)
+      >>> [round(float(schedule(k)), 6) for k in (0, 1, 4, 16, 64)]
+      [1.0, 1.0, 1.0, 0.5, 0.25]
     """
     base_lr = _check_learning_rate("base_lr", base_lr)
     warmup_steps = _validation.check_int("warmup_steps", warmup_steps, low=1)
@@ -203,6 +227,12 @@ def constant_with_linear_cooldown(base_lr: float, max_steps: int, cooldown_steps
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.constant_with_linear_cooldown(1.0, max_steps=10, cooldown_steps=4)
+      >>> [round(float(schedule(k)), 6) for k in (0, 6, 7, 8, 10, 11)]
+      [1.0, 1.0, 0.75, 0.5, 0.0, 0.0]
     """
     base_lr = _check_learning_rate("base_lr", base_lr)
     max_steps = _validation.check_int("max_steps", max_steps, low=1)
@@ -242,6 +272,12 @@ def noam(model_size: float, warmup: int, factor: float = 1.0) -> Schedule:
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.noam(16, warmup=4, factor=2.0)
+      >>> [round(float(schedule(k)), 6) for k in (0, 1, 3, 4, 16)]  # peak 2 / sqrt(16 * 4) at k = 3
+      [0.0625, 0.125, 0.25, 0.223607, 0.121268]
     """
     _validation.check_finite("model_size", model_size)
     model_size = _validation.check_range("model_size", model_size, low=0.0, low_inclusive=False)
@@ -279,6 +315,12 @@ def lambda_lr(learning_rate: float, lr_lambda: Callable[[Array], Array]) -> Sche
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.lambda_lr(0.1, lambda k: 0.5**k)
+      >>> [round(float(schedule(k)), 6) for k in range(4)]
+      [0.1, 0.05, 0.025, 0.0125]
     """
     learning_rate = _check_learning_rate("learning_rate", learning_rate)
     if not callable(lr_lambda):
@@ -326,6 +368,13 @@ def sequential_lr(schedules: Sequence[Schedule], milestones: Sequence[int]) -> S
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> warmup = ob.lambda_lr(1.0, lambda k: (k + 1) / 2)
+      >>> schedule = ob.sequential_lr([warmup, ob.linear_decay(1.0, max_steps=4)], milestones=[2])
+      >>> [round(float(schedule(k)), 6) for k in range(7)]
+      [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
     """
     schedules = list(schedules)
     milestones = list(milestones)
