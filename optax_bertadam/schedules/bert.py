@@ -339,3 +339,190 @@ def bert_multiplier(
         schedule_kwargs=tuple(sorted(kwargs.items())),
         clamp_at_zero=bool(clamp_at_zero),
     )
+
+
+# ------------------------------------------------------------------------------------------
+# The published package's schedules: pytorch_pretrained_bert 0.6.2 (``optimization.py``)
+# ------------------------------------------------------------------------------------------
+
+# Its ``BertAdam(schedule=...)`` names, and the two cosine-with-restarts classes it also ships
+# (passed as ``_LRSchedule`` objects), by the name their class is known as here.
+PRETRAINED_BERT_SCHEDULE_NAMES = (
+    "none",
+    "warmup_constant",
+    "warmup_linear",
+    "warmup_cosine",
+    "warmup_cosine_with_warmup_restarts",
+)
+# Default ``cycles`` of each class (WarmupCosineSchedule: .5; WarmupCosineWithWarmupRestarts: 1).
+_PRETRAINED_BERT_CYCLES = {"warmup_cosine": 0.5, "warmup_cosine_with_warmup_restarts": 1.0}
+
+
+def pretrained_bert_schedule(
+    schedule: str | None,
+    learning_rate: float,
+    t_total: int = -1,
+    warmup: float = -1,
+    *,
+    cycles: float | None = None,
+) -> Callable[[Array], Array]:
+    r"""The published ``pytorch_pretrained_bert`` (0.6.2) BertAdam's rate, as an optax schedule.
+
+    ``BertAdam(params, lr, warmup, t_total, schedule)`` from the published package applies, at
+    update ``k`` (``k`` updates already applied), ``lr * m(x)`` with ``x = k / t_total`` and
+    ``w = max(warmup, 0)``:
+
+    * ``"none"`` (or ``None``), or ``t_total == -1``: :math:`m = 1`;
+    * ``"warmup_constant"``: :math:`x / w` while :math:`x < w`, then :math:`1`;
+    * ``"warmup_linear"``: :math:`x / w` while :math:`x < w`, then
+      :math:`\max((x - 1) / (w - 1), 0)`: linear from 1 at the end of warmup to 0 at
+      ``t_total``, 0 after. (Not :func:`warmup_linear`, DeepSpeed's ``1 - x``, which drops at the
+      end of warmup and goes negative past ``t_total``; with ``warmup=0`` that one is constant.)
+    * ``"warmup_cosine"`` (``WarmupCosineSchedule``, ``cycles=0.5``): :math:`x / w` while
+      :math:`x < w`, then :math:`\tfrac12(1 + \cos(2\pi\,\mathrm{cycles}\,(x - w) / (1 - w)))`,
+      which rises again past ``t_total``, as published;
+    * ``"warmup_cosine_with_warmup_restarts"`` (``WarmupCosineWithWarmupRestartsSchedule``,
+      ``cycles=1``): with :math:`p = (x \cdot \mathrm{cycles}) \bmod 1` and
+      :math:`w' = w \cdot \mathrm{cycles}`: :math:`p / w'` while :math:`p < w'`, then
+      :math:`\tfrac12(1 + \cos(\pi (p - w') / (1 - w')))`.
+
+    The end of warmup (``x < w``) is decided on the integer count as the published code decides it
+    in double precision (see :func:`warmup_end_count`). Every branch meets the next one at the
+    same value, so float32 rounding near a boundary costs an ulp, not a jump.
+
+    Refused, because float32 cannot reproduce them: ``WarmupCosineWithHardRestartsSchedule``
+    (the rate jumps from 0 to 1 at every restart, at a step decided by double-precision rounding
+    of ``x * cycles``), and ``warmup_cosine_with_warmup_restarts`` without warmup (the same jump).
+
+    Args:
+      schedule: one of :data:`PRETRAINED_BERT_SCHEDULE_NAMES` or ``None``.
+      learning_rate: BertAdam's ``lr`` (``>= 0``).
+      t_total: total number of updates (``>= 1``), or ``-1`` for a constant rate.
+      warmup: warmup as a fraction of ``t_total`` in ``[0, 1)``, or ``-1`` (none).
+      cycles: the cosine schedules' ``cycles`` (default 0.5 for ``warmup_cosine``, 1 for the
+        restarts, which need ``cycles >= 1`` and ``warmup * cycles < 1``).
+
+    Returns:
+      A pure, jittable function of the update count; pass it as ``bertadam``'s ``learning_rate``.
+
+    >>> import optax_bertadam as ob
+    >>> rate = pretrained_bert_schedule("warmup_linear", 1e-3, t_total=100, warmup=0.1)
+    >>> [round(float(rate(k)), 6) for k in (5, 10, 55, 100, 120)]
+    [0.0005, 0.001, 0.0005, 0.0, 0.0]
+    >>> tx = ob.bertadam(rate)  # the published BertAdam(lr=1e-3, warmup=0.1, t_total=100)
+    """
+    if schedule is None:
+        schedule = "none"
+    if schedule in ("warmup_cosine_with_hard_restarts", "WarmupCosineWithHardRestartsSchedule"):
+        raise ValueError(
+            f"schedule={schedule!r} is not supported: its rate jumps from 0 to 1 at every restart, "
+            "at a step decided by the double-precision rounding of progress * cycles, which float32 "
+            f"cannot reproduce exactly; supported: {', '.join(PRETRAINED_BERT_SCHEDULE_NAMES)} "
+            "(transformers' integer-step get_cosine_with_hard_restarts_schedule_with_warmup is "
+            "optax_bertadam.schedules.transformers)"
+        )
+    schedule = _validation.check_choice("schedule", schedule, PRETRAINED_BERT_SCHEDULE_NAMES)
+    learning_rate = _validation.check_range("learning_rate", learning_rate, low=0.0)
+    t_total = _validation.check_int("t_total", t_total, low=1, allowed_extra=(-1,))
+    warmup = _validation.check_range(
+        "warmup", warmup, low=0.0, high=1.0, high_inclusive=False, allowed_extra=(-1.0,)
+    )
+    if cycles is not None and schedule not in _PRETRAINED_BERT_CYCLES:
+        raise ValueError(
+            f"cycles={cycles!r} is invalid for schedule={schedule!r}: only "
+            f"{' and '.join(_PRETRAINED_BERT_CYCLES)} take cycles"
+        )
+    if schedule in _PRETRAINED_BERT_CYCLES:
+        cycles = _PRETRAINED_BERT_CYCLES[schedule] if cycles is None else cycles
+        cycles = _validation.check_range("cycles", cycles, low=0.0, low_inclusive=False)
+        cycles = float(_validation.check_finite("cycles", cycles))
+    if schedule == "none" or t_total == -1:
+        def constant_schedule(count: Array) -> Array:
+            return jnp.full_like(_as_float(count), learning_rate)
+
+        return constant_schedule
+
+    if schedule == "warmup_cosine_with_warmup_restarts":
+        return _pretrained_bert_warmup_restarts(learning_rate, t_total, warmup, cycles)
+    w = max(warmup, 0.0)
+    boundary = warmup_end_count(t_total, w)
+    # Constants in Python double; count - w * t_total and t_total - count are (nearly) exact.
+    warm_slope = 1.0 / (t_total * w) if w > 0.0 else 0.0
+    decay_length = t_total * (1.0 - w)
+
+    def schedule_fn(count: Array) -> Array:
+        steps = _as_float(count)
+        warm = steps * warm_slope
+        if schedule == "warmup_constant":
+            after = jnp.ones_like(steps)
+        elif schedule == "warmup_linear":
+            after = jnp.maximum(_as_float(t_total - jnp.asarray(count)) * (1.0 / decay_length), 0.0)
+        else:  # warmup_cosine: turns (k - w T) * cycles / ((1 - w) T), modulo 1
+            turns = _fractional_turns(count, cycles / decay_length, cycles * w / (1.0 - w))
+            after = 0.5 * (1.0 + jnp.cos((2.0 * math.pi) * turns))
+        return learning_rate * jnp.where(jnp.asarray(count) < boundary, warm, after)
+
+    return schedule_fn
+
+
+def _split12(value: float) -> tuple[float, float]:
+    """``value`` as ``head + tail`` (Python doubles), ``head`` with 12 significant bits."""
+    mantissa, exponent = math.frexp(value)
+    head = math.ldexp(round(mantissa * 4096), exponent - 12)
+    return head, value - head
+
+
+def _fractional_turns(count: Array, rate: float, offset: float) -> Array:
+    """``(count * rate - offset) mod 1`` for an integer ``count < 2**24``, accurate in float32.
+
+    A float32 ``count * rate`` is off by an ulp of the product (and ``rate`` by an ulp of its
+    own): 2e-7 of a turn at 4 turns, 1e-6 of the rate through a cosine. Here ``count = 4096 k1 +
+    k0`` and ``rate = head + tail`` (``head`` of 12 bits): ``k1 * frac(4096 head)`` and
+    ``k0 * head`` are exact products reduced exactly modulo 1, ``count * tail`` is tiny, and
+    ``offset`` is reduced in double: what is left is a few float32 roundings of numbers below 2.
+    """
+    head, tail = _split12(rate)
+    head_4096 = math.fmod(4096.0 * head, 1.0)  # exact: 12 significant bits
+    count = jnp.asarray(count)
+    k1, k0 = _as_float(count // 4096), _as_float(count % 4096)
+    turns = (
+        jnp.fmod(k1 * head_4096, 1.0)
+        + jnp.fmod(k0 * head, 1.0)
+        + (_as_float(count) * tail - math.fmod(offset, 1.0))
+    )
+    return turns - jnp.floor(turns)
+
+
+def _pretrained_bert_warmup_restarts(
+    learning_rate: float, t_total: int, warmup: float, cycles: float
+) -> Callable[[Array], Array]:
+    """``WarmupCosineWithWarmupRestartsSchedule``: see :func:`pretrained_bert_schedule`."""
+    if cycles < 1.0:
+        raise ValueError(
+            f"cycles={cycles!r} is invalid for schedule='warmup_cosine_with_warmup_restarts': "
+            "expected cycles >= 1 (the published class asserts it)"
+        )
+    if warmup <= 0.0:
+        raise ValueError(
+            f"warmup={warmup!r} is not supported for schedule='warmup_cosine_with_warmup_restarts':"
+            " without warmup the rate jumps from 0 to 1 at every restart, at a step decided by the "
+            "double-precision rounding of progress * cycles, which float32 cannot reproduce "
+            "exactly; expected 0 < warmup < 1 / cycles"
+        )
+    cycle_warmup = warmup * cycles
+    if not cycle_warmup < 1.0:
+        raise ValueError(
+            f"warmup={warmup!r} is invalid with cycles={cycles!r} for "
+            "schedule='warmup_cosine_with_warmup_restarts': expected warmup * cycles < 1 (the "
+            "published class asserts it)"
+        )
+
+    def schedule_fn(count: Array) -> Array:
+        # Continuous across a restart (0 on both sides) and across the end of warmup (1 on both
+        # sides): a float32 p an ulp off near a boundary changes the rate by an ulp.
+        p = _fractional_turns(count, cycles / t_total, 0.0)
+        warm = p * (1.0 / cycle_warmup)
+        cosine = 0.5 * (1.0 + jnp.cos(math.pi * ((p - cycle_warmup) * (1.0 / (1.0 - cycle_warmup)))))
+        return learning_rate * jnp.where(p < cycle_warmup, warm, cosine)
+
+    return schedule_fn
