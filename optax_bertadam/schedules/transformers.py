@@ -137,6 +137,12 @@ def get_constant_schedule(learning_rate: float) -> Schedule:
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_constant_schedule(0.1)
+      >>> [round(float(schedule(k)), 6) for k in range(3)]
+      [0.1, 0.1, 0.1]
     """
     learning_rate = _check_learning_rate(learning_rate)
 
@@ -161,6 +167,12 @@ def get_constant_schedule_with_warmup(learning_rate: float, num_warmup_steps: in
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_constant_schedule_with_warmup(1.0, num_warmup_steps=4)
+      >>> [round(float(schedule(k)), 6) for k in range(6)]
+      [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -192,6 +204,13 @@ def get_linear_schedule_with_warmup(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_linear_schedule_with_warmup(1.0, num_warmup_steps=2,
+      ...                                               num_training_steps=6)
+      >>> [round(float(schedule(k)), 6) for k in range(8)]
+      [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -234,6 +253,13 @@ def get_cosine_schedule_with_warmup(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_cosine_schedule_with_warmup(1.0, num_warmup_steps=2,
+      ...                                               num_training_steps=6)
+      >>> [round(float(schedule(k)), 6) for k in range(7)]
+      [0.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 0.0]
     """
     return get_cosine_with_min_lr_schedule_with_warmup(
         learning_rate, num_warmup_steps, num_training_steps, num_cycles, min_lr_rate=0.0
@@ -295,6 +321,13 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_cosine_with_hard_restarts_schedule_with_warmup(
+      ...     1.0, num_warmup_steps=2, num_training_steps=10, num_cycles=2)
+      >>> [round(float(schedule(k)), 6) for k in range(11)]
+      [0.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 1.0, 0.853553, 0.5, 0.146447, 0.0]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -352,6 +385,13 @@ def get_polynomial_decay_schedule_with_warmup(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_polynomial_decay_schedule_with_warmup(
+      ...     1.0, num_warmup_steps=2, num_training_steps=6, lr_end=0.1, power=2.0)
+      >>> [round(float(schedule(k)), 6) for k in range(8)]
+      [0.0, 0.5, 1.0, 0.60625, 0.325, 0.15625, 0.1, 0.1]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -406,6 +446,12 @@ def get_inverse_sqrt_schedule(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_inverse_sqrt_schedule(1.0, num_warmup_steps=2)
+      >>> [round(float(schedule(k)), 6) for k in (0, 1, 2, 3, 8)]
+      [0.0, 0.5, 1.0, 0.816497, 0.5]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -454,6 +500,13 @@ def get_cosine_with_min_lr_schedule_with_warmup(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_cosine_with_min_lr_schedule_with_warmup(
+      ...     1.0, num_warmup_steps=2, num_training_steps=6, min_lr=0.1)
+      >>> [round(float(schedule(k)), 6) for k in range(7)]
+      [0.0, 0.5, 1.0, 0.868198, 0.55, 0.231802, 0.1]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -508,6 +561,13 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+      ...     1.0, num_warmup_steps=2, num_training_steps=6, min_lr_rate=0.1)
+      >>> [round(float(schedule(k)), 6) for k in range(7)]
+      [0.5, 1.0, 0.868198, 0.55, 0.231802, 0.1, 0.231802]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -573,6 +633,12 @@ def get_wsd_schedule(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_wsd_schedule(1.0, num_warmup_steps=2, num_decay_steps=2, num_training_steps=8)
+      >>> [round(float(schedule(k)), 6) for k in range(9)]
+      [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
     """
     learning_rate = _check_learning_rate(learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
@@ -718,6 +784,16 @@ def reduce_lr_on_plateau(
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose ``update`` requires ``value=``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.reduce_lr_on_plateau(1.0, factor=0.5, patience=1)
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> for loss in (1.0, 1.0, 1.0):  # no improvement after the first value
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params, value=loss)
+      >>> updates["w"].tolist(), float(ob.get_lr(state))  # the next update runs at 0.5
+      ([1.0, 1.0], 0.5)
     """
     learning_rate = _check_learning_rate(learning_rate)
     mode = _validation.check_choice("mode", mode, ("min", "max"))
@@ -1130,6 +1206,12 @@ def get_scheduler(
       An optax schedule ``count -> learning rate``; for ``reduce_lr_on_plateau``, the
       loss-driven transform of :func:`reduce_lr_on_plateau` (transformers returns a
       ``ReduceLROnPlateau`` there too).
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.get_scheduler("linear", 1.0, num_warmup_steps=2, num_training_steps=6)
+      >>> [round(float(schedule(k)), 6) for k in range(7)]
+      [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
     """
     name = _scheduler_name(name)
     if scheduler_specific_kwargs is None:
