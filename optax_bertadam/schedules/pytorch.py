@@ -131,6 +131,12 @@ class ChainableSchedule:
       learning_rate: the optimizer's ``lr`` (PyTorch's ``initial_lr``).
       multiplier: the rate as a multiple of ``learning_rate``, a function of the count.
       scheduler: the PyTorch class it reproduces, e.g. ``"StepLR"``.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.step_lr(0.1, step_size=2, gamma=0.5)
+      >>> schedule.scheduler, float(schedule.multiplier(2)), round(float(schedule(2)), 6)
+      ('StepLR', 0.5, 0.05)
     """
 
     learning_rate: float
@@ -138,6 +144,11 @@ class ChainableSchedule:
     scheduler: str
 
     def __call__(self, count: Array) -> Array:
+        """The rate of update ``count``.
+
+        Returns:
+          ``learning_rate * multiplier(count)``, a 0-d array.
+        """
         return self.learning_rate * self.multiplier(count)
 
 
