@@ -308,7 +308,15 @@ def measured(report):
 @pytest.mark.parametrize("model, pair", [("mlp", bertadam_pair), ("attention", adamw_pair)],
                          ids=["mlp-bertadam", "attention-adamw-linear"])
 def test_correct_port_reports_none(torch_dtype, model, pair):
-    report = (run_mlp if model == "mlp" else run_attention)(torch_dtype, pair=pair, stop=False)
+    if model == "mlp":
+        report = run_mlp(torch_dtype, pair=pair, stop=False)
+    else:
+        report = run_attention(torch_dtype, pair=pair, stop=False, ignore=())
+        # The key bias's gradient is round-off on both sides: shown, and explained as such.
+        assert report.first_divergence == (0, "gradients", "k.bias"), str(report)
+        assert "zero up to round-off on both sides" in report.explanation
+        assert report.gradient_ratio(0, "k.bias") < 1e-6
+        report = report.rejudged(ignore=KEY_BIAS)
     print(f"\n{report!r} measured {measured(report)}")
     assert report.first_divergence is None, str(report)
     assert len(report.steps) == STEPS
@@ -316,14 +324,7 @@ def test_correct_port_reports_none(torch_dtype, model, pair):
         assert value <= report.bounds[key] / 10, (key, value, report.bounds[key])
     assert report.steps[-1].lr_error is not None  # rates were compared
     assert report.explanation.startswith("no divergence")
-
-
-@in_dtype("float32")
-def test_key_bias_round_off_is_shown(torch_dtype):
-    report = run_attention(torch_dtype, ignore=())
-    assert report.first_divergence == (0, "gradients", "k.bias"), str(report)
-    assert "zero up to round-off on both sides" in report.explanation
-    assert report.gradient_ratio(0, "k.bias") < 1e-6
+    assert report.rejudged(bounds={"parameters": 0.0}).first_divergence[1] == "update"
 
 
 # ----------------------------------------------------------------------------------------------
