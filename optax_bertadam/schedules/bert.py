@@ -271,6 +271,12 @@ def bert_schedule(
 
     Returns:
       A pure, jittable function of the update count.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.bert_schedule("warmup_linear", 1.0, t_total=10, warmup=0.2)
+      >>> [round(float(schedule(k)), 6) for k in (0, 1, 2, 5, 10)]  # x / warmup, then 1 - x
+      [0.0, 0.5, 0.8, 0.5, 0.0]
     """
     learning_rate = _validation.check_range("learning_rate", learning_rate, low=0.0)
     multiplier = bert_multiplier(
