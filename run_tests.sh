@@ -8,5 +8,12 @@ python3 -m venv .venv
 # torch is pinned to 2.13.0 in the extras: an unpinned torch would pull several GB of CUDA wheels.
 pip install --quiet --disable-pip-version-check -e ".[test]"
 ruff check .
-# Hypothesis draws the same examples on every run here: a red run is reproducible.
-HYPOTHESIS_PROFILE=ci python -m pytest -n 2 "$@"
+# Hypothesis draws the same examples on every run here (profile "ci"): a red run is reproducible.
+# A developer explores further with `bash run_tests.sh --hypothesis-profile thorough` (new random
+# examples on every run, many more of them; see conftest.py).
+profile=ci
+if [[ "${1:-}" == "--hypothesis-profile" ]]; then
+  profile="${2:?--hypothesis-profile needs a profile name: ci or thorough}"
+  shift 2
+fi
+HYPOTHESIS_PROFILE="$profile" python -m pytest -n 2 "$@"

@@ -52,22 +52,45 @@ def test_schedule_matches_reference_through_warmup_decay_and_past_the_end(name, 
     compare(name, 3e-4, t_total, warmup, counts, dtype)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    name=st.sampled_from(bert.SCHEDULE_NAMES),
-    t_total=st.integers(1, 100_000),
-    warmup=st.one_of(st.just(-1.0), st.just(0.0), st.floats(0.0, 0.999)),
-    fractions=st.lists(st.floats(0.0, 2.0), min_size=1, max_size=8),
-    dtype=st.sampled_from(["float32", "float64"]),
-)
-def test_random_counts_warmups_and_totals(name, t_total, warmup, fractions, dtype):
-    counts = np.array(sorted({int(f * t_total) for f in fractions}))
-    # warmup_exp_decay_exp's rate grows without bound before warmup ends with warmup=-1; keep the
-    # exponent in a range where float32 still represents it.
-    if name in ("warmup_linear_decay_exp", "warmup_exp_decay_exp"):
-        counts = counts[counts <= 1000]
-        if counts.size == 0:
-            counts = np.array([0])
+# Stratified: every schedule x warmup kind (-1, 0, fractional) x dtype is a test of its own, and
+# every example draws a count in each range of the schedule (warmup when there is one, decay, past
+# t_total), so each stratum is drawn in every run. Under the "ci" profile (run_tests.sh) the
+# examples are the same on every run; `bash run_tests.sh --hypothesis-profile thorough` draws new,
+# many more of them.
+EXAMPLES_PER_STRATUM = {"thorough": 50}.get(settings.get_current_profile_name(), 2)
+WARMUP_KINDS = ("-1", "0", "fractional")
+# warmup_*_decay_exp: decay_rate ** (steps / decay_steps) underflows float32 for long schedules:
+# keep 2 * t_total within 1000 steps, where float32 still represents the rate.
+MAX_T_TOTAL = {"warmup_linear_decay_exp": 500, "warmup_exp_decay_exp": 500}
+
+
+@st.composite
+def schedule_cases(draw, name, warmup_kind):
+    """(t_total, warmup, counts): counts hold one count of each range of the schedule."""
+    t_total = draw(st.integers(2, MAX_T_TOTAL.get(name, 100_000)))
+    if warmup_kind == "fractional":
+        # Up to (t_total - 1) / t_total so that decay has at least one step; below 1 / t_total
+        # only count 0 is in warmup.
+        warmup = draw(st.floats(0.0, (t_total - 1) / t_total, exclude_min=True))
+    else:
+        warmup = float(warmup_kind)
+    boundary = bert.warmup_end_count(t_total, warmup)
+    ranges = [(0, boundary - 1)] if boundary > 0 else []
+    ranges += [(boundary, t_total - 1), (t_total, 2 * t_total)]
+    counts = sorted({draw(st.integers(low, high)) for low, high in ranges})
+    return t_total, warmup, np.array(counts)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("warmup_kind", WARMUP_KINDS)
+@pytest.mark.parametrize("name", bert.SCHEDULE_NAMES)
+@settings(max_examples=EXAMPLES_PER_STRATUM, deadline=None)
+@given(data=st.data())
+def test_random_counts_warmups_and_totals(name, warmup_kind, dtype, data):
+    t_total, warmup, counts = data.draw(schedule_cases(name, warmup_kind))
+    boundary = bert.warmup_end_count(t_total, warmup)
+    in_range = [counts < boundary, (counts >= boundary) & (counts < t_total), counts >= t_total]
+    assert all(mask.any() for mask in in_range[0 if boundary > 0 else 1:]), (counts, boundary)
     compare(name, 1e-3, t_total, warmup, counts, dtype)
 
 
