@@ -479,23 +479,26 @@ def _split12(value: float) -> tuple[float, float]:
 
 
 def _fractional_turns(count: Array, rate: float, offset: float) -> Array:
-    """``(count * rate - offset) mod 1`` for an integer ``count < 2**24``, accurate in float32.
+    """``(count * rate - offset) mod 1`` for an integer ``0 <= count < 2**24``, within a few float32
+    ulps of 1 turn.
 
     A float32 ``count * rate`` is off by an ulp of the product (and ``rate`` by an ulp of its
-    own): 2e-7 of a turn at 4 turns, 1e-6 of the rate through a cosine. Here ``count = 4096 k1 +
-    k0`` and ``rate = head + tail`` (``head`` of 12 bits): ``k1 * frac(4096 head)`` and
-    ``k0 * head`` are exact products reduced exactly modulo 1, ``count * tail`` is tiny, and
-    ``offset`` is reduced in double: what is left is a few float32 roundings of numbers below 2.
+    own): 2e-7 of a turn at 4 turns, 1e-6 of the rate through a cosine, more far past the end.
+    Here ``count = 4096 k1 + k0`` and ``rate = h1 + h2 + h3 + rest`` (each ``h`` of 12
+    significant bits, split in double): ``k1 * frac(4096 h)`` and ``k0 * h`` are exact float32
+    products, reduced exactly modulo 1; ``count * rest`` is below ``rate * 2**-12``; ``offset`` is
+    reduced in double. What is left is a float32 rounding per partial sum, each below 2.
     """
-    head, tail = _split12(rate)
-    head_4096 = math.fmod(4096.0 * head, 1.0)  # exact: 12 significant bits
     count = jnp.asarray(count)
     k1, k0 = _as_float(count // 4096), _as_float(count % 4096)
-    turns = (
-        jnp.fmod(k1 * head_4096, 1.0)
-        + jnp.fmod(k0 * head, 1.0)
-        + (_as_float(count) * tail - math.fmod(offset, 1.0))
-    )
+    turns = -_as_float(math.fmod(offset, 1.0))
+    rest = rate
+    for _ in range(3):
+        head, rest = _split12(rest)
+        for product in (k1 * math.fmod(4096.0 * head, 1.0), k0 * head):
+            turns = turns + jnp.fmod(product, 1.0)
+            turns = turns - jnp.floor(turns)
+    turns = turns + _as_float(count) * rest
     return turns - jnp.floor(turns)
 
 
