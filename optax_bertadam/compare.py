@@ -114,9 +114,8 @@ _UPDATE_TORCH_GRADIENTS = dict(
     agree="both optimizers received torch's gradients (the model port is not involved), the rates agree",
     hint="",
 )
-_NO_ZERO_ON_LOG = 1e-20
 # A gradient at most this many ulps of the largest gradient is round-off (said in the explanation).
-ROUNDOFF_RATIO = 1000  # errors of exactly 0 are drawn here on the log-scale plot
+ROUNDOFF_RATIO = 1000
 
 
 class Divergence(NamedTuple):
@@ -397,14 +396,17 @@ class ComparisonReport:
 
         One line per stage: the loss error, the worst gradient error, the worst rate error, the
         worst parameter error (ignored tensors left out); dashed lines are the bounds, a vertical
-        line marks the first divergence. Errors of exactly 0 are drawn at 1e-20.
+        line marks the first divergence. Errors of exactly 0 are drawn at a tenth of the dtype's
+        epsilon.
         """
         from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
         steps = [r.step for r in self.steps]
 
+        floor = float(np.finfo(self.dtype).eps) / 10  # where exact zeros are drawn
+
         def series(values):
-            return [np.nan if v is None else max(v, _NO_ZERO_ON_LOG) for v in values]
+            return [np.nan if v is None else max(v, floor) for v in values]
 
         lines = {
             "loss": ("forward: loss", [r.loss_error for r in self.steps], "tab:blue"),
@@ -426,14 +428,16 @@ class ComparisonReport:
         for key, (label, values, color) in lines.items():
             if all(v is None for v in values):
                 continue
-            ax.plot(steps, series(values), marker=".", color=color, label=label)
+            counted = key not in ("loss", "gradients") or self.mode == "end_to_end"
+            ax.plot(steps, series(values), marker=".", color=color,
+                    label=f"{label} (bound {self.bounds[key]:.0e}{'' if counted else ', not counted'})")
             ax.axhline(self.bounds[key], color=color, linestyle="--", linewidth=0.8)
         if self.first_divergence is not None:
             ax.axvline(self.first_divergence.step, color="black", linestyle=":", linewidth=1,
                        label=f"first divergence: {self.first_divergence.stage}")
         ax.set_yscale("log")
         ax.set_xlabel("step (update index)")
-        ax.set_ylabel("scale-relative error (dashed: bounds)")
+        ax.set_ylabel(f"scale-relative error (dashed: bounds; 0 drawn at {floor:.0e})")
         d = self.first_divergence
         status = "no divergence" if d is None else (
             f"first divergence: step {d.step}, {d.stage}" + (f", {d.name}" if d.name else "")
@@ -497,13 +501,10 @@ def _default_torch_lr(optimizer: Any, scheduler: Any) -> list[float] | None:
 
 
 def _default_jax_lr(opt_state: PyTree) -> list[float] | None:
-    """The rate the next ``tx.update`` applies, per group: ``get_last_lr`` where the package has
-    it, else ``[get_lr(opt_state)]``; ``None`` when the state holds no readable rate."""
-    reader = getattr(lr_lib, "get_last_lr", None)
+    """The rate the next ``tx.update`` applies, per group (:func:`optax_bertadam.get_last_lr`);
+    ``None`` when the state holds no readable rate (e.g. ``optax.adamw``'s)."""
     try:
-        if reader is not None:
-            return [float(r) for r in np.ravel(np.asarray(reader(opt_state), dtype=np.float64))]
-        return [float(lr_lib.get_lr(opt_state))]
+        return [float(r) for r in lr_lib.get_last_lr(opt_state)]
     except ValueError:
         return None
 
@@ -594,8 +595,9 @@ def compare_training(
         default: ``optimizer.get_lr()`` for BertAdam-style optimizers (per parameter, reduced to
         groups), else ``param_groups[i]['lr']``.
       jax_lr: ``jax_lr(opt_state) -> rate(s)`` of the next update; default
-        :func:`optax_bertadam.get_lr` (``None`` where the state has no scheduled rate: then rates
-        are not compared and a note says so). One JAX rate is compared with every torch group.
+        :func:`optax_bertadam.get_last_lr`, one rate per group (``None`` where the state has no
+        learning-rate state: then rates are not compared and a note says so). A single JAX rate
+        is compared with every torch group; as many rates as groups, pairwise.
       stop_at_divergence: stop after the step of the first divergence (later steps inherit it).
       jit: jit the JAX step (once); ``False`` to debug it eagerly.
 
@@ -607,19 +609,38 @@ def compare_training(
       ValueError: an unknown mode or bound name, names that do not match (listed), shapes that
         do not match after ``transform`` (listed), ``jax_loss=None`` in ``end_to_end`` mode.
 
-    Example::
+    Example: a torch ``Linear`` and its JAX port (same layout, so no ``name_map``/``transform``),
+    trained with AdamW on both sides. ``torch.optim.AdamW``'s defaults (``eps=1e-8``,
+    ``weight_decay=0.01``) are not :func:`optax_bertadam.adamw`'s (``1e-6``, ``0``): left out,
+    they would be the first divergence, at the ``update`` stage.
 
-      from optax_bertadam.compare import compare_training
-      report = compare_training(
-          model, torch.optim.AdamW(model.parameters(), 1e-3), lambda m, b: F.cross_entropy(
-              m(b["x"]), b["y"]), params, optax_bertadam.adamw(1e-3),
-          lambda p, b: optax.softmax_cross_entropy_with_integer_labels(
-              mlp.apply({"params": p}, b["x"]), b["y"]).mean(),
-          batches, name_map=lambda path: path.replace("/", ".").replace("kernel", "weight"),
-          transform=optax_bertadam.transpose_kernels)
-      print(report)               # table + "forward: the losses differ at step 0: ..."
-      report.first_divergence     # e.g. Divergence(step=0, stage='forward', name=None)
-      report.plot("compare.png"); report.to_json("compare.json")
+    >>> import numpy as np, torch
+    >>> import optax_bertadam as ob
+    >>> from optax_bertadam.compare import compare_training
+    >>> rng = np.random.default_rng(0)
+    >>> batches = [{"x": rng.normal(size=(8, 3)), "y": rng.normal(size=(8, 2))} for _ in range(3)]
+    >>> def compare(torch_adamw_kwargs, tx):
+    ...     _ = torch.manual_seed(0)
+    ...     model = torch.nn.Linear(3, 2)  # trained in place: a fresh one for every comparison
+    ...     params = {n: jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters()}
+    ...     return compare_training(
+    ...         model, torch.optim.AdamW(model.parameters(), **torch_adamw_kwargs),
+    ...         lambda m, b: ((m(b["x"]) - b["y"]) ** 2).mean(),
+    ...         params, tx, lambda p, b: ((b["x"] @ p["weight"].T + p["bias"] - b["y"]) ** 2).mean(),
+    ...         batches)
+    >>> report = compare(dict(lr=1e-2, eps=1e-6, weight_decay=0.01),
+    ...                  ob.adamw(1e-2, eps=1e-6, weight_decay=0.01))
+    >>> print(report.first_divergence)
+    None
+    >>> report.explanation.split(":")[0]
+    'no divergence'
+    >>> compare(dict(lr=1e-2), ob.adamw(1e-2)).first_divergence  # torch's defaults are not these
+    Divergence(step=0, stage='update', name=...)
+
+    For a Flax model, ``name_map`` maps its paths to torch names (e.g. ``lambda path:
+    path.replace("/", ".").replace("kernel", "weight")``) and ``transform=ob.transpose_kernels``
+    puts ``Linear`` weights in the Flax layout; ``print(report)`` shows the table and the
+    explanation, ``report.plot("compare.png")`` and ``report.to_json("compare.json")`` save it.
     """
     import torch  # only here: the module imports without torch
 
