@@ -1,7 +1,7 @@
 """optax-bertadam: BERT-era PyTorch optimizers and schedules as optax transformations."""
 
 from optax_bertadam.checkpoint import restore_train_state, save_train_state
-from optax_bertadam.lr import LearningRateState, get_lr
+from optax_bertadam.lr import LearningRateState, get_last_lr, get_lr
 from optax_bertadam.masks import decay_mask, parameter_name, parameter_names, regex_decay_mask
 from optax_bertadam.mixed_precision import (
     DynamicLossScaleState,
@@ -15,14 +15,18 @@ from optax_bertadam.mixed_precision import (
 from optax_bertadam.optimizers import (
     KERAS_NO_DECAY,
     AdafactorState,
+    SGDMomentumState,
     adafactor,
+    adam,
     adam_weight_decay,
     adamw,
     bertadam,
     create_optimizer,
     gradient_accumulation,
+    sgd,
     warmup,
 )
+from optax_bertadam.param_groups import layerwise_lr_decay_groups, param_groups
 from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in schedules.__all__)
 from optax_bertadam.schedules import __all__ as _schedule_names
 from optax_bertadam.torch_state import (
@@ -34,6 +38,7 @@ from optax_bertadam.torch_state import (
 from optax_bertadam.transforms import (
     AdamMomentsState,
     ScaleByBiasFreeAdamState,
+    ScaledSchedule,
     ScheduledLearningRateState,
     add_decayed_weights,
     clip_grad_norm,
@@ -81,5 +86,12 @@ __all__ = [
     "scale_by_bias_free_adam",
     "scale_by_scheduled_learning_rate",
     "warmup",
+    "adam",
+    "sgd",
+    "SGDMomentumState",
+    "ScaledSchedule",
+    "get_last_lr",
+    "param_groups",
+    "layerwise_lr_decay_groups",
     *_schedule_names,
 ]

@@ -162,6 +162,39 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         torch_state_keys=("exp_avg", "exp_avg_sq"),
         torch_named_parameters=True,
     ),
+    Algorithm(
+        name="adam",
+        factory=optimizers.adam,
+        example=MappingProxyType(dict(
+            learning_rate=0.01, b1=0.85, b2=0.99, eps=1e-4, weight_decay=0.05, amsgrad=True,
+        )),
+        static_args=("amsgrad", "decoupled_weight_decay"),
+        injectable=("learning_rate", "b1", "b2", "eps", "weight_decay"),
+        torch_class="torch.optim.Adam",
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
+            "weight_decay": "weight_decay", "amsgrad": "amsgrad",
+            "decoupled_weight_decay": "decoupled_weight_decay",
+        }),
+        torch_state_keys=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="sgd",
+        factory=optimizers.sgd,
+        example=MappingProxyType(dict(
+            learning_rate=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01,
+        )),
+        static_args=("nesterov",),
+        injectable=("learning_rate", "momentum", "dampening", "weight_decay"),
+        torch_class="torch.optim.SGD",
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "momentum": "momentum", "dampening": "dampening",
+            "weight_decay": "weight_decay", "nesterov": "nesterov",
+        }),
+        torch_state_keys=("momentum_buffer",),
+        mask_argument="mask",
+    ),
 )
 
 #: The building blocks and wrappers of the package (no PyTorch twin of their own: the

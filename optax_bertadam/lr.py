@@ -107,3 +107,35 @@ def get_lr(opt_state: Any) -> jax.Array:
             "for the rate of every group"
         )
     return jnp.asarray(found[0][1].next_learning_rate())
+
+
+def get_last_lr(opt_state: Any) -> list[jax.Array]:
+    """The rate of the next update of every parameter group, in group order.
+
+    The optax counterpart of ``scheduler.get_last_lr()`` (and of
+    ``[g['lr'] for g in optimizer.param_groups]``): one entry per learning-rate state inside
+    ``opt_state``, in tree order, which for :func:`optax_bertadam.param_groups` and
+    :func:`optax_bertadam.from_torch` is the order of the groups (frozen groups have no rate and
+    are not listed). A single-group optimizer gives a list of one entry, ``[get_lr(opt_state)]``.
+
+    Returns:
+      A list of 0-d arrays in the default float dtype.
+
+    Raises:
+      ValueError: if ``opt_state`` holds no learning-rate state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.param_groups(ob.adamw, [{"params": "bias", "lr": 0.5}, {"params": "kernel"}],
+      ...                      learning_rate=0.1)
+      >>> state = tx.init({"bias": jnp.zeros(2), "kernel": jnp.zeros((2, 2))})
+      >>> [round(float(lr), 6) for lr in ob.get_last_lr(state)]
+      [0.5, 0.1]
+    """
+    found = learning_rate_states(opt_state)
+    if not found:
+        raise ValueError(
+            "get_last_lr(opt_state) found no learning-rate state in opt_state: pass the state of an "
+            "optax_bertadam optimizer (or a chain/wrapper containing one)"
+        )
+    return [jnp.asarray(state.next_learning_rate()) for _, state in found]

@@ -777,3 +777,170 @@ def gradient_accumulation(
         return multi_steps(dtype).update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.optim.Adam and torch.optim.SGD
+# ---------------------------------------------------------------------------------------------
+
+
+def adam(
+    learning_rate: float | Callable[[Any], Any],
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    *,
+    decoupled_weight_decay: bool = False,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Adam``: Adam with L2 weight decay added to the gradient, amsgrad optional.
+
+    Reproduces ``torch.optim.Adam(params, lr, betas=(b1, b2), eps, weight_decay, amsgrad,
+    decoupled_weight_decay)`` (single-tensor and foreach paths alike). At update :math:`t = k + 1`:
+
+    .. math::
+      g &\leftarrow g + \text{weight\_decay}\cdot p \quad\text{(L2; where the mask is True)} \\
+      m &\leftarrow b_1 m + (1 - b_1) g, \qquad v \leftarrow b_2 v + (1 - b_2) g^2,
+          \qquad \hat v = \max(\hat v, v) \text{ if amsgrad else } v \\
+      p &\leftarrow p - \mathrm{lr}_k\,\frac{m / (1 - b_1^t)}{\sqrt{\hat v}/\sqrt{1 - b_2^t} + \text{eps}}
+
+    The decay is L2 regularisation: it goes through the moments (unlike :func:`adamw`). With
+    ``decoupled_weight_decay=True`` it is ``torch.optim.AdamW`` instead (``p *= 1 - lr * wd``
+    before the step), which also gives ``AdamW(amsgrad=True)``. ``maximize=True`` has no argument
+    here: negate the gradients.
+
+    Args:
+      learning_rate: ``lr`` (``>= 0``) or a schedule ``count -> rate``.
+      b1: ``betas[0]``, in ``[0, 1)``.
+      b2: ``betas[1]``, in ``[0, 1)``.
+      eps: added to the bias-corrected square root of the second moment, ``>= 0``.
+      weight_decay: L2 coefficient (decoupled with ``decoupled_weight_decay``), ``>= 0``.
+      amsgrad: normalise by the running maximum of the second moment.
+      decoupled_weight_decay: decay the parameters directly (``torch.optim.AdamW``).
+      mask: bool tree (or function of the params returning one), True where decay applies.
+
+    Returns:
+      An ``optax.GradientTransformation``; its state holds ``exp_avg``, ``exp_avg_sq`` and
+      ``max_exp_avg_sq`` (amsgrad) under torch's names.
+
+    >>> import jax.numpy as jnp, optax_bertadam as ob
+    >>> tx = ob.adam(0.1, weight_decay=0.5)
+    >>> state = tx.init({"w": jnp.ones(2)})
+    >>> updates, state = tx.update({"w": jnp.zeros(2)}, state, {"w": jnp.ones(2)})
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # L2 alone: -lr * sign of the gradient
+    [-0.1, -0.1]
+    """
+    learning_rate = _check_learning_rate(learning_rate)
+    b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
+    b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+    amsgrad = _check_bool("amsgrad", amsgrad)
+    decoupled_weight_decay = _check_bool("decoupled_weight_decay", decoupled_weight_decay)
+    decay = transforms.add_decayed_weights(weight_decay, mask)
+    return optax.chain(
+        optax.identity() if decoupled_weight_decay else decay,
+        transforms.scale_by_adam(b1, b2, eps, flavour="torch", amsgrad=amsgrad),
+        decay if decoupled_weight_decay else optax.identity(),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )
+
+
+class SGDMomentumState(NamedTuple):
+    """State of :func:`sgd`'s momentum, named as ``torch.optim.SGD`` names it.
+
+    Attributes:
+      count: updates applied so far (the first update initialises the buffer to the gradient).
+      momentum_buffer: the buffer per parameter; ``None`` without momentum (as torch keeps none).
+    """
+
+    count: Any
+    momentum_buffer: PyTree
+
+
+def sgd(
+    learning_rate: float | Callable[[Any], Any],
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    *,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.SGD``: momentum with dampening and nesterov, L2 weight decay.
+
+    Reproduces ``torch.optim.SGD(params, lr, momentum, dampening, weight_decay, nesterov)``:
+
+    .. math::
+      g &\leftarrow g + \text{weight\_decay}\cdot p \quad\text{(where the mask is True)} \\
+      b &\leftarrow g \text{ at the first update, else } \mu b + (1 - \text{dampening})\, g \\
+      d &= g + \mu b \text{ if nesterov else } b, \qquad p \leftarrow p - \mathrm{lr}_k\, d
+
+    The first update sets the buffer to the gradient itself (no dampening), as torch does when
+    ``momentum_buffer`` is ``None``; unlike ``optax.sgd``, whose trace starts from zeros. With
+    ``momentum=0`` it is plain SGD and the state holds no buffer. A momentum given as an array
+    (``optax.inject_hyperparams``, e.g. ``OneCycleLR`` cycling it) keeps the buffer.
+
+    Args:
+      learning_rate: ``lr`` (``>= 0``) or a schedule ``count -> rate``.
+      momentum: :math:`\mu`, ``>= 0``.
+      dampening: ``>= 0``; must be 0 with nesterov.
+      weight_decay: L2 coefficient, ``>= 0``.
+      nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening = 0``, as in torch).
+      mask: bool tree (or function of the params returning one), True where decay applies.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state holds torch's ``momentum_buffer``.
+
+    >>> import jax.numpy as jnp, optax_bertadam as ob
+    >>> tx = ob.sgd(0.1, momentum=0.9, dampening=0.5)
+    >>> state = tx.init({"w": jnp.zeros(1)})
+    >>> u1, state = tx.update({"w": jnp.ones(1)}, state)
+    >>> u2, state = tx.update({"w": jnp.ones(1)}, state)
+    >>> [round(u1["w"].item(), 6), round(u2["w"].item(), 6)]  # buffers 1, then 0.9 + 0.5
+    [-0.1, -0.14]
+    """
+    # A Python 0 means no buffer; an array (inject_hyperparams: concrete at init, traced in
+    # update) may become nonzero, so it keeps one and the state's structure stays the same.
+    with_buffer = not (isinstance(momentum, (int, float)) and momentum == 0)
+    learning_rate = _check_learning_rate(learning_rate)
+    momentum = _validation.check_range("momentum", momentum, low=0.0)
+    dampening = _validation.check_real("dampening", dampening)
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+    nesterov = _check_bool("nesterov", nesterov)
+    if nesterov and (
+        (_validation.is_concrete_scalar(momentum) and momentum <= 0)
+        or (_validation.is_concrete_scalar(dampening) and dampening != 0)
+    ):
+        raise ValueError(
+            f"nesterov=True is invalid with momentum={momentum!r}, dampening={dampening!r}: "
+            "Nesterov momentum requires a momentum and zero dampening"
+        )
+
+    def init_fn(params):
+        buffer = jax.tree.map(jnp.zeros_like, params) if with_buffer else None
+        return SGDMomentumState(jnp.zeros([], jnp.int32), buffer)
+
+    def update_fn(updates, state, params=None):
+        del params
+        if not with_buffer:
+            return updates, SGDMomentumState(optax.safe_increment(state.count), None)
+        first = state.count == 0
+        # astype: injected (array) hyperparameters must not promote the buffer's dtype.
+        buffer = jax.tree.map(
+            lambda b, g: jnp.where(first, g, momentum * b + (1.0 - dampening) * g).astype(b.dtype),
+            state.momentum_buffer, updates,
+        )
+        if nesterov:
+            direction = jax.tree.map(lambda g, b: (g + momentum * b).astype(g.dtype), updates, buffer)
+        else:
+            direction = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, buffer)
+        return direction, SGDMomentumState(optax.safe_increment(state.count), buffer)
+
+    return optax.chain(
+        transforms.add_decayed_weights(weight_decay, mask),
+        optax.GradientTransformation(init_fn, update_fn),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )

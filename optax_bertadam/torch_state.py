@@ -43,7 +43,9 @@ Transform = Callable[[str, np.ndarray], np.ndarray]
 
 # Per-parameter state keys of the PyTorch optimizers this module knows; a NamedTuple field with
 # one of these names is filled from the key of the same name.
-TORCH_STATE_KEYS = ("next_m", "next_v", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+TORCH_STATE_KEYS = (
+    "next_m", "next_v", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
+)
 # torch.optim.Adam/AdamW keep `step` as a float32 tensor; BertAdam keeps a Python int.
 _TENSOR_STEP_KEYS = ("exp_avg",)
 
@@ -226,6 +228,7 @@ def load_torch_state_dict(
         that ``tx``'s state has no place for or lacks, or parameters whose steps differ.
     """
     if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+    step: int | None = None,
         raise ValueError(
             "state_dict is invalid: expected optimizer.state_dict(), a dict with 'state' and "
             "'param_groups'"
@@ -244,6 +247,9 @@ def load_torch_state_dict(
     with_state = {n: s for n, s in torch_state.items() if len(s)}
     if with_state and len(with_state) != len(torch_state):
         without = [n for n, s in torch_state.items() if not len(s)]
+      step: the number of updates applied, for states that keep no ``step`` (``torch.optim.SGD``)
+        or to check it against a scheduler's: pass ``scheduler.last_epoch``. A ``step`` in the
+        state that differs is refused (one optax count drives both the moments and the rate).
         raise ValueError(
             "state_dict has no state for some parameters (never updated: no gradient?), which one "
             f"optax count cannot represent: {_listing(without)}"
@@ -257,7 +263,23 @@ def load_torch_state_dict(
             "the parameters' steps differ, which one optax count cannot represent: "
             + "; ".join(f"step {s}: {_listing(names, 5)}" for s, names in sorted(by_step.items()))
         )
-    step = next(iter(steps.values()), 0)
+    torch_step = next(iter(steps.values()), None)
+    if step is not None:
+        step = _to_step(step, "step")
+        if torch_step is not None and torch_step != step:
+            raise ValueError(
+                f"step={step!r} is invalid: the optimizer's state is at step {torch_step} (was the "
+                "scheduler stepped once per optimizer.step()?)"
+            )
+    elif torch_step is not None:
+        step = torch_step
+    elif with_state:
+        raise ValueError(
+            "state_dict keeps no step (torch.optim.SGD does not): pass step=, the number of "
+            "updates applied, e.g. scheduler.last_epoch"
+        )
+    else:
+        step = 0
     torch_keys = sorted({k for s in with_state.values() for k in s if k != "step"})
 
     template = tx.init(params)
@@ -299,7 +321,7 @@ def load_torch_state_dict(
         return node._replace(**updates) if updates else node
 
     state = _set_counts(_replace_nodes(template, fill), step)
-    if not wanted_keys:
+    if not wanted_keys and torch_keys:
         raise ValueError(
             "tx's state has no moments this module can fill from torch (known: "
             f"{', '.join(TORCH_STATE_KEYS)})"

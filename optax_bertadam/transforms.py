@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -459,6 +460,32 @@ def scale_by_scheduled_learning_rate(
 
     Returns:
       An ``optax.GradientTransformation`` with a :class:`ScheduledLearningRateState`.
+@dataclasses.dataclass(frozen=True)
+class ScaledSchedule:
+    """A base rate times a scheduler's multiplier, kept apart: ``learning_rate * multiplier(count)``.
+
+    PyTorch's split of a scheduled rate: the optimizer's (per group) ``lr`` and a scheduler's
+    factor (``LambdaLR``: ``initial_lr * lr_lambda(k)``). Passed as ``learning_rate`` to any
+    optimizer of this package, it is called like a schedule; :func:`scale_by_scheduled_learning_rate`
+    keeps the base as its state's ``learning_rate`` and the multiplier as its ``schedule``.
+    A value (frozen dataclass), so that equal rates give equal state tree structures.
+
+    >>> float(ScaledSchedule(0.5, lambda k: 1.0 / (k + 1))(1))
+    0.25
+    """
+
+    learning_rate: float
+    multiplier: Callable[[Array], Array]
+
+    def __call__(self, count: Array) -> Array:
+        """The rate of update ``count``.
+
+        Returns:
+          ``learning_rate * multiplier(count)``.
+        """
+        return self.learning_rate * self.multiplier(count)
+
+
 
     Example:
       >>> import jax.numpy as jnp, optax_bertadam as ob
@@ -503,3 +530,6 @@ def scale_by_scheduled_learning_rate(
         )
 
     return optax.GradientTransformation(init_fn, update_fn)
+    if isinstance(learning_rate, ScaledSchedule) and schedule is None:
+        # The base rate stays the state's learning_rate (PyTorch's initial_lr of the group).
+        learning_rate, schedule = learning_rate.learning_rate, learning_rate.multiplier
