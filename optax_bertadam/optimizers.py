@@ -80,6 +80,20 @@ def bertadam(
     Returns:
       An ``optax.GradientTransformation``; :func:`optax_bertadam.get_lr` reads the next rate from
       its state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params, grads = {"w": jnp.ones(2)}, {"w": jnp.array([1.0, -1.0])}
+      >>> tx = ob.bertadam(0.1, weight_decay=0.0)
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(u, 4) for u in updates["w"].tolist()]  # no bias correction: 0.1 * 0.1 / sqrt(0.001)
+      [-0.3162, 0.3162]
+      >>> tx = ob.bertadam(1e-3, warmup=0.1, t_total=100)  # warmup_linear over 10 updates
+      >>> state = tx.init(params)
+      >>> for _ in range(5):
+      ...     updates, state = tx.update(grads, state, params)
+      >>> round(float(ob.get_lr(state)), 6)
+      0.0005
     """
     clip_mode = _validation.check_choice("clip_mode", clip_mode, CLIP_MODES)
     max_grad_norm = _validation.check_real("max_grad_norm", max_grad_norm)
@@ -198,6 +212,18 @@ def adamw(
       correct_bias: divide the moments by :math:`1 - b_i^t` (PyTorch) or not (BERT TF).
       mask: bool tree (or function of the params returning one), True where decay applies, e.g.
         :func:`optax_bertadam.decay_mask` for the usual ``no_decay`` parameter group.
+
+    Returns:
+      An ``optax.GradientTransformation``; :func:`optax_bertadam.get_lr` reads the next rate from
+      its state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = ob.adamw(0.1, weight_decay=0.5)
+      >>> updates, state = tx.update({"w": jnp.array([1.0, -1.0])}, tx.init(params), params)
+      >>> [round(u, 4) for u in updates["w"].tolist()]  # -0.1 * sign(g) - 0.1 * 0.5 * p
+      [-0.15, 0.05]
     """
     learning_rate = _check_learning_rate(learning_rate)
     b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
@@ -325,6 +351,18 @@ def adafactor(
       ValueError: upstream's ``Cannot combine manual `lr` and `relative_step=True` options`` and
         ```warmup_init=True` requires `relative_step=True``` (each prefixed by the offending
         argument), and for values out of range.
+
+    Returns:
+      An ``optax.GradientTransformation`` with an :class:`AdafactorState`; ``update`` needs
+      ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"w": jnp.ones((2, 2))}
+      >>> tx = ob.adafactor()  # relative step: rho_1 = min(1e-2, 1/sqrt(1))
+      >>> updates, state = tx.update({"w": jnp.ones((2, 2))}, tx.init(params), params)
+      >>> [round(u, 6) for u in updates["w"].ravel().tolist()], round(float(ob.get_lr(state)), 6)
+      ([-0.01, -0.01, -0.01, -0.01], 0.01)
     """
     scale_parameter = _check_bool("scale_parameter", scale_parameter)
     relative_step = _check_bool("relative_step", relative_step)
@@ -537,6 +575,19 @@ def adam_weight_decay(
       weight_decay_rate: decoupled decay coefficient, ``>= 0``.
       include_in_weight_decay: regexes of parameter names always decayed (they win).
       exclude_from_weight_decay: regexes of parameter names not decayed.
+
+    Returns:
+      An ``optax.GradientTransformation``; ``update`` needs ``params`` when
+      ``weight_decay_rate > 0``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"kernel": jnp.ones(2), "bias": jnp.ones(2)}
+      >>> tx = ob.adam_weight_decay(0.1, weight_decay_rate=0.1, exclude_from_weight_decay=["bias"])
+      >>> zeros = {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}
+      >>> updates, state = tx.update(zeros, tx.init(params), params)
+      >>> [round(u, 6) for u in updates["kernel"].tolist()], updates["bias"].tolist()
+      ([-0.01, -0.01], [-0.0, -0.0])
     """
     learning_rate = _check_learning_rate(learning_rate)
     beta_1 = _validation.check_range("beta_1", beta_1, low=0.0, high=1.0, high_inclusive=False)
@@ -586,6 +637,15 @@ def warmup(
       decay_schedule_fn: schedule ``steps since the end of warmup -> rate`` (a jnp function).
       warmup_steps: length of the warmup in updates, an integer ``>= 0``.
       power: exponent of the warmup ramp (1: linear), ``> 0``.
+
+    Returns:
+      A schedule ``count -> learning rate`` (jittable).
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> schedule = ob.warmup(0.1, lambda k: 0.1 * 0.5**k, warmup_steps=2)
+      >>> [round(float(schedule(k)), 6) for k in range(5)]
+      [0.0, 0.05, 0.1, 0.05, 0.025]
     """
     initial_learning_rate = _validation.check_range(
         "initial_learning_rate", initial_learning_rate, low=0.0
@@ -672,6 +732,16 @@ def create_optimizer(
       weight_decay_rate: decoupled decay coefficient, ``>= 0``.
       power: exponent of the polynomial decay, ``> 0``.
       include_in_weight_decay: regexes of parameter names decayed even if excluded.
+
+    Returns:
+      ``(tx, schedule)``: the ``optax.GradientTransformation`` and its schedule
+      ``count -> learning rate``.
+
+    Example:
+      >>> import optax_bertadam as ob
+      >>> tx, schedule = ob.create_optimizer(1e-3, num_train_steps=10, num_warmup_steps=2)
+      >>> [round(float(schedule(k)), 6) for k in (0, 1, 2, 6, 10, 11)]
+      [0.0, 0.0005, 0.001, 0.0005, 0.0, 0.0]
     """
     init_lr = _validation.check_range("init_lr", init_lr, low=0.0)
     num_train_steps = _validation.check_int("num_train_steps", num_train_steps, low=1)
@@ -743,6 +813,19 @@ def gradient_accumulation(
       accumulator_dtype: dtype of the accumulated gradients; default: float32, or wider if a
         parameter is wider (float64 parameters accumulate in float64, unlike
         ``optax.MultiSteps``'s float32 default).
+
+    Returns:
+      An ``optax.GradientTransformation`` with an ``optax.MultiStepsState``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optax_bertadam as ob
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = ob.gradient_accumulation(optax.sgd(1.0), every_k_steps=2)
+      >>> state = tx.init(params)
+      >>> u1, state = tx.update({"w": jnp.array([1.0, 3.0])}, state, params)
+      >>> u2, state = tx.update({"w": jnp.array([3.0, 5.0])}, state, params)
+      >>> u1["w"].tolist(), u2["w"].tolist()  # nothing, then the mean of the two
+      ([0.0, 0.0], [-2.0, -4.0])
     """
     if not isinstance(tx, optax.GradientTransformation):
         raise TypeError(f"tx={tx!r} is invalid: expected an optax.GradientTransformation")

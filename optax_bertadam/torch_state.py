@@ -122,6 +122,20 @@ def transpose_kernels(path: str, array: np.ndarray) -> np.ndarray:
 
     ``torch.nn.Linear.weight`` is ``(out, in)``, ``flax.nnx.Linear``/``linen.Dense`` kernels are
     ``(in, out)``. It is its own inverse, so it serves both directions.
+
+    Args:
+      path: the ``/``-joined Flax path of the tensor.
+      array: the tensor, as a numpy array.
+
+    Returns:
+      ``array`` transposed if it is a 2-D ``kernel``, else ``array`` itself.
+
+    Example:
+      >>> import numpy as np, optax_bertadam as ob
+      >>> ob.transpose_kernels("dense/kernel", np.zeros((3, 2))).shape
+      (2, 3)
+      >>> ob.transpose_kernels("dense/bias", np.zeros(2)).shape
+      (2,)
     """
     if path.rsplit("/", 1)[-1] == "kernel" and np.ndim(array) == 2:
         return np.swapaxes(array, 0, 1)
@@ -134,6 +148,19 @@ def torch_parameter_names(named_parameters: Iterable[tuple[str, Any]], optimizer
     Args:
       named_parameters: ``model.named_parameters()``.
       optimizer: a ``torch.optim.Optimizer`` over (some of) those parameters.
+
+    Returns:
+      A list of torch parameter names, one per ``state_dict()`` id.
+
+    Raises:
+      ValueError: if the optimizer holds parameters that ``named_parameters`` does not name.
+
+    Example:
+      >>> import torch, optax_bertadam as ob
+      >>> model = torch.nn.Linear(3, 2)
+      >>> optimizer = torch.optim.AdamW(model.parameters())
+      >>> ob.torch_parameter_names(model.named_parameters(), optimizer)
+      ['weight', 'bias']
     """
     name_of = {id(p): n for n, p in named_parameters}
     names, unnamed = [], []
@@ -201,6 +228,7 @@ def load_torch_state_dict(
     *,
     name_map: Mapping[str, str] | None = None,
     transform: Transform | None = None,
+    step: int | None = None,
 ) -> PyTree:
     """The optax state of ``tx`` equivalent to a PyTorch optimizer's ``state_dict()``.
 
@@ -219,6 +247,9 @@ def load_torch_state_dict(
         ``None``: the Flax path with ``.`` instead of ``/``.
       transform: ``transform(flax_path, array) -> array`` applied to every torch tensor before it
         goes into the Flax layout, e.g. :func:`transpose_kernels`.
+      step: the number of updates applied, for states that keep no ``step`` (``torch.optim.SGD``)
+        or to check it against a scheduler's: pass ``scheduler.last_epoch``. A ``step`` in the
+        state that differs is refused (one optax count drives both the moments and the rate).
 
     Returns:
       ``tx.init(params)`` with moments and counts taken from ``state_dict``.
@@ -226,9 +257,23 @@ def load_torch_state_dict(
     Raises:
       ValueError: names that do not match (listed), shapes that do not match (listed), state keys
         that ``tx``'s state has no place for or lacks, or parameters whose steps differ.
+
+    Example:
+      >>> import torch, jax.numpy as jnp, optax_bertadam as ob
+      >>> model = torch.nn.Linear(3, 2)
+      >>> optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+      >>> model(torch.ones(1, 3)).sum().backward()
+      >>> optimizer.step()  # one PyTorch step: exp_avg = 0.1 * grad = 0.1
+      >>> params = {"kernel": jnp.asarray(model.weight.detach().numpy().T),
+      ...           "bias": jnp.asarray(model.bias.detach().numpy())}
+      >>> names = ob.torch_parameter_names(model.named_parameters(), optimizer)
+      >>> state = ob.load_torch_state_dict(
+      ...     optimizer.state_dict(), ob.adamw(1e-3, weight_decay=0.01), params, names,
+      ...     name_map={"kernel": "weight", "bias": "bias"}, transform=ob.transpose_kernels)
+      >>> int(state[0].count), [round(x, 6) for x in state[0].exp_avg["bias"].tolist()]
+      (1, [0.1, 0.1])
     """
     if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
-    step: int | None = None,
         raise ValueError(
             "state_dict is invalid: expected optimizer.state_dict(), a dict with 'state' and "
             "'param_groups'"
@@ -247,9 +292,6 @@ def load_torch_state_dict(
     with_state = {n: s for n, s in torch_state.items() if len(s)}
     if with_state and len(with_state) != len(torch_state):
         without = [n for n, s in torch_state.items() if not len(s)]
-      step: the number of updates applied, for states that keep no ``step`` (``torch.optim.SGD``)
-        or to check it against a scheduler's: pass ``scheduler.last_epoch``. A ``step`` in the
-        state that differs is refused (one optax count drives both the moments and the rate).
         raise ValueError(
             "state_dict has no state for some parameters (never updated: no gradient?), which one "
             f"optax count cannot represent: {_listing(without)}"
@@ -398,6 +440,21 @@ def to_torch_state_dict(
 
     Returns:
       ``{"state": {id: {"step": ..., key: tensor}}, "param_groups": [...]}``.
+
+    Example:
+      >>> import torch, jax.numpy as jnp, optax_bertadam as ob
+      >>> model = torch.nn.Linear(3, 2)
+      >>> optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+      >>> params = {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}
+      >>> tx = ob.adamw(1e-3, weight_decay=0.01)
+      >>> grads = {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}
+      >>> _, opt_state = tx.update(grads, tx.init(params), params)
+      >>> state_dict = ob.to_torch_state_dict(
+      ...     opt_state, optimizer, ["weight", "bias"],
+      ...     name_map={"kernel": "weight", "bias": "bias"}, transform=ob.transpose_kernels)
+      >>> optimizer.load_state_dict(state_dict)
+      >>> tuple(optimizer.state[model.weight]["exp_avg"].shape), float(optimizer.state[model.bias]["step"])
+      ((2, 3), 1.0)
     """
     import torch  # only here: the rest of the module works without torch
 

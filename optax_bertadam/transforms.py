@@ -89,6 +89,17 @@ def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.Gradie
     Args:
       max_norm: the largest norm allowed (> 0).
       per_tensor: clip each tensor by its own norm (BertAdam) instead of the global norm.
+
+    Returns:
+      An ``optax.GradientTransformation`` with an ``optax.EmptyState``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([0.5])}
+      >>> tx = ob.clip_grad_norm(1.0, per_tensor=True)
+      >>> updates, _ = tx.update(grads, tx.init(grads))
+      >>> [round(x, 4) for x in updates["a"].tolist()], updates["b"].tolist()
+      ([0.6, 0.8], [0.5])
     """
     max_norm = _validation.check_range("max_norm", max_norm, low=0.0, low_inclusive=False)
 
@@ -134,6 +145,17 @@ def scale_by_bias_free_adam(
       e: added to ``sqrt(v)``, ``>= 0``.
       moment_dtype: dtype of ``next_m``/``next_v`` (default: that of each parameter), e.g.
         ``jnp.float32`` for bfloat16 parameters.
+
+    Returns:
+      An ``optax.GradientTransformation`` with a :class:`ScaleByBiasFreeAdamState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.scale_by_bias_free_adam(b1=0.9, b2=0.999, e=1e-6)
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> updates, state = tx.update({"w": jnp.array([1.0, -2.0])}, state)
+      >>> [round(x, 4) for x in updates["w"].tolist()]  # 0.1 g / sqrt(0.001 g^2): no correction
+      [3.1622, -3.1622]
     """
     b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
     b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
@@ -223,6 +245,19 @@ def add_decayed_weights(
         ``if weight_decay > 0.0``.
       mask: a tree of bools with the parameters' structure, or a function of the parameters
         returning one; ``None`` decays every parameter.
+
+    Returns:
+      An ``optax.GradientTransformation`` with an ``optax.EmptyState``; ``update`` needs
+      ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"w": jnp.ones(2), "bias": jnp.ones(2)}
+      >>> tx = ob.add_decayed_weights(0.1, mask=ob.decay_mask)
+      >>> zeros = {"w": jnp.zeros(2), "bias": jnp.zeros(2)}
+      >>> updates, _ = tx.update(zeros, tx.init(params), params)
+      >>> updates["w"].tolist(), updates["bias"].tolist()
+      ([0.10000000149011612, 0.10000000149011612], [0.0, 0.0])
     """
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
 
@@ -312,6 +347,17 @@ def scale_by_adam(
       flavour: ``"torch"`` or ``"keras"``: whose arithmetic to reproduce.
       bias_correction: divide by ``1 - b^t`` (``False``: transformers' ``correct_bias=False``).
       amsgrad: use the running maximum of ``v`` (Keras/torch ``amsgrad=True``).
+
+    Returns:
+      An ``optax.GradientTransformation`` with an :class:`AdamMomentsState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.scale_by_adam(0.9, 0.999, 1e-8, flavour="torch")
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> updates, state = tx.update({"w": jnp.array([1.0, -2.0])}, state)
+      >>> [round(x, 4) for x in updates["w"].tolist()], int(state.count)  # first step: sign(g)
+      ([1.0, -1.0], 1)
     """
 
     def init_fn(params):
@@ -414,6 +460,32 @@ jax.tree_util.register_pytree_node(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaledSchedule:
+    """A base rate times a scheduler's multiplier, kept apart: ``learning_rate * multiplier(count)``.
+
+    PyTorch's split of a scheduled rate: the optimizer's (per group) ``lr`` and a scheduler's
+    factor (``LambdaLR``: ``initial_lr * lr_lambda(k)``). Passed as ``learning_rate`` to any
+    optimizer of this package, it is called like a schedule; :func:`scale_by_scheduled_learning_rate`
+    keeps the base as its state's ``learning_rate`` and the multiplier as its ``schedule``.
+    A value (frozen dataclass), so that equal rates give equal state tree structures.
+
+    >>> float(ScaledSchedule(0.5, lambda k: 1.0 / (k + 1))(1))
+    0.25
+    """
+
+    learning_rate: float
+    multiplier: Callable[[Array], Array]
+
+    def __call__(self, count: Array) -> Array:
+        """The rate of update ``count``.
+
+        Returns:
+          ``learning_rate * multiplier(count)``.
+        """
+        return self.learning_rate * self.multiplier(count)
+
+
 class ScheduledLearningRateState(NamedTuple):
     """State of :func:`scale_by_scheduled_learning_rate`.
 
@@ -460,32 +532,6 @@ def scale_by_scheduled_learning_rate(
 
     Returns:
       An ``optax.GradientTransformation`` with a :class:`ScheduledLearningRateState`.
-@dataclasses.dataclass(frozen=True)
-class ScaledSchedule:
-    """A base rate times a scheduler's multiplier, kept apart: ``learning_rate * multiplier(count)``.
-
-    PyTorch's split of a scheduled rate: the optimizer's (per group) ``lr`` and a scheduler's
-    factor (``LambdaLR``: ``initial_lr * lr_lambda(k)``). Passed as ``learning_rate`` to any
-    optimizer of this package, it is called like a schedule; :func:`scale_by_scheduled_learning_rate`
-    keeps the base as its state's ``learning_rate`` and the multiplier as its ``schedule``.
-    A value (frozen dataclass), so that equal rates give equal state tree structures.
-
-    >>> float(ScaledSchedule(0.5, lambda k: 1.0 / (k + 1))(1))
-    0.25
-    """
-
-    learning_rate: float
-    multiplier: Callable[[Array], Array]
-
-    def __call__(self, count: Array) -> Array:
-        """The rate of update ``count``.
-
-        Returns:
-          ``learning_rate * multiplier(count)``.
-        """
-        return self.learning_rate * self.multiplier(count)
-
-
 
     Example:
       >>> import jax.numpy as jnp, optax_bertadam as ob
@@ -495,6 +541,9 @@ class ScaledSchedule:
       >>> updates["w"].tolist(), float(ob.get_lr(state))
       ([-0.10000000149011612, -0.10000000149011612], 0.05000000074505806)
     """
+    if isinstance(learning_rate, ScaledSchedule) and schedule is None:
+        # The base rate stays the state's learning_rate (PyTorch's initial_lr of the group).
+        learning_rate, schedule = learning_rate.learning_rate, learning_rate.multiplier
     if callable(learning_rate):
         if schedule is not None:
             raise ValueError(
@@ -530,6 +579,3 @@ class ScaledSchedule:
         )
 
     return optax.GradientTransformation(init_fn, update_fn)
-    if isinstance(learning_rate, ScaledSchedule) and schedule is None:
-        # The base rate stays the state's learning_rate (PyTorch's initial_lr of the group).
-        learning_rate, schedule = learning_rate.learning_rate, learning_rate.multiplier
