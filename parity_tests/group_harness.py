@@ -40,7 +40,8 @@ def run_group_parity(
 
     ``make_torch`` comes first and ``make_optax(params, side)`` gets the PyTorch side before any
     step (``from_torch`` reads the live optimizer); ``side.next_lr()`` returns one rate per group,
-    compared with :func:`optax_bertadam.get_last_lr` after every update, relative to the peak rate.
+    compared with :func:`optax_bertadam.get_last_lr` after every update, relative to the peak rate
+    (``next_lr=None``: parameters only).
     """
     jax_dtype, torch_dtype = DTYPES[dtype]
     with jax.enable_x64(dtype == "float64"):
@@ -71,10 +72,14 @@ def run_group_parity(
                 scale = max(float(np.max(np.abs(init[name]))), float(np.max(np.abs(reference))), 1e-30)
                 diff = float(np.max(np.abs(np.asarray(flat[name]) - reference)))
                 param_error = max(param_error, diff / scale)
+            if side.next_lr is None:  # rates not comparable (Adafactor's relative step)
+                continue
             want = np.asarray(side.next_lr(), dtype=np.float64)
             got = np.asarray(jax.device_get(lrs), dtype=np.float64)
             assert got.shape == want.shape, (got, want)
             torch_lrs.append(want)
             lr_errors.append(np.abs(got - want))
+        if not torch_lrs:
+            return param_error, 0.0
         peak = max(float(np.max(np.abs(np.stack(torch_lrs)))), 1e-30)
         return param_error, float(np.max(np.stack(lr_errors))) / peak

@@ -1,0 +1,313 @@
+"""``from_torch`` against the live PyTorch objects it reads.
+
+A matrix of optimizer x scheduler x parameter-group setups: each builds a real ``torch.optim`` /
+transformers / BertAdam optimizer with its groups and a real scheduler, hands both to
+:func:`optax_bertadam.from_torch`, and runs both on identical gradients through the warmup,
+several cycles and past the end. Parameters after every update: float32 within 2e-5 of each
+tensor's largest magnitude, float64 within 1e-12; per-group rates (``scheduler.get_last_lr()``
+vs :func:`optax_bertadam.get_last_lr`): float32 within 1e-6 of the peak rate, float64 1e-12.
+A mid-run hand-over continues in JAX from PyTorch's ``state_dict`` and ``last_epoch``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+import transformers
+from pytorch_pretrained_bert.optimization import BertAdam as PublishedBertAdam
+from torch.optim import lr_scheduler
+
+import optax_bertadam as ob
+from parity_tests.group_harness import run_group_parity
+from parity_tests.harness import (
+    DTYPES,
+    LR_TOL,
+    PARAM_TOL,
+    SMALL_SHAPES,
+    TORCH_NO_DECAY,
+    TorchSide,
+    assert_within,
+    flatten_names,
+    gradient_stream,
+    initial_params,
+    nest,
+)
+from torch_ref import BertAdam as DeepSpeedBertAdam
+
+STEPS = 24
+
+
+def two_groups(named, **no_decay_overrides):
+    """BERT's no_decay split, the second group with its own overrides."""
+    decay = [p for n, p in named.items() if not any(nd in n for nd in TORCH_NO_DECAY)]
+    no_decay = [p for n, p in named.items() if any(nd in n for nd in TORCH_NO_DECAY)]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, **no_decay_overrides}]
+
+
+def one_group(named, **_):
+    return list(named.values())
+
+
+def bert_next_lrs(optimizer):
+    """BertAdam's rate of the next update per group (its own schedule times group['lr'])."""
+
+    def next_lrs():
+        rates = []
+        for group in optimizer.param_groups:
+            step = optimizer.state[group["params"][0]].get("step", 0)
+            if isinstance(optimizer, DeepSpeedBertAdam):
+                rates.append(optimizer._scheduled_lr(group, step))
+            else:
+                rates.append(group["lr"] * group["schedule"].get_lr(step, nowarn=True))
+        return rates
+
+    return next_lrs
+
+
+# name: (make optimizer from groups, make scheduler from optimizer or None, groups, dtypes)
+MATRIX = {
+    "AdamW x get_scheduler(linear) x no_decay split": (
+        lambda g: torch.optim.AdamW(g, lr=0.02, weight_decay=0.05),
+        lambda o: transformers.get_scheduler("linear", o, num_warmup_steps=5, num_training_steps=18),
+        lambda n: two_groups(n, lr=0.04), ("float32", "float64"),
+    ),
+    "AdamW(amsgrad) x CosineAnnealingLR x no_decay split": (
+        lambda g: torch.optim.AdamW(g, lr=0.02, amsgrad=True, betas=(0.8, 0.95)),
+        lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=7, eta_min=0.002),
+        lambda n: two_groups(n, lr=0.01, betas=(0.9, 0.99)), ("float32", "float64"),
+    ),
+    "Adam(L2) x OneCycleLR(three_phase, betas cycled) x no_decay split": (
+        lambda g: torch.optim.Adam(g, lr=0.02, weight_decay=0.01),
+        lambda o: lr_scheduler.OneCycleLR(o, max_lr=[0.05, 0.02], total_steps=STEPS,
+                                          three_phase=True, pct_start=0.25),
+        lambda n: two_groups(n), ("float32", "float64"),
+    ),
+    "SGD(nesterov) x CyclicLR(triangular2, momentum cycled) x no_decay split": (
+        lambda g: torch.optim.SGD(g, lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda o: lr_scheduler.CyclicLR(o, base_lr=[0.005, 0.01], max_lr=0.05, step_size_up=4,
+                                        step_size_down=3, mode="triangular2"),
+        lambda n: two_groups(n), ("float32", "float64"),
+    ),
+    "SGD(dampening) x SequentialLR(LinearLR, ExponentialLR) x one group": (
+        lambda g: torch.optim.SGD(g, lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.02),
+        lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.2, total_iters=5),
+                                                lr_scheduler.ExponentialLR(o, 0.9)], [6]),
+        one_group, ("float32",),
+    ),
+    "SGD x CosineAnnealingWarmRestarts(T_mult=2) x no_decay split": (
+        lambda g: torch.optim.SGD(g, lr=0.05, momentum=0.5),
+        lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=0.001),
+        lambda n: two_groups(n, lr=0.1), ("float64",),
+    ),
+    "Adam x ChainedScheduler(ConstantLR, MultiStepLR) x no_decay split": (
+        lambda g: torch.optim.Adam(g, lr=0.02, amsgrad=True),
+        lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(o, 0.5, total_iters=4),
+                                                 lr_scheduler.MultiStepLR(o, [8, 8, 15], 0.5)]),
+        lambda n: two_groups(n, lr=0.03), ("float32",),
+    ),
+    "AdamW x get_scheduler(polynomial, lr_end) x no_decay split": (
+        lambda g: torch.optim.AdamW(g, lr=0.02),
+        lambda o: transformers.get_scheduler(
+            "polynomial", o, num_warmup_steps=4, num_training_steps=18,
+            scheduler_specific_kwargs={"lr_end": 0.001, "power": 2.0}),
+        lambda n: two_groups(n, lr=0.05), ("float64",),
+    ),
+    "DeepSpeed BertAdam(warmup_linear) x none x no_decay split": (
+        lambda g: DeepSpeedBertAdam(g, lr=0.02, warmup=0.2, t_total=18, max_grad_norm=0.5),
+        None, lambda n: two_groups(n, lr=0.04), ("float32", "float64"),
+    ),
+    "DeepSpeed BertAdam x get_scheduler(cosine) x one group": (
+        lambda g: DeepSpeedBertAdam(g, lr=0.02, weight_decay=0.01),
+        lambda o: transformers.get_scheduler("cosine", o, num_warmup_steps=4, num_training_steps=18),
+        one_group, ("float32",),
+    ),
+    "pytorch_pretrained_bert BertAdam(warmup_linear) x none x no_decay split": (
+        lambda g: PublishedBertAdam(g, lr=0.02, warmup=0.2, t_total=18),
+        None, lambda n: two_groups(n, lr=0.04), ("float32", "float64"),
+    ),
+    "pytorch_pretrained_bert BertAdam(warmup_cosine) x none x one group": (
+        lambda g: PublishedBertAdam(g, lr=0.02, warmup=0.1, t_total=18, schedule="warmup_cosine"),
+        None, one_group, ("float32",),
+    ),
+    "Adafactor(lr) x get_scheduler(cosine_with_restarts) x no_decay split": (
+        lambda g: transformers.Adafactor(g, lr=0.02, relative_step=False, scale_parameter=True,
+                                         beta1=0.9, weight_decay=0.01),
+        lambda o: transformers.get_scheduler(
+            "cosine_with_restarts", o, num_warmup_steps=3, num_training_steps=18,
+            scheduler_specific_kwargs={"num_cycles": 2}),
+        lambda n: two_groups(n), ("float32",),
+    ),
+    "Adafactor(relative_step) x AdafactorSchedule x one group": (
+        lambda g: transformers.Adafactor(g, lr=None),
+        lambda o: transformers.optimization.AdafactorSchedule(o),
+        one_group, ("float32",),
+    ),
+}
+CASES = [(name, dtype) for name, case in MATRIX.items() for dtype in case[3]]
+
+
+@pytest.mark.parametrize("name, dtype", CASES, ids=[f"{n} [{d}]" for n, d in CASES])
+def test_from_torch_matrix(name, dtype):
+    make_optimizer, make_scheduler, make_groups, _ = MATRIX[name]
+
+    def make_torch(named):
+        optimizer = make_optimizer(make_groups(named))
+        scheduler = make_scheduler(optimizer) if make_scheduler else None
+        if "BertAdam" in name:
+            next_lr = bert_next_lrs(optimizer)
+        elif "relative_step" in name:
+            next_lr = None  # AdafactorSchedule reports per-tensor rates, not the group's
+        else:
+            next_lr = scheduler.get_last_lr
+        return TorchSide(optimizer, scheduler, next_lr)
+
+    def make_optax(params, side):
+        return ob.from_torch(side.optimizer, side.scheduler, named_parameters=side.named,
+                             params=params)
+
+    def make_torch_named(named):
+        side = make_torch(named)
+        side.named = list(named.items())
+        return side
+
+    param_error, lr_error = run_group_parity(
+        make_torch_named, make_optax, dtype=dtype, steps=STEPS, shapes=SMALL_SHAPES
+    )
+    assert_within("param error", param_error, PARAM_TOL[dtype])
+    assert_within("lr error", lr_error, LR_TOL[dtype])
+
+
+def test_a_jnp_multiplier_as_scheduler_is_a_lambda_lr():
+    """The documented replacement of a user's own LambdaLR: the same function in jax.numpy."""
+
+    def make_torch(named):
+        optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02)
+        scheduler = lr_scheduler.LambdaLR(optimizer, lambda k: 0.9 ** (k // 3))
+        side = TorchSide(optimizer, scheduler, scheduler.get_last_lr)
+        side.named = list(named.items())
+        return side
+
+    def make_optax(params, side):
+        return ob.from_torch(side.optimizer, lambda k: 0.9 ** (k // 3),
+                             named_parameters=side.named, params=params)
+
+    param_error, lr_error = run_group_parity(make_torch, make_optax, steps=STEPS, shapes=SMALL_SHAPES)
+    assert_within("param error", param_error, PARAM_TOL["float32"])
+    assert_within("lr error", lr_error, LR_TOL["float32"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("setup", ["AdamW x linear warmup", "SGD x OneCycleLR"])
+def test_mid_run_hand_over(setup, dtype):
+    """PyTorch runs 10 updates; JAX continues from its state_dict and last_epoch for 14 more."""
+    first, rest = 10, 14
+    jax_dtype, torch_dtype = DTYPES[dtype]
+    with jax.enable_x64(dtype == "float64"):
+        init = initial_params(0, SMALL_SHAPES)
+        grads = gradient_stream(first + rest, 1, SMALL_SHAPES)
+        named = {n: torch.nn.Parameter(torch.tensor(v, dtype=torch_dtype)) for n, v in init.items()}
+        if setup == "AdamW x linear warmup":
+            optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02)
+            scheduler = transformers.get_linear_schedule_with_warmup(optimizer, 4, 20)
+        else:
+            optimizer = torch.optim.SGD(two_groups(named), lr=0.02, momentum=0.9)
+            scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=first + rest)
+
+        def torch_step(step_grads):
+            for n, p in named.items():
+                p.grad = torch.tensor(step_grads[n], dtype=torch_dtype)
+            optimizer.step()
+            scheduler.step()
+
+        for step_grads in grads[:first]:
+            torch_step(step_grads)
+        # The hand-over: the live objects and their state, as a script would have them.
+        params = nest({n: jnp.array(p.detach().numpy(), dtype=jax_dtype) for n, p in named.items()})
+        tx = ob.from_torch(optimizer, scheduler, named_parameters=named.items(), params=params)
+        names = ob.torch_parameter_names(named.items(), optimizer)
+        state = ob.load_torch_state_dict(optimizer.state_dict(), tx, params, names,
+                                         step=scheduler.last_epoch)
+        step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+            *tx.update(g, s, p)))
+        param_error = lr_error = 0.0
+        peak = max(max(g["lr"] for g in optimizer.param_groups), 1e-30)
+        for step_grads in grads[first:]:
+            torch_step(step_grads)
+            params, state = step(params, state, nest({n: jnp.asarray(g, dtype=jax_dtype)
+                                                      for n, g in step_grads.items()}))
+            flat = dict(zip(flatten_names(params), jax.tree.leaves(params), strict=True))
+            for n, p in named.items():
+                reference = p.detach().numpy()
+                scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(init[n]))))
+                param_error = max(param_error, float(np.max(np.abs(flat[n] - reference))) / scale)
+            got = np.asarray([float(lr) for lr in ob.get_last_lr(state)])
+            lr_error = max(lr_error, float(np.max(np.abs(got - scheduler.get_last_lr()))) / peak)
+    assert_within("param error", param_error, PARAM_TOL[dtype])
+    assert_within("lr error", lr_error, LR_TOL[dtype])
+
+
+# ---------------------------------------------------------------------------------- refusals
+
+
+def small_model():
+    return torch.nn.Linear(2, 1)
+
+
+def jax_params():
+    return {"weight": jnp.zeros((1, 2)), "bias": jnp.zeros(1)}
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda m: (torch.optim.Adam(m.parameters(), maximize=True), None),
+         r"Adam\(param_groups\[0\]\['maximize'\]=True\) is not supported"),
+        (lambda m: (torch.optim.RMSprop(m.parameters()), None),
+         r"optimizer torch.optim.rmsprop.RMSprop is not supported.*torch.optim.AdamW"),
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.1),
+                    lr_scheduler.LambdaLR(o, lambda k: 0.5 ** k)),
+         r"LambdaLR.lr_lambdas\[0\]=.* is a function of your own.*jax.numpy.*scheduler=multiplier"),
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.1),
+                    lr_scheduler.MultiplicativeLR(o, lambda k: 0.5)),
+         r"MultiplicativeLR.lr_lambdas=.* is a function of your own"),
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                    lr_scheduler.CyclicLR(o, 0.01, 0.1, scale_fn=lambda x: 1.0)),
+         r"CyclicLR.scale_fn=.* is a function of your own"),
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.1),
+                    lr_scheduler.ReduceLROnPlateau(o)),
+         r"ReduceLROnPlateau depends on the loss.*reduce_lr_on_plateau"),
+        (lambda m: (PublishedBertAdam(m.parameters(), lr=0.1, schedule=__import__(
+            "pytorch_pretrained_bert.optimization", fromlist=["x"]
+        ).WarmupCosineWithHardRestartsSchedule(warmup=0.1, t_total=10)), None),
+         r"WarmupCosineWithHardRestartsSchedule is not supported.*WarmupLinearSchedule"),
+        (lambda m: (DeepSpeedBertAdam([{"params": [m.weight]}, {"params": [m.bias]}], lr=0.1,
+                                      clip_mode="global"), None),
+         r"clip_mode='global'\) with several param groups is not supported"),
+    ],
+)
+def test_what_cannot_be_reproduced_is_refused(make, match):
+    model = small_model()
+    optimizer, scheduler = make(model)
+    with pytest.raises(ValueError, match=match):
+        ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
+                      params=jax_params())
+
+
+def test_mismatched_parameters_are_refused_and_unlisted_ones_are_frozen():
+    model = small_model()
+    optimizer = torch.optim.SGD([model.weight], lr=0.1)
+    with pytest.raises(ValueError, match=r"weight: torch weight has shape \(1, 2\), Flax \(2, 1\)"):
+        ob.from_torch(optimizer, named_parameters=model.named_parameters(),
+                      params={"weight": jnp.zeros((2, 1)), "bias": jnp.zeros(1)})
+    # With the transform the shapes agree; the bias is in no group: not trained, as in PyTorch.
+    params = {"weight": jnp.zeros((2, 1)), "bias": jnp.zeros(1)}
+    tx = ob.from_torch(optimizer, named_parameters=model.named_parameters(), params=params,
+                       transform=lambda path, a: np.swapaxes(a, 0, 1) if a.ndim == 2 else a)
+    state = tx.init(params)
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    assert float(updates["bias"][0]) == 0.0 and float(updates["weight"][0, 0]) == pytest.approx(-0.1)
+    assert [float(lr) for lr in ob.get_last_lr(state)] == pytest.approx([0.1])
