@@ -43,7 +43,8 @@ class Algorithm:
       torch_class: dotted path of the PyTorch twin (``None``: no twin, e.g. a pure transform).
       torch_arguments: factory argument -> twin argument; ``"betas[0]"`` is an entry of a tuple
         argument. Factory arguments not listed have no twin counterpart.
-      torch_state_keys: per-parameter keys of the twin's ``state`` that this state holds.
+      torch_state_keys: per-parameter keys of the twin's ``state`` that this state holds (empty:
+        no PyTorch state migrates to it).
       mask_argument: the argument taking a full-tree bool mask of decayed parameters, if any.
       torch_named_parameters: the twin takes ``model.named_parameters()`` (its decay rule reads
         names) rather than parameters or parameter groups.
@@ -145,7 +146,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         torch_arguments=MappingProxyType(
             {"learning_rate": "lr", **{name: name for name in _ADAFACTOR_ARGUMENTS}}
         ),
-        torch_state_keys=("exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"),
+        # Not migrated: transformers keeps no row/column factors for tensors of rank < 2 and a
+        # derived "RMS"; load_torch_state_dict refuses its state_dict rather than guess.
         mask_argument="mask",
     ),
     Algorithm(
@@ -159,7 +161,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         injectable=("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay_rate"),
         torch_class="torch_ref.AdamWeightDecay",
         torch_arguments=MappingProxyType({name: name for name in _KERAS_ARGUMENTS}),
-        torch_state_keys=("exp_avg", "exp_avg_sq"),
+        # A TensorFlow optimizer: there is no PyTorch optimizer state to migrate.
         torch_named_parameters=True,
     ),
     Algorithm(

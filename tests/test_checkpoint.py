@@ -21,6 +21,7 @@ import pytest
 
 import optax_bertadam as ob
 from optax_bertadam import mixed_precision
+from optax_bertadam.algorithms import ALGORITHMS
 from optax_bertadam.checkpoint import DamagedCheckpointError, restore_train_state, save_train_state
 from parity_tests import harness
 
@@ -51,13 +52,9 @@ OPTIMIZERS = {
     "loss_scaled_bertadam": lambda p: mixed_precision.dynamic_loss_scale(bertadam(p), growth_interval=3),
     "multi_steps_bertadam": lambda p: optax.MultiSteps(bertadam(p), every_k_schedule=2),
 }
-for _name, _factory in [
-    ("adamw", lambda p: ob.optimizers.adamw(1e-3, weight_decay=0.01, mask=ob.decay_mask(p))),
-    ("adafactor", lambda p: ob.optimizers.adafactor()),
-    ("adam_weight_decay", lambda p: ob.optimizers.adam_weight_decay(1e-3, weight_decay_rate=0.01)),
-]:
-    if hasattr(ob.optimizers, _name):
-        OPTIMIZERS[f"optax_bertadam.{_name}"] = _factory
+# Every optimizer of the registry, with its example hyperparameters.
+OPTIMIZERS.update({f"optax_bertadam.{entry.name}": lambda p, entry=entry: entry.build()
+                   for entry in ALGORITHMS})
 
 
 def has_lr(state):

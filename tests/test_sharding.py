@@ -56,14 +56,12 @@ def _optimizers(params):
             ob.clip_grad_norm(1.0), optax.adamw(1e-2, weight_decay=0.1)
         ),
     }
-    factories = {
-        "adamw": lambda: ob.optimizers.adamw(1e-2, weight_decay=0.01, mask=ob.decay_mask(params)),
-        "adafactor": lambda: ob.optimizers.adafactor(),
-        "adam_weight_decay": lambda: ob.optimizers.adam_weight_decay(1e-2, weight_decay_rate=0.01),
-    }
-    for name, factory in factories.items():
-        if hasattr(ob.optimizers, name):
-            candidates[f"optax_bertadam.{name}"] = factory
+    from optax_bertadam.algorithms import ALGORITHMS
+
+    # Every optimizer of the registry, with its example hyperparameters (a mask where it takes one).
+    for entry in ALGORITHMS:
+        extra = {entry.mask_argument: ob.decay_mask(params)} if entry.mask_argument else {}
+        candidates[f"optax_bertadam.{entry.name}"] = lambda entry=entry, extra=extra: entry.build(**extra)
     return {name: make() for name, make in candidates.items()}
 
 
