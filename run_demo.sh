@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up .venv (CPU build of torch) and runs the main job (bert_demo/, from the repository root):
-# the same small BERT trained with optax_bertadam.bertadam in Flax and torch_ref.BertAdam in PyTorch.
+# transformers' BertForMaskedLM with torch_ref.BertAdam against its Flax NNX port with
+# optax_bertadam.bertadam, compared step by step by optax_bertadam.compare.compare_training.
 # Extra arguments go to the demo, e.g. `bash run_demo.sh --steps 100 --out out/`.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -222,19 +222,23 @@ class WordTokenizer:
 class MaskedLMBatch(NamedTuple):
     """One batch; every array has shape ``(batch_size, seq_len)`` and dtype int64."""
 
-    input_ids: np.ndarray  # [CLS] sentences [SEP] [PAD]..., with some tokens masked
+    input_ids: np.ndarray  # [CLS] A [SEP] B [SEP] [PAD]..., with some tokens masked
     attention_mask: np.ndarray  # 1 for real tokens, 0 for padding
+    token_type_ids: np.ndarray  # 0 for [CLS], segment A and its [SEP] (and padding), 1 for B
     labels: np.ndarray  # the original id where a token was selected, IGNORE_INDEX elsewhere
 
 
 class MaskedLMBatches:
     """An endless, seeded stream of masked-LM batches over a list of tokenized sentences.
 
-    Each example packs consecutive sentences, from a random starting one, between [CLS] and
-    [SEP] until the next would not fit (a sentence longer than the room left is cut), then
-    pads. Each ordinary token is selected with probability ``mask_probability`` (BERT: 0.15);
-    a selected token becomes [MASK] 80% of the time, a random ordinary word 10%, and stays
-    10%; its label is the original id. An example with no token selected gets one, so a
+    Each example is BERT's sentence pair: ``[CLS] A [SEP] B [SEP]``, segment A a random
+    sentence (token type 0), segment B the sentences that follow it, packed until the next would
+    not fit (token type 1), then padding (token type 0). A sentence longer than the room left is
+    cut; B is left out when there is no room for a word and its [SEP].
+
+    Each ordinary token is selected with probability ``mask_probability`` (BERT: 0.15); a
+    selected token becomes [MASK] 80% of the time, a random ordinary word 10%, and stays 10%;
+    its label is the original id. An example with no token selected gets one, so a
     batch always has labels and its mean loss is defined.
 
     Two instances built with the same arguments yield identical batches; the stream is
@@ -269,26 +273,31 @@ class MaskedLMBatches:
         # Random replacements are drawn among ordinary words only, never special tokens.
         self._first_word_id = len(SPECIAL_TOKENS)
 
-    def _packed_example(self) -> list[int]:
-        room = self.seq_len - 2  # [CLS] and [SEP]
-        index = int(self._rng.integers(len(self.sentences)))
-        tokens: list[int] = []
-        while True:
-            sentence = self.sentences[index]
-            if tokens and len(tokens) + len(sentence) > room:
-                break
-            tokens.extend(sentence[: room - len(tokens)])
-            if len(tokens) == room:
-                break
-            index = (index + 1) % len(self.sentences)
+    def _packed_example(self) -> tuple[list[int], list[int]]:
+        """``(token ids, token type ids)`` of one example, padded to ``seq_len``."""
         tokenizer = self.tokenizer
-        example = [tokenizer.cls_id, *tokens, tokenizer.sep_id]
-        return example + [tokenizer.pad_id] * (self.seq_len - len(example))
+        index = int(self._rng.integers(len(self.sentences)))
+        first = self.sentences[index][: self.seq_len - 2]  # room for [CLS] and [SEP]
+        example = [tokenizer.cls_id, *first, tokenizer.sep_id]
+        room = self.seq_len - len(example) - 1  # B's words, before its [SEP]
+        second: list[int] = []
+        while room - len(second) > 0:
+            index = (index + 1) % len(self.sentences)
+            sentence = self.sentences[index]
+            if second and len(second) + len(sentence) > room:
+                break
+            second.extend(sentence[: room - len(second)])
+        if second:
+            example += [*second, tokenizer.sep_id]
+        token_types = [0] * (len(first) + 2) + [1] * (len(example) - len(first) - 2)
+        padding = self.seq_len - len(example)
+        return example + [tokenizer.pad_id] * padding, token_types + [0] * padding
 
     def next_batch(self) -> MaskedLMBatch:
         """Draw the next batch."""
-        input_ids = np.array([self._packed_example() for _ in range(self.batch_size)],
-                             dtype=np.int64)
+        examples = [self._packed_example() for _ in range(self.batch_size)]
+        input_ids = np.array([ids for ids, _ in examples], dtype=np.int64)
+        token_type_ids = np.array([types for _, types in examples], dtype=np.int64)
         attention_mask = (input_ids != self.tokenizer.pad_id).astype(np.int64)
         ordinary = input_ids >= self._first_word_id
 
@@ -307,7 +316,8 @@ class MaskedLMBatches:
         masked_ids = np.where(selected & (action < 0.8), self.tokenizer.mask_id, input_ids)
         masked_ids = np.where(selected & (action >= 0.8) & (action < 0.9), random_words,
                               masked_ids)
-        return MaskedLMBatch(masked_ids.astype(np.int64), attention_mask, labels.astype(np.int64))
+        return MaskedLMBatch(masked_ids.astype(np.int64), attention_mask, token_type_ids,
+                             labels.astype(np.int64))
 
     def __iter__(self) -> Iterator[MaskedLMBatch]:
         while True:

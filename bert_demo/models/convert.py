@@ -1,9 +1,12 @@
-"""Moving weights between the Flax NNX BERT and its PyTorch twin (``torch_ref.bert``).
+"""Moving weights between a Flax NNX model and the PyTorch model it ports, by name.
 
-The two models use the same attribute names, so a Flax parameter path such as
-``('layers', 0, 'attention', 'query', 'kernel')`` corresponds to the torch name
-``'layers.0.attention.query.weight'``. Only the leaf names differ, and Linear weights are
-stored transposed (torch keeps ``(out, in)``, a Flax kernel is ``(in, out)``):
+Generic for models whose Flax attribute names are the torch module names (as
+``bert_demo.models.bert`` is for ``transformers.BertForMaskedLM``): a Flax parameter path such as
+``bert/encoder/layer/0/attention/self/query/kernel`` is the torch name
+``bert.encoder.layer.0.attention.self.query.weight``. Only the last part differs, and ``Linear``
+weights are stored transposed (torch keeps ``(out, in)``, a Flax kernel is ``(in, out)``;
+:func:`optax_bertadam.transpose_kernels` does that transpose, here and in
+``optax_bertadam.compare``):
 
 ==================  ==================  =====================
 Flax leaf           torch leaf          array
@@ -14,62 +17,80 @@ Flax leaf           torch leaf          array
 ``bias``            ``bias``            as is
 ==================  ==================  =====================
 
-Nothing here imports torch: a ``state_dict`` may hold torch tensors or numpy arrays.
+Tied weights (one parameter under two torch names, like BERT's decoder and word embeddings)
+are declared by the caller as ``{alias: source}``; an alias in a ``state_dict`` must equal its
+source. Nothing here imports torch: a ``state_dict`` may hold torch tensors or numpy arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import optax_bertadam as ob
 from bert_demo.models.bert import BertConfig, BertForMaskedLM
 
-FlaxPath = tuple[Any, ...]
-
-# Flax leaf name -> (torch leaf name, whether the array is stored transposed).
-_LEAF_TO_TORCH = {
-    "kernel": ("weight", True),
-    "embedding": ("weight", False),
-    "scale": ("weight", False),
-    "bias": ("bias", False),
-}
+# Flax leaf name -> torch leaf name.
+_LEAF_TO_TORCH = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
 
 
-def torch_name_for_path(path: FlaxPath) -> str:
+def torch_name_for_path(path: str | Sequence[Any]) -> str:
     """The torch ``state_dict`` name of the Flax parameter at ``path``.
 
-    Raises ``ValueError`` for a leaf name with no torch counterpart.
+    Args:
+      path: a ``/``-joined Flax path (as :func:`optax_bertadam.parameter_names` writes it) or a
+        tuple of its parts.
+
+    Returns:
+      The dotted torch name, e.g. ``bert.embeddings.LayerNorm.weight`` for
+      ``bert/embeddings/LayerNorm/scale``.
+
+    Raises:
+      ValueError: the last part has no torch counterpart.
+
+    Example::
+
+        torch_name_for_path("cls/predictions/transform/dense/kernel")
+        # 'cls.predictions.transform.dense.weight'
     """
-    *modules, leaf = (str(part) for part in path)
+    parts = path.split("/") if isinstance(path, str) else [str(part) for part in path]
+    *modules, leaf = parts
     if leaf not in _LEAF_TO_TORCH:
-        raise ValueError(
-            f"parameter path {path!r} is invalid: its last element {leaf!r} is not one of "
-            f"{sorted(_LEAF_TO_TORCH)}"
-        )
-    return ".".join([*modules, _LEAF_TO_TORCH[leaf][0]])
+        raise ValueError(f"parameter path {path!r} is invalid: its last part {leaf!r} is not one "
+                         f"of {sorted(_LEAF_TO_TORCH)}")
+    return ".".join([*modules, _LEAF_TO_TORCH[leaf]])
 
 
-def _is_transposed(path: FlaxPath) -> bool:
-    return _LEAF_TO_TORCH[str(path[-1])][1]
+def _params(model_or_params: nnx.Module | Any) -> Any:
+    if isinstance(model_or_params, nnx.Module):
+        return nnx.state(model_or_params, nnx.Param)
+    return model_or_params
 
 
-def _flat_params(model: nnx.Module) -> dict[FlaxPath, Any]:
-    """Flax path -> parameter array (or ``ShapeDtypeStruct`` in an abstract model)."""
-    flat_state = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    return {path: variable.get_value() for path, variable in flat_state}
+def _flat(params: Any) -> dict[str, Any]:
+    """``/``-joined Flax path -> array (or ``ShapeDtypeStruct`` of an abstract model)."""
+    paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    return {ob.parameter_name(path): leaf for path, leaf in paths_and_leaves}
 
 
-def parameter_name_map(model: nnx.Module) -> dict[FlaxPath, str]:
-    """Flax parameter path -> torch ``state_dict`` name, for every parameter of ``model``.
+def parameter_name_map(model_or_params: nnx.Module | Any) -> dict[str, str]:
+    """``/``-joined Flax path -> torch name, for every parameter: ``name_map`` of
+    ``optax_bertadam.compare.compare_training`` and ``optax_bertadam.load_torch_state_dict``.
 
-    The demo uses it to compare the two models tensor by tensor; invert it with
-    ``{name: path for path, name in parameter_name_map(model).items()}``.
+    Returns:
+      A dict in the order of ``jax.tree.leaves`` of the parameters.
+
+    Example::
+
+        parameter_name_map(model)["bert/embeddings/LayerNorm/scale"]
+        # 'bert.embeddings.LayerNorm.weight'
     """
-    return {path: torch_name_for_path(path) for path in _flat_params(model)}
+    return {path: torch_name_for_path(path) for path in _flat(_params(model_or_params))}
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -79,36 +100,55 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def torch_state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> nnx.Module:
+def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any],
+                          tied: Mapping[str, str] | None = None) -> nnx.Module:
     """Load a torch ``state_dict`` into the Flax ``model`` in place, and return ``model``.
 
     Linear weights are transposed into kernels; each array is cast to the dtype of the Flax
-    parameter it replaces (so build the Flax model in the precision you want). ``model``
-    may be abstract, e.g. ``nnx.eval_shape(lambda: BertForMaskedLM(config, rngs=...))``,
-    which skips drawing random weights that would be overwritten anyway. The
-    ``state_dict`` must name exactly the model's parameters with the expected shapes:
-    otherwise ``ValueError`` lists every missing name, unexpected name and shape mismatch,
-    and the model is left untouched.
-    """
-    current = _flat_params(model)
-    names = parameter_name_map(model)
-    expected_names = set(names.values())
+    parameter it replaces (so build the Flax model in the precision you want). ``model`` may be
+    abstract (``nnx.eval_shape``). Nothing is changed unless everything matches.
 
-    missing = sorted(name for name in expected_names if name not in state_dict)
-    unexpected = sorted(name for name in state_dict if name not in expected_names)
-    new_values: dict[FlaxPath, Any] = {}
+    Args:
+      model: the Flax model.
+      state_dict: torch name -> tensor or array.
+      tied: ``{alias: source}`` torch names of one parameter stored twice; the alias must equal
+        the source and is otherwise skipped.
+
+    Returns:
+      ``model``, updated.
+
+    Raises:
+      ValueError: listing the names missing from ``state_dict``, the names that are not
+        parameters of the model, the tensors of the wrong shape and the tied aliases that
+        differ from their source.
+
+    Example::
+
+        load_torch_state_dict(flax_model, torch_model.state_dict(), BertForMaskedLM.TIED_WEIGHTS)
+    """
+    tied = dict(tied or {})
+    current = _flat(nnx.state(model, nnx.Param))
+    names = {path: torch_name_for_path(path) for path in current}
+    expected = set(names.values())
+
+    missing = sorted(name for name in expected if name not in state_dict)
+    unexpected = sorted(name for name in state_dict if name not in expected and name not in tied)
+    untied = sorted(
+        alias for alias, source in tied.items()
+        if alias in state_dict and source in state_dict
+        and not np.array_equal(_to_numpy(state_dict[alias]), _to_numpy(state_dict[source]))
+    )
+    new_values: dict[str, Any] = {}
     wrong_shapes: list[str] = []
     for path, name in names.items():
         if name not in state_dict:
             continue
-        array = _to_numpy(state_dict[name])
-        if _is_transposed(path):
-            array = array.T
+        torch_array = _to_numpy(state_dict[name])
+        array = ob.transpose_kernels(path, torch_array)
         target = current[path]
         if array.shape != target.shape:
-            torch_shape = tuple(_to_numpy(state_dict[name]).shape)
-            expected = tuple(reversed(target.shape)) if _is_transposed(path) else target.shape
-            wrong_shapes.append(f"{name}: got shape {torch_shape}, expected {tuple(expected)}")
+            wanted = ob.transpose_kernels(path, np.empty(target.shape)).shape
+            wrong_shapes.append(f"{name}: got shape {tuple(torch_array.shape)}, expected {wanted}")
             continue
         new_values[path] = jnp.asarray(array, dtype=target.dtype)
 
@@ -119,41 +159,55 @@ def torch_state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) ->
         problems.append(f"not parameters of the model: {', '.join(unexpected)}")
     if wrong_shapes:
         problems.append(f"shape mismatches: {'; '.join(wrong_shapes)}")
+    if untied:
+        problems.append(f"tied names that differ from their source: {', '.join(untied)}")
     if problems:
         raise ValueError("state_dict does not match the Flax model. " + ". ".join(problems))
 
-    nnx.update(model, nnx.from_flat_state(new_values))
+    params = nnx.state(model, nnx.Param)
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [new_values[ob.parameter_name(path)] for path, _ in leaves_with_paths]
+    nnx.update(model, jax.tree.unflatten(treedef, leaves))
     return model
 
 
-def bert_from_torch_state_dict(
-    config: BertConfig, state_dict: Mapping[str, Any], param_dtype=jnp.float32
-) -> BertForMaskedLM:
-    """A Flax ``BertForMaskedLM`` holding the weights of a ``torch_ref.bert`` state_dict.
+def to_torch_state_dict(model_or_params: nnx.Module | Any) -> dict[str, np.ndarray]:
+    """Torch name -> numpy array in torch layout, for every parameter of a Flax model.
 
-    The model is built abstractly (no random initialisation, which costs seconds of
-    compilation on first use) and then filled by ``torch_state_dict_to_nnx``. For a float64
-    model, call it inside ``with jax.enable_x64(True):`` with ``param_dtype=jnp.float64``.
+    Accepts an ``nnx.Module``, a parameter state (``nnx.state(model, nnx.Param)``) or its
+    gradients. Tied aliases are not repeated: compare with ``torch_model.named_parameters()``.
+
+    Returns:
+      A dict of numpy arrays, kernels transposed back to ``(out, in)``.
+
+    Example::
+
+        to_torch_state_dict(model)["bert.encoder.layer.0.attention.self.query.weight"].shape
     """
+    return {torch_name_for_path(path): ob.transpose_kernels(path, np.asarray(leaf))
+            for path, leaf in _flat(_params(model_or_params)).items()}
+
+
+def bert_from_transformers(torch_model: Any, param_dtype=jnp.float32) -> BertForMaskedLM:
+    """A Flax :class:`BertForMaskedLM` holding the weights of a ``transformers.BertForMaskedLM``.
+
+    The model is built abstractly (no random initialisation, which costs seconds of compilation)
+    and filled by :func:`load_torch_state_dict`. For a float64 model, call it inside ``with
+    jax.enable_x64(True):`` with ``param_dtype=jnp.float64``.
+
+    Returns:
+      The Flax model.
+
+    Raises:
+      ValueError: a config this port does not reproduce (see
+        :meth:`BertConfig.from_transformers`), or weights that do not match.
+
+    Example::
+
+        flax_model = bert_from_transformers(transformers.BertForMaskedLM(config))
+    """
+    config = BertConfig.from_transformers(torch_model.config)
     model = nnx.eval_shape(
         lambda: BertForMaskedLM(config, param_dtype=param_dtype, rngs=nnx.Rngs(0))
     )
-    return torch_state_dict_to_nnx(model, state_dict)
-
-
-def nnx_to_torch_state_dict(model_or_params: nnx.Module | Any) -> dict[str, np.ndarray]:
-    """Torch name -> numpy array in torch layout, for every parameter of a Flax model.
-
-    Accepts an ``nnx.Module`` or a parameter state (as given by ``nnx.state(model,
-    nnx.Param)`` or ``nnx.split``). The arrays can be compared directly with
-    ``torch_model.state_dict()`` or loaded into it with ``torch.from_numpy``.
-    """
-    if isinstance(model_or_params, nnx.Module):
-        model_or_params = nnx.state(model_or_params, nnx.Param)
-    result = {}
-    for path, variable in nnx.to_flat_state(model_or_params):
-        array = np.asarray(
-            variable.get_value() if isinstance(variable, nnx.Variable) else variable
-        )
-        result[torch_name_for_path(path)] = array.T if _is_transposed(path) else array
-    return result
+    return load_torch_state_dict(model, torch_model.state_dict(), BertForMaskedLM.TIED_WEIGHTS)
