@@ -1,6 +1,7 @@
 """optax-bertadam: BERT-era PyTorch optimizers and schedules as optax transformations."""
 
 from optax_bertadam.checkpoint import restore_train_state, save_train_state
+from optax_bertadam.compare import compare_training
 from optax_bertadam.from_torch import from_torch
 from optax_bertadam.lr import LearningRateState, get_last_lr, get_lr
 from optax_bertadam.masks import decay_mask, parameter_name, parameter_names, regex_decay_mask
@@ -93,6 +94,7 @@ __all__ = [
     "ScaledSchedule",
     "get_last_lr",
     "from_torch",
+    "compare_training",
     "param_groups",
     "layerwise_lr_decay_groups",
     *_schedule_names,
