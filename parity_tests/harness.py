@@ -246,3 +246,78 @@ def run_parity(
         peak = float(np.max(np.abs(torch_lrs)))
         lr_error = np.abs(jax_lrs - torch_lrs) / max(peak, 1e-30)
     return ParityResult(param_error=param_error, worst_tensor=worst_tensor, lr_error=lr_error, peak_lr=peak)
+
+
+def check_schedule(
+    metric: str,
+    build: Callable[[], Any],
+    expected: Any,
+    dtype: str,
+    *,
+    counts: Any = None,
+    peak: float = 0.0,
+    jit_scalar: bool = True,
+    values: Any = None,
+) -> float:
+    """Compare an optax schedule with the rates PyTorch ran at: the one schedule comparator.
+
+    ``build()`` is called under ``dtype``'s x64 setting (float32: x64 off; float64: on), so that
+    the schedule computes in that dtype. Its rates are taken at ``counts`` (default ``0 .. n-1``
+    for ``n = len(expected)``, as int32 like optax's count) through ``jax.jit(jax.vmap)`` and,
+    with ``jit_scalar``, also as a jitted scalar call at up to 25 of them, ends included. With
+    ``values`` (a loss-driven transform, e.g. ``reduce_lr_on_plateau``), ``build()`` returns the
+    transform instead; it is driven by one ``update(..., value=v)`` per value and its rates are
+    ``get_lr`` of the state before each update and after the last (``len(values) + 1``, as
+    ``param_groups[0]['lr']`` read before each ``optimizer.step(); scheduler.step(v)`` and after
+    the last).
+
+    The error is ``max_k |optax_k - torch_k| / max(max_k |torch_k|, peak)``: relative to the peak
+    rate (``peak`` raises the scale to a base rate the schedule may never reach). It is recorded
+    and must be within :data:`LR_TOL` (float32 1e-6, float64 1e-12).
+
+    Returns:
+      The measured error.
+
+    Example:
+      >>> check_schedule("constant", lambda: lambda count: 0.1 + 0.0 * count, [0.1] * 4, "float32")
+      constant: 0.000e+00 (tolerance 1e-06)
+      0.0
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    with jax.enable_x64(dtype == "float64"):
+        if values is not None:
+            got = np.asarray(_loss_driven_rates(build(), values), dtype=np.float64)
+            scalars = None
+        else:
+            schedule = build()
+            counts = jnp.arange(len(expected), dtype=jnp.int32) if counts is None else (
+                jnp.asarray(counts, dtype=jnp.int32))
+            vectorised = jax.jit(jax.vmap(schedule))(counts)
+            assert vectorised.dtype == jnp.dtype(dtype), vectorised.dtype
+            got = np.asarray(vectorised, dtype=np.float64)
+            scalars = None
+            if jit_scalar:
+                jitted = jax.jit(schedule)
+                picked = np.unique(np.linspace(0, len(expected) - 1, 25).astype(np.int64))
+                scalars = (picked, np.array([float(jitted(counts[i])) for i in picked]))
+    scale = max(float(np.max(np.abs(expected))), peak, 1e-30)
+    error = float(np.max(np.abs(got - expected))) / scale
+    if scalars is not None:
+        picked, at_picked = scalars
+        error = max(error, float(np.max(np.abs(at_picked - expected[picked]))) / scale)
+    assert_within(metric, error, LR_TOL[dtype])
+    return error
+
+
+def _loss_driven_rates(tx: optax.GradientTransformationExtraArgs, values: Any) -> jax.Array:
+    """``get_lr`` before each ``update(zeros, state, value=v)`` and after the last."""
+    values = jnp.asarray(values, dtype=float)
+    updates = jnp.zeros((), dtype=values.dtype)
+
+    def step(state, value):
+        _, state = tx.update(updates, state, value=value)
+        return state, ob.get_lr(state)
+
+    state = tx.init(updates)
+    _, after = jax.lax.scan(jax.jit(step), state, values)
+    return jnp.concatenate([ob.get_lr(state)[None], after])

@@ -20,8 +20,7 @@ KWARGS = {
     "warmup_exp_decay_exp": {"decay_rate": 0.9, "decay_steps": 13.0, "degree": 3.0},
     "warmup_exp_decay_poly": {"warm_degree": 1.5, "degree": 2.5},
 }
-# float32: 1e-6 of the larger of the rate and the peak rate; float64: 1e-12 of the same.
-TOL = {"float32": 1e-6, "float64": 1e-12}
+# Tolerances (harness.LR_TOL): float32 1e-6 of the larger of lr and the peak rate; float64 1e-12.
 
 
 def reference(name, lr, t_total, warmup, counts, kwargs):
@@ -32,15 +31,11 @@ def reference(name, lr, t_total, warmup, counts, kwargs):
 def compare(name, lr, t_total, warmup, counts, dtype):
     kwargs = KWARGS.get(name)
     expected = reference(name, lr, t_total, warmup, counts, kwargs)
-    with jax.enable_x64(dtype == "float64"):
-        fn = bert.bert_schedule(name, lr, t_total, warmup, schedule_kwargs=kwargs)
-        got = np.asarray(jax.jit(jax.vmap(fn))(jnp.asarray(counts)), dtype=np.float64)
-        scalar = float(jax.jit(fn)(int(counts[-1])))
-    scale = np.maximum(np.abs(expected), lr)
-    error = float(np.max(np.abs(got - expected) / scale))
-    harness.assert_within("lr error", error, TOL[dtype])
-    assert abs(scalar - expected[-1]) <= TOL[dtype] * scale[-1]
-    return error
+    return harness.check_schedule(
+        "lr error",
+        lambda: bert.bert_schedule(name, lr, t_total, warmup, schedule_kwargs=kwargs),
+        expected, dtype, counts=counts, peak=lr,
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -24,27 +24,6 @@ from optax_bertadam.schedules import classic
 from parity_tests import harness
 from torch_ref import schedules as ref
 
-TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
-def check_parity(family, build_schedule, expected, dtype, jit_scalar=True):
-    """Compare ``build_schedule()`` (built under the dtype's x64 setting) with torch's rates."""
-    expected = np.asarray(expected, dtype=np.float64)
-    num_updates = len(expected)
-    with jax.enable_x64(dtype == "float64"):
-        schedule = build_schedule()
-        counts = jnp.arange(num_updates, dtype=jnp.int32)
-        got = jax.jit(jax.vmap(schedule))(counts)
-        assert got.dtype == jnp.dtype(dtype), got.dtype
-        got = np.asarray(got, dtype=np.float64)
-        if jit_scalar:
-            jitted = jax.jit(schedule)
-            picked = np.unique(np.linspace(0, num_updates - 1, 25).astype(np.int32))
-            scalars = np.array([float(jitted(count)) for count in picked])
-    peak = float(np.max(np.abs(expected)))
-    error = float(np.max(np.abs(got - expected))) / peak
-    if jit_scalar:
-        error = max(error, float(np.max(np.abs(scalars - expected[picked]))) / peak)
-    harness.assert_within(family, error, TOLERANCE[dtype])
-
 
 def lambda_lr_rates(learning_rate, multiplier, num_updates):
     optimizer = ref.dummy_optimizer(learning_rate)
@@ -84,7 +63,7 @@ def test_cosine_warmup_matches_tutorial_scheduler(base_lr, warmup_steps, max_ste
     num_updates = max_steps + max_steps // 2
     expected = cosine_warmup_rates(base_lr, warmup_steps, max_steps, min_lr_ratio, num_updates)
     assert expected[0] == base_lr  # update 0 runs at the optimizer's own lr
-    check_parity(
+    harness.check_schedule(
         "cosine_warmup",
         lambda: classic.cosine_warmup(base_lr, warmup_steps, max_steps, min_lr_ratio),
         expected,
@@ -135,7 +114,7 @@ TABLE_CASES = [
 @pytest.mark.parametrize("case", TABLE_CASES, ids=lambda case: case[0])
 def test_tutorial_table_matches_lambda_lr(case, dtype):
     family, build, multiplier = case
-    check_parity(family, build, lambda_lr_rates(1e-3, multiplier, 160), dtype)
+    harness.check_schedule(family, build, lambda_lr_rates(1e-3, multiplier, 160), dtype)
 
 
 # ------------------------------------------------------------------------------- Noam (003)
@@ -145,7 +124,7 @@ def test_tutorial_table_matches_lambda_lr(case, dtype):
 @pytest.mark.parametrize("model_size, warmup, factor", [(512, 40, 1.0), (64, 7, 2.0), (1, 1, 0.5)])
 def test_noam_matches_noamopt(model_size, warmup, factor, dtype):
     expected = noam_rates(model_size, warmup, factor, 4 * warmup + 30)
-    check_parity("noam", lambda: classic.noam(model_size, warmup, factor), expected, dtype)
+    harness.check_schedule("noam", lambda: classic.noam(model_size, warmup, factor), expected, dtype)
 
 
 def test_noamopt_state_round_trip_resumes_where_the_optax_count_does():
@@ -192,7 +171,7 @@ def test_lambda_lr_matches_torch_lambda_lr(case, dtype):
     _, torch_multiplier, jax_multiplier = case
     num_updates = WARMUP + 1 if case[0] == "log_warmup" else 150  # 10**k overflows beyond
     expected = lambda_lr_rates(1e-3, torch_multiplier, num_updates)
-    check_parity("lambda_lr", lambda: classic.lambda_lr(1e-3, jax_multiplier), expected, dtype)
+    harness.check_schedule("lambda_lr", lambda: classic.lambda_lr(1e-3, jax_multiplier), expected, dtype)
 
 
 def cosine_annealing(total, eta_min_ratio):
@@ -209,7 +188,7 @@ def test_sequential_lr_matches_seed_example(dtype):
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=0.1 * learning_rate)
     scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], [WARMUP])
     expected = ref.learning_rates_used(optimizer, WARMUP + total + 20, scheduler.step)
-    check_parity(
+    harness.check_schedule(
         "sequential_lr",
         lambda: classic.sequential_lr(
             [
@@ -231,7 +210,7 @@ def test_sequential_lr_restarts_each_schedule_from_its_step_zero(milestones, dty
     schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, piece[1]) for piece in pieces]
     scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, schedulers, milestones)
     expected = ref.learning_rates_used(optimizer, 80, scheduler.step)
-    check_parity(
+    harness.check_schedule(
         "sequential_lr",
         lambda: classic.sequential_lr([classic.lambda_lr(1e-3, piece[2]) for piece in pieces], milestones),
         expected,
@@ -309,7 +288,7 @@ def classic_cases(draw):
 @given(case=classic_cases(), dtype=st.sampled_from(DTYPES))
 def test_random_classic_schedules(case, dtype):
     family, build, expected = case
-    check_parity(family, build, expected, dtype, jit_scalar=False)
+    harness.check_schedule(family, build, expected, dtype, jit_scalar=False)
 
 
 # ---------------------------------------------------------------------------------- errors

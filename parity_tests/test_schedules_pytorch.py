@@ -30,7 +30,6 @@ from optax_bertadam.schedules import pytorch as pt
 from optax_bertadam.schedules import transformers as ts
 from parity_tests import harness
 
-TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
 DTYPES = ["float32", "float64"]
 LR = 0.1
 
@@ -55,28 +54,6 @@ def torch_values(build_scheduler, num_updates, optimizer="sgd", lr=LR):
                 opt.step()
                 scheduler.step()
     return np.asarray(rates), np.asarray(momenta)
-
-
-def check(family, schedule_builder, expected, dtype, jit_scalar):
-    """Build under the dtype's x64 setting and compare with PyTorch's values.
-
-    The schedule runs at counts ``0 .. n-1`` through jit(vmap) and, with ``jit_scalar`` (the
-    first case of each class: one more compile), as a jitted scalar function at 25 counts.
-    """
-    with jax.enable_x64(dtype == "float64"):
-        schedule = schedule_builder()
-        counts = jnp.arange(len(expected), dtype=jnp.int32)  # optax counts in int32
-        vectorised = jax.jit(jax.vmap(schedule))(counts)
-        assert vectorised.dtype == jnp.dtype(dtype), vectorised.dtype
-        got = np.asarray(vectorised, dtype=np.float64)
-        picked = np.unique(np.linspace(0, len(expected) - 1, 25).astype(np.int32))
-        if jit_scalar:
-            jitted = jax.jit(schedule)
-            got = got.copy()
-            got[picked] = [float(jitted(jnp.int32(count))) for count in picked]
-    peak = float(np.max(np.abs(expected)))
-    error = float(np.max(np.abs(got - expected))) / peak
-    harness.assert_within(family, error, TOLERANCE[dtype])
 
 
 def _exp_lambda(k):
@@ -245,7 +222,8 @@ def expected_rates(case_id):
 @pytest.mark.parametrize("case", RATE_CASES, ids=lambda case: case[0])
 def test_rate_matches_torch_scheduler(case, dtype):
     case_id, _, build_optax, _ = case
-    check(case_id, build_optax, expected_rates(case_id), dtype, jit_scalar="-" not in case_id)
+    harness.check_schedule(case_id, build_optax, expected_rates(case_id), dtype,
+                           jit_scalar="-" not in case_id)
 
 
 # --------------------------------------------------------- CyclicLR and OneCycleLR, with momentum
@@ -378,8 +356,10 @@ def test_rate_and_momentum_match_torch_scheduler(case, dtype):
     case_id, _, _, build_optax, _ = case
     rates, momenta = expected_cycle(case_id)
     first_of_its_class = case_id in ("CyclicLR-triangular", "OneCycleLR")
-    check(case_id, lambda: build_optax().learning_rate, rates, dtype, first_of_its_class)
-    check(f"{case_id} momentum", lambda: build_optax().momentum, momenta, dtype, first_of_its_class)
+    harness.check_schedule(case_id, lambda: build_optax().learning_rate, rates, dtype,
+                           jit_scalar=first_of_its_class)
+    harness.check_schedule(f"{case_id} momentum", lambda: build_optax().momentum, momenta, dtype,
+                           jit_scalar=first_of_its_class)
 
 
 def test_cycle_momentum_false_returns_no_momentum_schedule():
@@ -464,22 +444,10 @@ def test_reduce_lr_on_plateau_matches_torch(options, dtype):
         expected.append(opt.param_groups[0]["lr"])
         opt.step()
         scheduler.step(value)
-    with jax.enable_x64(dtype == "float64"):
-        tx = pt.PYTORCH_SCHEDULERS["ReduceLROnPlateau"](LR, **options)
-        got = _drive_loss_transform(tx, values)
-    harness.assert_within("ReduceLROnPlateau", float(np.max(np.abs(got - expected))) / LR, TOLERANCE[dtype])
-
-
-def _drive_loss_transform(tx, values):
-    """The learning rate of each update, feeding ``values`` one per update (jitted)."""
-    params = jnp.zeros(1)
-    state = tx.init(params)
-    update = jax.jit(lambda state, value: tx.update(jnp.ones(1), state, params, value=value)[1])
-    rates = []
-    for value in values:
-        rates.append(float(state.learning_rate))
-        state = update(state, jnp.asarray(value, dtype=float))
-    return np.asarray(rates)
+    expected.append(opt.param_groups[0]["lr"])  # the rate after the last value
+    harness.check_schedule("ReduceLROnPlateau",
+                           lambda: pt.PYTORCH_SCHEDULERS["ReduceLROnPlateau"](LR, **options),
+                           expected, dtype, values=values)
 
 
 # ---------------------------------------------------------------------------- the registry
@@ -638,11 +606,10 @@ def test_greedy_lr_matches_transformers(options, dtype):
         expected.append(opt.param_groups[0]["lr"])
         opt.step()
         scheduler.step(value)
+    expected.append(opt.param_groups[0]["lr"])  # the rate after the last value
     assert len(set(expected)) > 3  # the rate moved
-    with jax.enable_x64(dtype == "float64"):
-        got = _drive_loss_transform(ts.greedy_lr(LR, **options), values)
-    peak = max(expected)
-    harness.assert_within("GreedyLR", float(np.max(np.abs(got - expected))) / peak, TOLERANCE[dtype])
+    harness.check_schedule("GreedyLR", lambda: ts.greedy_lr(LR, **options), expected, dtype,
+                           values=values)
 
 
 GREEDY_ERRORS = [

@@ -6,6 +6,8 @@
   ``LambdaLR`` and ``SequentialLR``.
 * :mod:`~optax_bertadam.schedules.pytorch`: every ``torch.optim.lr_scheduler`` class
   (:data:`PYTORCH_SCHEDULERS`), with the momentum of the cyclical ones.
+* :mod:`~optax_bertadam.schedules.registry`: :data:`SCHEDULES`, one record of every schedule
+  above (its factory, an example, its PyTorch counterpart); the tests run over it.
 """
 
 from optax_bertadam.schedules.bert import SCHEDULE_NAMES, bert_schedule
@@ -36,6 +38,7 @@ from optax_bertadam.schedules.pytorch import (
     polynomial_lr,
     step_lr,
 )
+from optax_bertadam.schedules.registry import SCHEDULES, ScheduleRecord, schedule_record
 from optax_bertadam.schedules.transformers import (
     SCHEDULER_NAMES,
     GreedyLRState,
@@ -56,6 +59,9 @@ from optax_bertadam.schedules.transformers import (
 )
 
 __all__ = [
+    "SCHEDULES",
+    "ScheduleRecord",
+    "schedule_record",
     "PYTORCH_SCHEDULERS",
     "ChainableSchedule",
     "CycleSchedules",

@@ -39,6 +39,8 @@ from typing import Any
 import jax.numpy as jnp
 
 from optax_bertadam import _validation
+from optax_bertadam.schedules._common import as_float as _as_float
+from optax_bertadam.schedules._common import linear_warmup
 
 Array = Any
 
@@ -64,19 +66,8 @@ SCHEDULE_KWARGS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
 }
 
 
-def _as_float(x: Array) -> Array:
-    # Default float dtype: float32, or float64 under jax.enable_x64(True).
-    return jnp.asarray(x, dtype=float)
-
-
 def _in_warmup(x: Array, warmup: float, in_warmup: Array | None) -> Array:
     return x < warmup if in_warmup is None else in_warmup
-
-
-def _warmup_progress(x: Array, warmup: float) -> Array:
-    # x / warmup, but 0 at x == 0: a warmup too small for float32 (it rounds to 0) would give 0/0.
-    # Only x == 0 can be in warmup then, since warmup * t_total < 1.
-    return jnp.where(x == 0, jnp.zeros_like(x), x / warmup)
 
 
 def warmup_cosine(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
@@ -90,14 +81,14 @@ def warmup_cosine(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = 
       in_warmup: optional precomputed ``x < warmup`` (see :func:`bert_schedule`).
     """
     x = _as_float(x)
-    warm = _warmup_progress(x, warmup)
+    warm = linear_warmup(x, warmup)
     return jnp.where(_in_warmup(x, warmup, in_warmup), warm, 0.5 * (1.0 + jnp.cos(jnp.pi * x)))
 
 
 def warmup_constant(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
     """``x / warmup`` while ``x < warmup``, then ``1``."""
     x = _as_float(x)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), _warmup_progress(x, warmup), jnp.ones_like(x))
+    return jnp.where(_in_warmup(x, warmup, in_warmup), linear_warmup(x, warmup), jnp.ones_like(x))
 
 
 def warmup_linear(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = None) -> Array:
@@ -109,7 +100,7 @@ def warmup_linear(x: Array, warmup: float = 0.002, *, in_warmup: Array | None = 
     x = _as_float(x)
     if warmup == 0.0:
         return jnp.ones_like(x)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), _warmup_progress(x, warmup), 1.0 - x)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), linear_warmup(x, warmup), 1.0 - x)
 
 
 def warmup_linear_decay_exp(
@@ -128,7 +119,7 @@ def warmup_linear_decay_exp(
     if warmup == 0.0:
         return jnp.ones_like(x)
     decayed = jnp.power(decay_rate, (step - warmup * total_steps) / decay_steps)
-    return jnp.where(_in_warmup(x, warmup, in_warmup), _warmup_progress(x, warmup), decayed)
+    return jnp.where(_in_warmup(x, warmup, in_warmup), linear_warmup(x, warmup), decayed)
 
 
 def warmup_exp_decay_exp(
@@ -148,7 +139,7 @@ def warmup_exp_decay_exp(
     if warmup == 0.0:
         return jnp.ones_like(x)
     decayed = jnp.power(decay_rate, (step - warmup * total_steps) / decay_steps)
-    warm = jnp.power(_warmup_progress(x, warmup), degree)
+    warm = jnp.power(linear_warmup(x, warmup), degree)
     return jnp.where(_in_warmup(x, warmup, in_warmup), warm, decayed)
 
 
@@ -169,7 +160,7 @@ def warmup_exp_decay_poly(
     step = _as_float(global_step)
     x = step / total_steps
     # With warmup == 0 nothing is in warmup: where() discards the first branch.
-    warm = jnp.power(_warmup_progress(x, warmup), warm_degree) if warmup != 0.0 else jnp.zeros_like(x)
+    warm = jnp.power(linear_warmup(x, warmup), warm_degree) if warmup != 0.0 else jnp.zeros_like(x)
     # (total - step) / total rather than 1 - x: XLA may fuse 1 - step * (1/total) into a
     # multiply-add that lands a hair below 0 at the last step, and a fractional power of that is NaN.
     remaining = (total_steps - step) / total_steps

@@ -30,14 +30,11 @@ import jax.numpy as jnp
 import optax
 
 from optax_bertadam import _validation
+from optax_bertadam.schedules._common import as_float as _as_float
+from optax_bertadam.schedules._common import linear_warmup
 
 Array = Any
 Schedule = Callable[[Array], Array]
-
-
-def _as_float(x: Array) -> Array:
-    # Default float dtype: float32, or float64 under jax.enable_x64(True).
-    return jnp.asarray(x, dtype=float)
 
 
 def _check_learning_rate(name: str, value: Any) -> float:
@@ -92,7 +89,7 @@ def cosine_warmup(base_lr: float, warmup_steps: int, max_steps: int, min_lr_rati
 
     def schedule(count: Array) -> Array:
         count = jnp.asarray(count)
-        warmup = base_lr * (_as_float(count) / max(1, warmup_steps))
+        warmup = base_lr * linear_warmup(count, max(1, warmup_steps))
         # cos(pi x) has period 2 in x: reducing the integer numerator keeps float32 accurate
         # arbitrarily far past max_steps.
         half_turns = jnp.fmod(_as_float(count - warmup_steps), 2 * decay_length) / decay_length

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_bertadam import _validation
+from optax_bertadam.schedules._common import as_float as _as_float
 from optax_bertadam.schedules.classic import lambda_lr, sequential_lr
 from optax_bertadam.schedules.transformers import reduce_lr_on_plateau
 
@@ -51,11 +52,6 @@ Schedule = Callable[[Array], Array]
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def _as_float(x: Array) -> Array:
-    # Default float dtype: float32, or float64 under jax.enable_x64(True).
-    return jnp.asarray(x, dtype=float)
 
 
 def _as_int(count: Array) -> Array:

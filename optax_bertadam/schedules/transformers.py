@@ -22,7 +22,7 @@ Quirks of transformers (5.x) reproduced on purpose, because parity is the point:
 Not ported: ``last_epoch`` (resuming is restoring the optax state, whose ``count`` drives the
 schedule). ``reduce_lr_on_plateau`` and ``greedy`` (``GreedyLR``, which can also raise the rate)
 are loss-driven, so they are gradient transformations, :func:`reduce_lr_on_plateau` and
-:func:`greedy_lr`, not schedules; :func:`get_scheduler` does not dispatch ``greedy`` yet.
+:func:`greedy_lr`, not schedules; :func:`get_scheduler` returns them for those names.
 
 Arguments are checked when a schedule is built: bad values raise ``ValueError``/``TypeError``
 naming the argument, never an error from inside jit. Branches on the step (``k < w``, the end of
@@ -45,17 +45,14 @@ import numpy as np
 import optax
 
 from optax_bertadam import _validation
+from optax_bertadam.schedules._common import as_float as _as_float
+from optax_bertadam.schedules._common import linear_warmup
 
 Array = Any
 Schedule = Callable[[Array], Array]
 
 WARMUP_TYPES = ("linear", "cosine", "1-sqrt")
 DECAY_TYPES = ("linear", "cosine", "1-sqrt")
-
-
-def _as_float(x: Array) -> Array:
-    # Default float dtype: float32, or float64 under jax.enable_x64(True).
-    return jnp.asarray(x, dtype=float)
 
 
 def _check_learning_rate(learning_rate: Any) -> float:
@@ -74,11 +71,6 @@ def _check_ratio(name: str, value: Any) -> float:
 def _check_num_cycles(value: Any) -> float:
     _validation.check_finite("num_cycles", value)
     return _validation.check_range("num_cycles", value, low=0.0)
-
-
-def _linear_warmup(count: Array, num_warmup_steps: int) -> Array:
-    """``count / max(1, num_warmup_steps)``, transformers' warmup multiplier."""
-    return _as_float(count) / max(1, num_warmup_steps)
 
 
 def _split_num_cycles(num_cycles: float) -> tuple[float, float]:
@@ -179,7 +171,7 @@ def get_constant_schedule_with_warmup(learning_rate: float, num_warmup_steps: in
 
     def schedule(count: Array) -> Array:
         count = jnp.asarray(count)
-        multiplier = jnp.where(count < num_warmup_steps, _linear_warmup(count, num_warmup_steps), 1.0)
+        multiplier = jnp.where(count < num_warmup_steps, linear_warmup(count, max(1, num_warmup_steps)), 1.0)
         return learning_rate * multiplier
 
     return schedule
@@ -221,7 +213,7 @@ def get_linear_schedule_with_warmup(
         count = jnp.asarray(count)
         # T - k is an exact integer; dividing once keeps float32 within an ulp of torch.
         decay = jnp.maximum(0.0, _as_float(num_training_steps - count) / decay_length)
-        warmup = _linear_warmup(count, num_warmup_steps)
+        warmup = linear_warmup(count, max(1, num_warmup_steps))
         return learning_rate * jnp.where(count < num_warmup_steps, warmup, decay)
 
     return schedule
@@ -348,7 +340,7 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
         position = (whole + _as_float(steps) * tail) / decay_length
         wave = jnp.maximum(0.0, 0.5 * (1.0 + jnp.cos(math.pi * position)))
         decay = jnp.where(steps >= decay_length, 0.0, wave)
-        warmup = _linear_warmup(count, num_warmup_steps)
+        warmup = linear_warmup(count, max(1, num_warmup_steps))
         return learning_rate * jnp.where(count < num_warmup_steps, warmup, decay)
 
     return schedule
@@ -419,7 +411,7 @@ def get_polynomial_decay_schedule_with_warmup(
         # 0 ** power at k == T spelled out: a tiny power rounds to 0 in float32, and 0 ** 0 is 1.
         shape = jnp.where(remaining == 0.0, 0.0 if power > 0.0 else 1.0, remaining**power)
         decay = (learning_rate - lr_end) * shape + lr_end
-        warmup = learning_rate * _linear_warmup(count, num_warmup_steps)
+        warmup = learning_rate * linear_warmup(count, max(1, num_warmup_steps))
         after_end = jnp.where(count > num_training_steps, lr_end, decay)
         return jnp.where(count < num_warmup_steps, warmup, after_end)
 
@@ -463,7 +455,7 @@ def get_inverse_sqrt_schedule(
     def schedule(count: Array) -> Array:
         count = jnp.asarray(count)
         decay = jax.lax.rsqrt((_as_float(count - num_warmup_steps) + timescale) / timescale)
-        warmup = _linear_warmup(count, num_warmup_steps)
+        warmup = linear_warmup(count, max(1, num_warmup_steps))
         return learning_rate * jnp.where(count < num_warmup_steps, warmup, decay)
 
     return schedule
@@ -519,7 +511,7 @@ def get_cosine_with_min_lr_schedule_with_warmup(
         count = jnp.asarray(count)
         wave = _cosine_wave(count - num_warmup_steps, decay_length, num_cycles)
         decay = jnp.maximum(0.0, wave * (1.0 - floor) + floor)
-        warmup = _linear_warmup(count, num_warmup_steps)
+        warmup = linear_warmup(count, max(1, num_warmup_steps))
         return learning_rate * jnp.where(count < num_warmup_steps, warmup, decay)
 
     return schedule
@@ -581,9 +573,9 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     def schedule(count: Array) -> Array:
         count = jnp.asarray(count)
         if warmup_lr_rate is None:
-            warmup = _as_float(count + 1) / max(1, num_warmup_steps)
+            warmup = linear_warmup(count + 1, max(1, num_warmup_steps))
         else:
-            ramp = _as_float(count) / max(1, num_warmup_steps - 1)
+            ramp = linear_warmup(count, max(1, num_warmup_steps - 1))
             warmup = warmup_lr_rate + (1.0 - warmup_lr_rate) * ramp
         wave = _cosine_wave(count - num_warmup_steps + 1, decay_length, num_cycles)
         decay = jnp.maximum(0.0, wave * (1.0 - floor) + floor)
@@ -675,7 +667,7 @@ def get_wsd_schedule(
     decay_end = stable_end + num_decay_steps
 
     def warmup_shape(count: Array) -> Array:
-        progress = _as_float(count) / warmup_length
+        progress = linear_warmup(count, warmup_length)
         if warmup_type == "linear":
             return progress
         if warmup_type == "cosine":
@@ -1132,8 +1124,7 @@ def greedy_lr(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-# transformers.SchedulerType values, in its order. "greedy" is listed by transformers but not
-# ported (see the module docstring).
+# transformers.SchedulerType values, in its order.
 SCHEDULER_NAMES = (
     "linear",
     "cosine",
@@ -1146,6 +1137,7 @@ SCHEDULER_NAMES = (
     "cosine_with_min_lr",
     "cosine_warmup_with_min_lr",
     "warmup_stable_decay",
+    "greedy",
 )
 
 # Names that take (learning_rate, num_warmup_steps, num_training_steps, **kwargs).
@@ -1168,9 +1160,8 @@ def _scheduler_name(name: Any) -> str:
             f"transformers.SchedulerType), got {type(name).__name__}"
         )
     if value not in SCHEDULER_NAMES:
-        hint = " ('greedy', transformers' GreedyLR, is not ported)" if value == "greedy" else ""
         raise ValueError(
-            f"name={value!r} is invalid{hint}: expected one of {', '.join(map(repr, SCHEDULER_NAMES))}"
+            f"name={value!r} is invalid: expected one of {', '.join(map(repr, SCHEDULER_NAMES))}"
         )
     return value
 
@@ -1194,18 +1185,18 @@ def get_scheduler(
     Args:
       name: a ``transformers.SchedulerType`` or its string value (see :data:`SCHEDULER_NAMES`).
       learning_rate: the optimizer's ``lr`` (>= 0).
-      num_warmup_steps: number of warmup updates; required by every name except ``constant`` and
-        ``reduce_lr_on_plateau``.
-      num_training_steps: total number of updates; required by every name except those two,
+      num_warmup_steps: number of warmup updates; required by every name except ``constant``,
+        ``reduce_lr_on_plateau`` and ``greedy``.
+      num_training_steps: total number of updates; required by every name except those three,
         ``constant_with_warmup``, ``inverse_sqrt`` and ``warmup_stable_decay``.
       scheduler_specific_kwargs: the other keyword arguments of the named function (e.g.
         ``num_cycles``, ``lr_end``, ``power``, ``timescale``, ``min_lr_rate``,
         ``num_decay_steps``, ``patience``).
 
     Returns:
-      An optax schedule ``count -> learning rate``; for ``reduce_lr_on_plateau``, the
-      loss-driven transform of :func:`reduce_lr_on_plateau` (transformers returns a
-      ``ReduceLROnPlateau`` there too).
+      An optax schedule ``count -> learning rate``; for ``reduce_lr_on_plateau`` and ``greedy``,
+      the loss-driven transform of :func:`reduce_lr_on_plateau` or :func:`greedy_lr`
+      (transformers returns a ``ReduceLROnPlateau`` or a ``GreedyLR`` there too).
 
     Example:
       >>> import optax_bertadam as ob
@@ -1227,6 +1218,8 @@ def get_scheduler(
         return get_constant_schedule(learning_rate)
     if name == "reduce_lr_on_plateau":
         return reduce_lr_on_plateau(learning_rate, **kwargs)
+    if name == "greedy":
+        return greedy_lr(learning_rate, **kwargs)
     if num_warmup_steps is None:
         raise ValueError(f"{name} requires `num_warmup_steps`, please provide that argument.")
     if name == "constant_with_warmup":
