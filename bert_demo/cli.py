@@ -39,7 +39,6 @@ from bert_demo.main_job import (
     DemoSettings,
     DeviceUnavailableError,
     _pyplot,
-    bert_schedule_kwargs,
     demo_command,
 )
 
@@ -53,78 +52,21 @@ def _bert_schedule_names() -> tuple[str, ...]:
 # ------------------------------------------------------------------------------ schedules
 
 
-def _bert_family(t_total: int, warmup_steps: int) -> dict[str, Callable]:
-    """The six BertAdam schedules, enumerated from ``SCHEDULE_NAMES``."""
-    from optax_bertadam.schedules.bert import bert_schedule
-
-    warmup = warmup_steps / t_total
-    return {
-        name: bert_schedule(name, 1.0, t_total, warmup,
-                            schedule_kwargs=bert_schedule_kwargs(name, t_total))
-        for name in _bert_schedule_names()
-    }
-
-
-def _transformers_family(t_total: int, warmup_steps: int) -> dict[str, Callable]:
-    """Every ``transformers.get_scheduler`` name that is a function of the update count."""
-    import optax
-
-    from optax_bertadam.schedules import transformers as hf
-
-    # The few keyword arguments some names require; the others use transformers' defaults.
-    required_kwargs = {
-        "cosine_with_min_lr": {"min_lr_rate": 0.1},
-        "cosine_warmup_with_min_lr": {"min_lr_rate": 0.1},
-        "warmup_stable_decay": {"num_decay_steps": t_total // 4},
-    }
-    family = {}
-    for name in hf.SCHEDULER_NAMES:
-        schedule = hf.get_scheduler(name, 1.0, warmup_steps, t_total,
-                                    required_kwargs.get(name))
-        # reduce_lr_on_plateau follows the loss, not the count: nothing to plot.
-        if not isinstance(schedule, optax.GradientTransformation):
-            family[name] = schedule
-    return family
-
-
-def _classic_family(t_total: int, warmup_steps: int) -> dict[str, Callable]:
-    """The tutorial and Annotated-Transformer schedules (this module has no name registry)."""
-    from optax_bertadam.schedules import classic
-
-    model_size = 512
-    return {
-        "cosine_warmup": classic.cosine_warmup(1.0, warmup_steps, t_total),
-        "linear_decay": classic.linear_decay(1.0, t_total),
-        "polynomial_decay (power 2)": classic.polynomial_decay(1.0, t_total, 2.0),
-        "inverse_sqrt": classic.inverse_sqrt(1.0, max(1, warmup_steps)),
-        "constant_with_linear_cooldown": classic.constant_with_linear_cooldown(
-            1.0, t_total, t_total // 5),
-        # factor chosen so that the peak, factor / sqrt(model_size * warmup), is 1.
-        "noam": classic.noam(model_size, max(1, warmup_steps),
-                             factor=math.sqrt(model_size * max(1, warmup_steps))),
-    }
-
-
-# family -> function building that family's schedules.
-SCHEDULE_FAMILIES: dict[str, Callable[[int, int], dict[str, Callable]]] = {
-    "bert": _bert_family,
-    "transformers": _transformers_family,
-    "classic": _classic_family,
-}
-
-
 def all_schedules_for_plot(t_total: int = 1000, warmup_steps: int = 100) -> dict[str, Callable]:
     """``"family/name" -> schedule`` (peak rate about 1) for every schedule of the package.
 
-    Walks :data:`SCHEDULE_FAMILIES`; each family enumerates its module's own registry where it
-    has one (``SCHEDULE_NAMES`` of ``schedules.bert``, ``SCHEDULER_NAMES`` of
-    ``schedules.transformers``), so a schedule added there appears here without a change.
+    Enumerates :data:`optax_bertadam.schedules.registry.SCHEDULES`, each record's example built
+    over ``t_total`` updates with ``warmup_steps`` of warmup, so a schedule added to the registry
+    appears here without a change. Loss-driven records (``reduce_lr_on_plateau``, ``greedy``)
+    follow the loss, not the count: nothing to plot.
+
+    Returns:
+      The schedules by record name, in registry order.
     """
-    schedules = {}
-    for family, build in SCHEDULE_FAMILIES.items():
-        for name, fn in build(t_total, warmup_steps).items():
-            schedules[f"{family}/{name}"] = fn
-    return schedules
+    from optax_bertadam.schedules.registry import SCHEDULES
+
+    return {record.name: record.schedule(1.0, t_total, warmup_steps)
+            for record in SCHEDULES if not record.loss_driven}
 
 
 def plot_schedules(out_file: Path, t_total: int = 1000, warmup_steps: int = 100) -> list[str]:

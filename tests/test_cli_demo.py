@@ -148,16 +148,11 @@ def test_gpu_request_without_gpu_is_refused_clearly(capsys, tmp_path):
 
 
 def test_schedules_plot_covers_every_registered_schedule(tmp_path, capsys):
-    from optax_bertadam.schedules.bert import SCHEDULE_NAMES
-    from optax_bertadam.schedules.transformers import SCHEDULER_NAMES
+    from optax_bertadam.schedules.registry import SCHEDULES
 
     names = list(cli.all_schedules_for_plot(t_total=100, warmup_steps=10))
-    assert {f"bert/{name}" for name in SCHEDULE_NAMES} <= set(names)
-    # Every transformers name except the loss-driven reduce_lr_on_plateau.
-    expected = {f"transformers/{name}" for name in SCHEDULER_NAMES} - {
-        "transformers/reduce_lr_on_plateau"}
-    assert expected <= set(names)
-    assert "classic/noam" in names
+    # Every record of the registry except the loss-driven ones, whose rate follows the loss.
+    assert names == [record.name for record in SCHEDULES if not record.loss_driven]
     out_file = tmp_path / "plots" / "schedules.png"
     status = cli.main(["schedules", "--out", str(out_file), "--t-total", "100",
                        "--warmup-steps", "10"])
