@@ -1,4 +1,4 @@
-"""``python -m optax_bertadam parity``: run the parity tests and print the measured figures.
+"""``python -m bert_demo parity``: run the parity tests and print the measured figures.
 
 Every parity test records what it measured through :func:`parity_tests.harness.assert_within`;
 this runs them (on all cores if pytest-xdist is installed) and prints, per test file and figure,
