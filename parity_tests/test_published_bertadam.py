@@ -132,7 +132,9 @@ def test_deepspeed_schedules_of_the_same_name_are_not_the_published_ones():
         deepspeed = np.asarray(jax.vmap(bert.bert_schedule(name, 1.0, t_total, warmup))(counts))
         gaps[name] = float(np.max(np.abs(deepspeed - expected)))
     assert gaps["warmup_constant"] <= 1e-6, gaps
-    assert gaps["warmup_linear"] >= warmup and gaps["warmup_cosine"] >= warmup, gaps
+    # Not rounding: DeepSpeed's warmup_linear jumps by `warmup` at the end of warmup and goes
+    # negative; its cosine runs over the whole t_total instead of the part after warmup.
+    assert gaps["warmup_linear"] >= warmup and gaps["warmup_cosine"] >= 0.05, gaps
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,7 @@ def test_deepspeed_schedules_of_the_same_name_are_not_the_published_ones():
     [
         (dict(schedule="warmup_cosine_with_hard_restarts"), "is not supported: its rate jumps"),
         (dict(schedule="warmup_cosine_with_warmup_restarts", warmup=-1),
-         "warmup=-1 is not supported for schedule='warmup_cosine_with_warmup_restarts'"),
+         r"warmup=-1(\.0)? is not supported for schedule='warmup_cosine_with_warmup_restarts'"),
         (dict(schedule="warmup_cosine_with_warmup_restarts", warmup=0.0), "warmup=0.0 is not supported"),
         (dict(schedule="warmup_cosine_with_warmup_restarts", cycles=0.5), "cycles=0.5 is invalid"),
         (dict(schedule="warmup_cosine_with_warmup_restarts", warmup=0.4, cycles=3.0),
