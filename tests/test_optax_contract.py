@@ -47,19 +47,27 @@ def grads_at(step, params):
     ])
 
 
-def update(entry, tx, grads, state, params, step=0):
-    extra = {"value": jnp.asarray(1.0 / (step + 1))} if entry.needs_value else {}
+def loss_value(step):
+    """The value fed to loss-driven transforms (``reduce_lr_on_plateau``) at update ``step``."""
+    return jnp.asarray(1.0 / (step + 1), jnp.float32)
+
+
+def update(entry, tx, grads, state, params, value=None):
+    extra = {"value": loss_value(0) if value is None else value} if entry.needs_value else {}
     return tx.update(grads, state, params, **extra)
 
 
-def run(entry, tx, params, steps=STEPS, *, jit=True):
-    """``steps`` updates; returns (all updates, final params, all states)."""
+def run(entry, tx, params, steps=STEPS, *, jit=False):
+    """``steps`` updates, jitted (one compilation) or eager (primitives compiled once per
+    process, which is cheaper for the checks that are not about jit); returns (all updates,
+    final params, all states)."""
     state = tx.init(params)
-    step_fn = jax.jit(lambda g, s, p, k: update(entry, tx, g, s, p, k), static_argnums=3) if jit \
-        else (lambda g, s, p, k: update(entry, tx, g, s, p, k))
+    step_fn = lambda g, s, p, v: update(entry, tx, g, s, p, v)
+    if jit:
+        step_fn = jax.jit(step_fn)
     updates_seen, states = [], [state]
     for step in range(steps):
-        updates, state = step_fn(grads_at(step, params), state, params, step)
+        updates, state = step_fn(grads_at(step, params), state, params, loss_value(step))
         params = optax.apply_updates(params, updates)
         updates_seen.append(updates)
         states.append(state)
@@ -86,7 +94,7 @@ def test_inject_hyperparams_matches_plain_factory_under_jit(name):
     entry = ENTRIES[name]
     params = make_params()
     plain, _, _ = run(entry, entry.build(), params)
-    injected, _, states = run(entry, entry.inject(), params)
+    injected, _, states = run(entry, entry.inject(), params, jit=True)
     # Injected hyperparameters are float32 arrays (optax's convention), the plain ones Python
     # doubles: they differ by float32 rounding of e.g. b2 = 0.99 only.
     assert max_abs_diff(plain, injected) <= 1e-5, name
@@ -101,12 +109,13 @@ def test_injected_value_changed_mid_run_is_the_one_applied(name):
     _, params_after, states = run(entry, tx, params, steps=3)
     state = states[-1]
     grads = grads_at(3, params_after)
+    jitted_update = jax.jit(lambda g, s, p: update(entry, tx, g, s, p))  # one compilation
     for hyperparameter in entry.injectable:
         old = float(entry.example[hyperparameter])
         # Large enough a change to show in the update (eps 1e-6 -> 1e-2), on either side of 0.
         new = old * 0.5 if abs(old) >= 0.01 else (old * 1e4 if old else 0.01)
         changed = state._replace(hyperparams={**state.hyperparams, hyperparameter: jnp.asarray(new)})
-        got, _ = jax.jit(lambda g, s, p: update(entry, tx, g, s, p))(grads, changed, params_after)
+        got, _ = jitted_update(grads, changed, params_after)
         # The same update from the plain factory built with the new value, on the same state.
         want, _ = update(entry, entry.build(**{hyperparameter: new}), grads, state.inner_state,
                          params_after)
@@ -119,14 +128,17 @@ def test_injected_value_changed_mid_run_is_the_one_applied(name):
         assert max_abs_diff(got, same_as_old) > 1e-7, (name, hyperparameter)
 
 
-@pytest.mark.parametrize("name", [e.name for e in ALGORITHMS])
+def numeric_structural_arguments(entry):
+    """Structural arguments that optax.inject_hyperparams would inject unless made static."""
+    return [a for a in entry.static_args
+            if isinstance(entry.example.get(a), (int, float))
+            and not isinstance(entry.example.get(a), bool)]
+
+
+@pytest.mark.parametrize("name", [e.name for e in ALGORITHMS if numeric_structural_arguments(e)])
 def test_traced_structural_argument_is_refused_with_static_args_hint(name):
     entry = ENTRIES[name]
-    numeric_static = [a for a in entry.static_args
-                      if isinstance(entry.example.get(a), (int, float)) and not isinstance(
-                          entry.example.get(a), bool)]
-    if not numeric_static:
-        pytest.skip(f"{name} has no numeric structural argument to inject")
+    numeric_static = numeric_structural_arguments(entry)
     tx = optax.inject_hyperparams(entry.factory)(**entry.example)
     params = make_params()
     with pytest.raises(TypeError, match="must be a concrete value.*static_args=") as error:
