@@ -70,6 +70,21 @@ MEASURED_WORST: dict[str, dict[tuple[str, str], float]] = {
     "schedules_bert": {("float32", "rate"): 2.6e-7, ("float64", "rate"): 4.6e-16},
     "tf_optimizers": {("float32", "param"): 1.2e-6, ("float32", "rate"): 1.1e-7,
                       ("float64", "param"): 2.4e-15, ("float64", "rate"): 3.6e-16},
+    # Measured on main by the lead (HYPOTHESIS_PROFILE=ci, --parity-report), 2026-11-25.
+    "adafactor": {("float32", "param"): 1.2e-6, ("float32", "rate"): 2.2e-7,
+                  ("float64", "param"): 2.0e-15, ("float64", "rate"): 3.0e-16},
+    "bertadam": {("float32", "param"): 4.4e-7, ("float32", "rate"): 1.6e-7,
+                 ("float64", "param"): 8.1e-16, ("float64", "rate"): 3.5e-16},
+    "from_torch": {("float32", "param"): 4.2e-7, ("float32", "rate"): 2.7e-7,
+                   ("float64", "param"): 9.9e-16, ("float64", "rate"): 2.8e-16},
+    "param_groups": {("float32", "param"): 4.4e-7, ("float32", "rate"): 9.4e-8,
+                     ("float64", "param"): 1.7e-15, ("float64", "rate"): 1.8e-16},
+    "registry": {("float32", "param"): 1.3e-6, ("float64", "param"): 2.5e-15},
+    "schedule_registry": {("float32", "rate"): 3.4e-7, ("float64", "rate"): 4.4e-16},
+    "schedules_classic": {("float32", "rate"): 2.6e-7, ("float64", "rate"): 6.4e-16},
+    "schedules_pytorch": {("float32", "rate"): 6.3e-7,
+                          ("float64", "param"): 1.4e-15, ("float64", "rate"): 4.3e-14},
+    "schedules_transformers": {("float32", "rate"): 4.3e-7, ("float64", "rate"): 2.3e-15},
 }
 
 # Every figure a parity test measures, for `python -m optax_bertadam parity` (see conftest.py).

@@ -112,7 +112,7 @@ def test_torch_state_migrates_mid_run(name):
             params = optax.apply_updates(params, updates)
         flat = dict(zip(harness.flatten_names(params), jax.tree.leaves(params), strict=True))
     worst = max(float(np.max(np.abs(np.asarray(flat[n]) - torch_final[n]))) for n in torch_final)
-    harness.assert_within(f"{name} migration error", worst, MIGRATION_TOL)
+    harness.assert_within(f"{name} migration param error", worst, MIGRATION_TOL)
 
 
 @pytest.mark.parametrize("name", [e.name for e in ALGORITHMS + TRANSFORMS])
