@@ -697,6 +697,20 @@ def get_wsd_schedule(
     return schedule
 
 
+def _scale_by_earlier_values(updates: Any, scale: Array, value: Any) -> Any:
+    """The updates of a loss-driven transform: ``scale`` (from earlier values) times ``updates``.
+
+    The rate of this update comes from earlier values only (PyTorch's ``scheduler.step(loss)``
+    runs after ``optimizer.step()``); ``value``, which must be a scalar, decides later rates.
+    """
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"value with shape {jnp.shape(value)} is invalid: expected a scalar (the loss or "
+            "metric of this update)"
+        )
+    return jax.tree.map(lambda u: u * scale.astype(jnp.result_type(u)), updates)
+
+
 class ReduceLROnPlateauState(NamedTuple):
     """State of :func:`reduce_lr_on_plateau`; PyTorch's ``ReduceLROnPlateau`` attributes.
 
@@ -824,14 +838,7 @@ def reduce_lr_on_plateau(
         **extra_args: Any,
     ) -> tuple[Any, ReduceLROnPlateauState]:
         del params, extra_args
-        if jnp.ndim(value) != 0:
-            raise ValueError(
-                f"value with shape {jnp.shape(value)} is invalid: expected a scalar (the loss or "
-                "metric of this update)"
-            )
-        # The rate of this update comes from earlier values only (scheduler.step runs after
-        # optimizer.step in PyTorch).
-        scaled = jax.tree.map(lambda u: u * state.scale.astype(jnp.result_type(u)), updates)
+        scaled = _scale_by_earlier_values(updates, state.scale, value)
 
         current = jnp.asarray(value).astype(state.best.dtype)
         improved = is_better(current, state.best)
@@ -1035,14 +1042,7 @@ def greedy_lr(
         updates: Any, state: GreedyLRState, params: Any = None, *, value: Array, **extra_args: Any
     ) -> tuple[Any, GreedyLRState]:
         del params, extra_args
-        if jnp.ndim(value) != 0:
-            raise ValueError(
-                f"value with shape {jnp.shape(value)} is invalid: expected a scalar (the loss or "
-                "metric of this update)"
-            )
-        # The rate of this update comes from earlier values only (scheduler.step runs after
-        # optimizer.step).
-        scaled = jax.tree.map(lambda u: u * state.scale.astype(jnp.result_type(u)), updates)
+        scaled = _scale_by_earlier_values(updates, state.scale, value)
 
         current = jnp.asarray(value).astype(state.best.dtype)
         window, window_sum, window_count, window_next = (
