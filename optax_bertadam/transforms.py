@@ -360,6 +360,11 @@ def scale_by_adam(
       ([1.0, -1.0], 1)
     """
 
+    b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
+    b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    flavour = _validation.check_choice("flavour", flavour, ("torch", "keras"))
+
     def init_fn(params):
         zeros = lambda p: jnp.zeros_like(p)
         return AdamMomentsState(

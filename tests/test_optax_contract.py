@@ -15,6 +15,8 @@ Modelled on optax's ``optax/contrib/_common_test.py``: one list (``ALGORITHMS + 
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,3 +239,14 @@ def test_get_lr_through_every_wrapper_after_loading_counts(name):
             lambda path, leaf: jnp.asarray(3, leaf.dtype)
             if getattr(path[-1], "name", None) == "count" else leaf, tx.init(params))
         assert float(ob.get_lr(state)) == pytest.approx(want, rel=1e-6), (name, wrapper_name)
+
+
+@pytest.mark.parametrize("name", [n for n, e in ENTRIES.items() if e.injectable])
+def test_bad_hyperparameters_are_refused_when_built_naming_the_argument(name):
+    """Every float hyperparameter of every registry entry: NaN and a string are refused by the
+    factory itself (not inside XLA), and the message names the argument."""
+    entry = ENTRIES[name]
+    for hyperparameter in entry.injectable:
+        for bad, error in ((float("nan"), ValueError), ("0.1", TypeError)):
+            with pytest.raises(error, match=re.escape(hyperparameter)):
+                entry.build(**{hyperparameter: bad})
