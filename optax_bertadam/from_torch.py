@@ -12,13 +12,14 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_bertadam import lr as lr_states
 from optax_bertadam import masks, optimizers, transforms
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import pytorch as torch_schedules
@@ -37,7 +38,7 @@ _MULTIPLICATIVE = ("StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "Exponenti
 SUPPORTED_SCHEDULERS = (
     *_MULTIPLICATIVE, "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR",
     "OneCycleLR", "SequentialLR", "LambdaLR from transformers.get_scheduler / get_*_schedule*",
-    "transformers.AdafactorSchedule",
+    "transformers.AdafactorSchedule", "ReduceLROnPlateau", "transformers.GreedyLR",
 )
 # transformers' LambdaLR functions (functools.partial of these), to our multipliers at rate 1.
 _TRANSFORMERS_LAMBDAS: Mapping[str, Callable[..., Schedule]] = {
@@ -169,11 +170,6 @@ def _scheduler_rates(
         )
     if getattr(scheduler, "optimizer", optimizer) is not optimizer:
         raise ValueError("scheduler is invalid: it drives another optimizer than optimizer")
-    if name == "ReduceLROnPlateau":
-        raise ValueError(
-            "scheduler ReduceLROnPlateau depends on the loss, not the count: from_torch does not "
-            "reproduce it; chain ob.reduce_lr_on_plateau(lr, ...) after the optimizer (one group)"
-        )
     base_lrs = list(scheduler.base_lrs) if hasattr(scheduler, "base_lrs") else [
         g["initial_lr"] for g in groups
     ]
@@ -257,6 +253,128 @@ def _check_momentum(rates, momentum_name, scheduler_name):
             "as momentum or betas[0]; pass cycle_momentum=False"
         )
     return rates
+
+
+# ------------------------------------------------------------------- loss-driven schedulers
+
+
+_LOSS_DRIVEN = (("torch.optim.lr_scheduler", "ReduceLROnPlateau"),
+                ("transformers.optimization", "GreedyLR"))
+
+
+def _loss_driven_rule(
+    scheduler: Any, optimizer: Any
+) -> tuple[hf_schedules.LossDrivenRule, list[float]] | None:
+    """``(rule, initial rates)`` of ``ReduceLROnPlateau`` or transformers' ``GreedyLR``; else None."""
+    name = _kind(scheduler)[1]
+    groups = optimizer.param_groups
+    if _kind(scheduler) not in _LOSS_DRIVEN:
+        return None
+    if scheduler.optimizer is not optimizer:
+        raise ValueError("scheduler is invalid: it drives another optimizer than optimizer")
+
+    def per_group(values: Any, attribute: str) -> list[float]:
+        values = [float(_scalar(v)) for v in values]
+        if len(values) != len(groups):
+            raise ValueError(
+                f"{name}.{attribute} has {len(values)} entries but the optimizer has {len(groups)} "
+                "param groups (a group added after the scheduler was built)"
+            )
+        return values
+
+    common = dict(mode=scheduler.mode, factor=float(scheduler.factor), patience=scheduler.patience,
+                  threshold=float(scheduler.threshold), threshold_mode=scheduler.threshold_mode,
+                  cooldown=scheduler.cooldown, eps=float(scheduler.eps))
+    if name == "ReduceLROnPlateau":
+        min_lrs = scheduler.min_lrs
+        if getattr(scheduler, "default_min_lr", None) is not None:
+            min_lrs = [scheduler.default_min_lr] * len(groups)  # what PyTorch does for new groups
+        # The rates start from the groups' current lr (a plateau scheduler keeps no initial rates).
+        initial = [float(_scalar(g["lr"])) for g in groups]
+        rule = hf_schedules.plateau_rule(initial, min_lr=per_group(min_lrs, "min_lrs"), **common)
+    else:
+        # GreedyLR's reset goes back to the rates it was built with, which may not be today's.
+        initial = per_group(scheduler._init_lrs, "_init_lrs")
+        # `verbose` only prints; it changes no number.
+        rule = hf_schedules.greedy_rule(
+            initial, min_lr=per_group(scheduler.min_lrs, "min_lrs"),
+            max_lr=per_group(scheduler.max_lrs, "max_lrs"), warmup=scheduler.warmup,
+            smooth=bool(scheduler.smooth), window_size=scheduler.window_size,
+            reset_start=scheduler.reset_start_original, **common,
+        )
+    return rule, initial
+
+
+def _refuse_under_loss_driven(builder: _GroupOptimizer, index: int, scheduler_name: str) -> None:
+    """Groups whose update is not ``rate * (update at rate 1)`` cannot follow a changing rate."""
+    if builder.factory is not optimizers.adafactor:
+        return
+    if builder.kwargs["relative_step"]:
+        raise ValueError(
+            f"{scheduler_name} with transformers.Adafactor(relative_step=True) (param_groups"
+            f"[{index}]) is not supported: Adafactor ignores group['lr'] then, so the scheduler "
+            "changes only the rate it reports; pass relative_step=False and lr"
+        )
+    if builder.kwargs["beta1"] is not None:
+        raise ValueError(
+            f"{scheduler_name} with transformers.Adafactor(beta1={builder.kwargs['beta1']}) "
+            f"(param_groups[{index}]) is not supported: Adafactor's first moment averages updates "
+            "already multiplied by earlier rates, which a rate chosen by the loss cannot be "
+            "applied to afterwards; pass beta1=None"
+        )
+
+
+class LossDrivenGroupsState(NamedTuple):
+    """State of parameter groups under one loss-driven scheduler (``ReduceLROnPlateau``, ``GreedyLR``).
+
+    Attributes:
+      groups: the ``optax.partition`` state of the groups' optimizers, each at its initial rate.
+      rates: the scheduler's state (``ReduceLROnPlateauState`` or ``GreedyLRState``) whose
+        ``learning_rate`` and ``scale`` have one entry per group.
+    """
+
+    groups: Any
+    rates: Any
+
+    def next_learning_rate(self) -> jax.Array:
+        """Every group's rate of the next update: its scale times its optimizer's own rate.
+
+        Returns:
+          A 1-d array, one entry per parameter group.
+        """
+        own = [jnp.asarray(s.next_learning_rate()) for _, s in lr_states.learning_rate_states(self.groups)]
+        return self.rates.scale * jnp.stack(own).astype(self.rates.scale.dtype)
+
+
+def _under_loss_driven_rule(
+    groups: optax.GradientTransformation,
+    label_tree: Callable[[PyTree], PyTree],
+    rule: hf_schedules.LossDrivenRule,
+) -> optax.GradientTransformationExtraArgs:
+    """The groups' updates, group ``i``'s scaled by ``rate_i / initial rate_i`` (from earlier values).
+
+    Every supported optimizer's update is linear in its rate (decoupled decay included), so
+    scaling it is running the group at the scheduler's rate, as :func:`reduce_lr_on_plateau` does
+    for one group. ``update`` requires ``value=``, the metric passed to ``scheduler.step``.
+    """
+
+    def init_fn(params: PyTree) -> LossDrivenGroupsState:
+        return LossDrivenGroupsState(groups.init(params), rule.init())
+
+    def update_fn(updates, state, params=None, *, value, **extra_args):
+        hf_schedules.check_scalar_value(value)
+        updates, inner = groups.update(updates, state.groups, params, **extra_args)
+        scale = state.rates.scale
+        count = scale.shape[0]
+
+        def scaled(update, label):
+            # Frozen parameters (label == count) have zero updates and no rate.
+            return update * scale[label].astype(update.dtype) if label < count else update
+
+        updates = jax.tree.map(scaled, updates, label_tree(updates))
+        return updates, LossDrivenGroupsState(inner, rule.step(state.rates, value))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------------------- optimizers
@@ -419,9 +537,18 @@ def from_torch(
     PyTorch. :func:`optax_bertadam.get_last_lr` lists the groups' rates like
     ``scheduler.get_last_lr()``.
 
+    With a loss-driven scheduler (``ReduceLROnPlateau``, transformers' ``GreedyLR``, also as
+    ``get_scheduler("reduce_lr_on_plateau" | "greedy")``) the transformation's ``update``
+    requires ``value=``, the metric of ``scheduler.step(metric)``: update ``k`` runs at the rates
+    the metrics of updates ``0 .. k-1`` chose, every group at its own rate within its own
+    ``min_lrs``/``max_lrs``, one decision for all groups as in PyTorch. The groups' optimizers
+    run at their initial rates (``GreedyLR``: its ``_init_lrs``) and each group's update is
+    scaled by ``rate / initial rate``, exact because every supported update is linear in the rate.
+
     To continue a run mid-way: ``state = ob.load_torch_state_dict(optimizer.state_dict(), tx,
     params, ob.torch_parameter_names(model.named_parameters(), optimizer), name_map=...,
-    transform=..., step=scheduler.last_epoch)``.
+    transform=..., scheduler_state=scheduler.state_dict())``: the scheduler's ``last_epoch`` sets
+    the count, a loss-driven scheduler's best value, counters and rates come along.
 
     Supported optimizers: ``torch.optim.AdamW`` (amsgrad too), ``Adam`` (L2 decay, amsgrad,
     ``decoupled_weight_decay``), ``SGD`` (momentum, dampening, nesterov, weight_decay),
@@ -430,17 +557,19 @@ def from_torch(
     schedule objects). Schedulers: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
     PolynomialLR, ChainedScheduler (of those), CosineAnnealingLR, CosineAnnealingWarmRestarts,
     CyclicLR (built-in modes), OneCycleLR, SequentialLR (of supported schedulers), every
-    transformers ``get_scheduler`` LambdaLR, ``AdafactorSchedule``; or a jnp function
-    ``count -> factor`` of each group's ``lr`` (a ``LambdaLR`` written with ``jax.numpy``).
+    transformers ``get_scheduler`` LambdaLR, ``AdafactorSchedule``, ``ReduceLROnPlateau``,
+    ``GreedyLR``; or a jnp function ``count -> factor`` of each group's ``lr`` (a ``LambdaLR``
+    written with ``jax.numpy``).
     Refused (``ValueError`` naming it): ``maximize=True``, a ``LambdaLR``/``MultiplicativeLR`` of a
-    Python function of your own, a custom ``CyclicLR.scale_fn``, ``ReduceLROnPlateau``, the
-    restart schedules of ``pytorch_pretrained_bert``, DeepSpeed BertAdam's global clipping over
-    several groups, and any other class.
+    Python function of your own, a custom ``CyclicLR.scale_fn``, the restart schedules of
+    ``pytorch_pretrained_bert``, DeepSpeed BertAdam's global clipping over several groups, a
+    loss-driven scheduler over ``Adafactor`` with ``relative_step=True`` or ``beta1``, a
+    scheduler whose per-group lists no longer match the groups, and any other class.
 
     Args:
       optimizer: the live ``torch.optim.Optimizer``.
-      scheduler: its scheduler, stepped once per ``optimizer.step()``; a jnp function
-        ``count -> factor`` of each group's lr; or ``None``.
+      scheduler: its scheduler, stepped once per ``optimizer.step()`` (a loss-driven one with
+        the metric); a jnp function ``count -> factor`` of each group's lr; or ``None``.
       named_parameters: ``model.named_parameters()``.
       params: the Flax parameter tree the transformation will update.
       name_map: Flax path (``/``-joined) -> torch name; default: the path with ``.``.
@@ -448,7 +577,9 @@ def from_torch(
         :func:`optax_bertadam.transpose_kernels`), used to check the shapes.
 
     Returns:
-      An ``optax.GradientTransformation`` (an ``optax.partition`` over the groups).
+      An ``optax.GradientTransformation`` (an ``optax.partition`` over the groups); under a
+      loss-driven scheduler an ``optax.GradientTransformationExtraArgs`` whose ``update``
+      requires ``value=``.
 
     >>> import torch, jax.numpy as jnp, optax_bertadam as ob
     >>> model = torch.nn.Linear(2, 1)
@@ -460,13 +591,31 @@ def from_torch(
     ...                    params=params)
     >>> [float(lr) for lr in ob.get_last_lr(tx.init(params))]
     [0.10000000149011612, 0.5]
+
+    A plateau scheduler: the metric goes in as ``value=``.
+
+    >>> plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    >>> tx = ob.from_torch(optimizer, plateau, named_parameters=model.named_parameters(),
+    ...                    params=params)
+    >>> state = tx.init(params)
+    >>> grads = {"weight": jnp.ones((1, 2)), "bias": jnp.ones(1)}
+    >>> for loss in (1.0, 1.0):  # no improvement on the second value: every group halves
+    ...     _, state = tx.update(grads, state, params, value=loss)
+    >>> [round(float(lr), 6) for lr in ob.get_last_lr(state)]
+    [0.05, 0.25]
     """
     groups = list(optimizer.param_groups) if hasattr(optimizer, "param_groups") else None
     if not groups:
         raise TypeError(f"optimizer={optimizer!r} is invalid: expected a torch.optim.Optimizer")
     builders = [_group_optimizer(optimizer, group, i) for i, group in enumerate(groups)]
     momentum_names = {b.momentum_name for b in builders}
-    if scheduler is None:
+    if scheduler is not None and _kind(scheduler) in _LOSS_DRIVEN:
+        for index, builder in enumerate(builders):
+            _refuse_under_loss_driven(builder, index, _kind(scheduler)[1])
+    loss_driven = None if scheduler is None else _loss_driven_rule(scheduler, optimizer)
+    if loss_driven is not None:
+        rates = [(rate, None) for rate in loss_driven[1]]
+    elif scheduler is None:
         rates = [(None, None)] * len(groups)
     elif callable(scheduler) and not hasattr(scheduler, "optimizer"):
         multiplier = torch_schedules._check_jnp_function("scheduler", scheduler)
@@ -537,4 +686,7 @@ def from_torch(
     def label_tree(tree: PyTree) -> PyTree:
         return jax.tree.unflatten(jax.tree.structure(tree), labels)
 
-    return optax.partition(transformations, label_tree)
+    partition = optax.partition(transformations, label_tree)
+    if loss_driven is None:
+        return partition
+    return _under_loss_driven_rule(partition, label_tree, loss_driven[0])

@@ -34,7 +34,8 @@ class LearningRateState(Protocol):
         """The rate the next update applies.
 
         Returns:
-          A 0-d array.
+          A 0-d array; or a 1-d array with one rate per parameter group, for a node that holds
+          several groups' rates (the groups under one loss-driven scheduler).
         """
         ...
 
@@ -65,6 +66,18 @@ def learning_rate_states(opt_state: Any) -> list[tuple[str, LearningRateState]]:
     ]
 
 
+def _group_rates(opt_state: Any) -> list[tuple[str, jax.Array]]:
+    """``(path, rate)`` of every group, in tree order: a 1-d rate is one entry per element."""
+    rates = []
+    for path, state in learning_rate_states(opt_state):
+        rate = jnp.asarray(state.next_learning_rate())
+        if rate.ndim == 1:
+            rates.extend((f"{path}[{i}]", element) for i, element in enumerate(rate))
+        else:
+            rates.append((path, rate))
+    return rates
+
+
 def get_lr(opt_state: Any) -> jax.Array:
     """The learning rate the next update will apply, found anywhere inside ``opt_state``.
 
@@ -93,7 +106,7 @@ def get_lr(opt_state: Any) -> jax.Array:
       >>> float(ob.get_lr(state))  # update 0 of a linear warmup
       0.0
     """
-    found = learning_rate_states(opt_state)
+    found = _group_rates(opt_state)
     if not found:
         raise ValueError(
             "get_lr(opt_state) found no learning-rate state in opt_state: pass the state of an "
@@ -102,11 +115,11 @@ def get_lr(opt_state: Any) -> jax.Array:
     if len(found) > 1:
         where = ", ".join(path for path, _ in found)
         raise ValueError(
-            f"get_lr(opt_state) is ambiguous: opt_state holds {len(found)} learning-rate states "
+            f"get_lr(opt_state) is ambiguous: opt_state holds {len(found)} learning rates "
             f"(at {where}); pass the part of the state you mean, or use get_last_lr(opt_state) "
             "for the rate of every group"
         )
-    return jnp.asarray(found[0][1].next_learning_rate())
+    return found[0][1]
 
 
 def get_last_lr(opt_state: Any) -> list[jax.Array]:
@@ -114,7 +127,8 @@ def get_last_lr(opt_state: Any) -> list[jax.Array]:
 
     The optax counterpart of ``scheduler.get_last_lr()`` (and of
     ``[g['lr'] for g in optimizer.param_groups]``): one entry per learning-rate state inside
-    ``opt_state``, in tree order, which for :func:`optax_bertadam.param_groups` and
+    ``opt_state`` (a state holding several groups' rates gives one entry each), in tree order,
+    which for :func:`optax_bertadam.param_groups` and
     :func:`optax_bertadam.from_torch` is the order of the groups (frozen groups have no rate and
     are not listed). A single-group optimizer gives a list of one entry, ``[get_lr(opt_state)]``.
 
@@ -132,10 +146,10 @@ def get_last_lr(opt_state: Any) -> list[jax.Array]:
       >>> [round(float(lr), 6) for lr in ob.get_last_lr(state)]
       [0.5, 0.1]
     """
-    found = learning_rate_states(opt_state)
+    found = _group_rates(opt_state)
     if not found:
         raise ValueError(
             "get_last_lr(opt_state) found no learning-rate state in opt_state: pass the state of an "
             "optax_bertadam optimizer (or a chain/wrapper containing one)"
         )
-    return [jnp.asarray(state.next_learning_rate()) for _, state in found]
+    return [rate for _, rate in found]

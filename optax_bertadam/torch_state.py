@@ -229,6 +229,7 @@ def load_torch_state_dict(
     name_map: Mapping[str, str] | None = None,
     transform: Transform | None = None,
     step: int | None = None,
+    scheduler_state: Mapping[str, Any] | None = None,
 ) -> PyTree:
     """The optax state of ``tx`` equivalent to a PyTorch optimizer's ``state_dict()``.
 
@@ -250,9 +251,15 @@ def load_torch_state_dict(
       step: the number of updates applied, for states that keep no ``step`` (``torch.optim.SGD``)
         or to check it against a scheduler's: pass ``scheduler.last_epoch``. A ``step`` in the
         state that differs is refused (one optax count drives both the moments and the rate).
+      scheduler_state: ``scheduler.state_dict()``, to continue its schedule too: its
+        ``last_epoch`` is the step (checked like ``step``); a loss-driven scheduler's
+        (``ReduceLROnPlateau``, transformers' ``GreedyLR``) best value, counters, window and
+        per-group rates (``_last_lr``) go into the state node of ``tx`` that reproduces it (a node
+        with a ``with_scheduler_state`` method; exactly one must exist).
 
     Returns:
-      ``tx.init(params)`` with moments and counts taken from ``state_dict``.
+      ``tx.init(params)`` with moments and counts taken from ``state_dict`` (and the scheduler's
+      state from ``scheduler_state``).
 
     Raises:
       ValueError: names that do not match (listed), shapes that do not match (listed), state keys
@@ -306,6 +313,18 @@ def load_torch_state_dict(
             + "; ".join(f"step {s}: {_listing(names, 5)}" for s, names in sorted(by_step.items()))
         )
     torch_step = next(iter(steps.values()), None)
+    if scheduler_state is not None:
+        if not isinstance(scheduler_state, Mapping) or "last_epoch" not in scheduler_state:
+            raise ValueError(
+                "scheduler_state is invalid: expected scheduler.state_dict(), a dict with "
+                "'last_epoch'"
+            )
+        scheduler_step = _to_step(scheduler_state["last_epoch"], "scheduler_state['last_epoch']")
+        if step is not None and _to_step(step, "step") != scheduler_step:
+            raise ValueError(
+                f"step={step!r} is invalid: scheduler_state['last_epoch'] is {scheduler_step}"
+            )
+        step = scheduler_step
     if step is not None:
         step = _to_step(step, "step")
         if torch_step is not None and torch_step != step:
@@ -363,6 +382,8 @@ def load_torch_state_dict(
         return node._replace(**updates) if updates else node
 
     state = _set_counts(_replace_nodes(template, fill), step)
+    if scheduler_state is not None:
+        state = _load_scheduler_state(state, scheduler_state)
     if not wanted_keys and torch_keys:
         raise ValueError(
             "tx's state has no moments this module can fill from torch (known: "
@@ -381,6 +402,35 @@ def load_torch_state_dict(
         raise ValueError(
             "state_dict tensors do not match the Flax parameters (is a transform missing?): "
             + _listing(shape_errors)
+        )
+    return state
+
+
+def _load_scheduler_state(state: PyTree, scheduler_state: Mapping[str, Any]) -> PyTree:
+    """``state`` with its loss-driven scheduler node moved to ``scheduler_state``.
+
+    Count-driven schedulers need nothing beyond the count; a scheduler whose state_dict has a
+    ``best`` value (ReduceLROnPlateau, GreedyLR) needs the one node that reproduces it.
+    """
+    loaded = []
+
+    def load(node):
+        if callable(getattr(node, "with_scheduler_state", None)):
+            loaded.append(type(node).__name__)
+            return node.with_scheduler_state(scheduler_state)
+        return node
+
+    state = _replace_nodes(state, load)
+    if "best" in scheduler_state and not loaded:
+        raise ValueError(
+            "scheduler_state is a loss-driven scheduler's (it has 'best'), but tx's state has no "
+            "node for it: build tx with optax_bertadam.from_torch(optimizer, scheduler, ...) or "
+            "chain reduce_lr_on_plateau/greedy_lr"
+        )
+    if len(loaded) > 1:
+        raise ValueError(
+            f"scheduler_state is ambiguous: tx's state holds {len(loaded)} scheduler states "
+            f"({', '.join(loaded)}); pass the scheduler's state to one transformation at a time"
         )
     return state
 

@@ -35,13 +35,15 @@ def run_group_parity(
     steps: int = 25,
     seed: int = 0,
     shapes: dict[str, tuple[int, ...]] = PARAM_SHAPES,
+    values: list[float] | None = None,
 ) -> tuple[float, float]:
     """Like :func:`run_parity` for several parameter groups: ``(worst param error, worst lr error)``.
 
     ``make_torch`` comes first and ``make_optax(params, side)`` gets the PyTorch side before any
     step (``from_torch`` reads the live optimizer); ``side.next_lr()`` returns one rate per group,
     compared with :func:`optax_bertadam.get_last_lr` after every update, relative to the peak rate
-    (``next_lr=None``: parameters only).
+    (``next_lr=None``: parameters only). With ``values`` (a loss-driven scheduler), update ``k``
+    passes ``value=values[k]`` and PyTorch runs ``scheduler.step(values[k])``.
     """
     jax_dtype, torch_dtype = DTYPES[dtype]
     with jax.enable_x64(dtype == "float64"):
@@ -53,19 +55,21 @@ def run_group_parity(
         tx = make_optax(params, side)
 
         @jax.jit
-        def step(params, state, step_grads):
-            updates, state = tx.update(step_grads, state, params)
+        def step(params, state, step_grads, value):
+            extra = {} if values is None else {"value": value}
+            updates, state = tx.update(step_grads, state, params, **extra)
             params = optax.apply_updates(params, updates)
             return params, state, ob.get_last_lr(state)
 
         state = tx.init(params)
         param_error, lr_errors, torch_lrs = 0.0, [], []
-        for step_grads in grads:
+        for k, step_grads in enumerate(grads):
             for name, p in named.items():
                 p.grad = torch.tensor(step_grads[name], dtype=torch_dtype)
-            side.step()
+            value = None if values is None else values[k]
+            side.step(value)
             tree = nest({n: jnp.asarray(g, dtype=jax_dtype) for n, g in step_grads.items()})
-            params, state, lrs = step(params, state, tree)
+            params, state, lrs = step(params, state, tree, 0.0 if value is None else value)
             flat = dict(zip(flatten_names(params), jax.tree.leaves(params), strict=True))
             for name, p in named.items():
                 reference = p.detach().numpy()
@@ -81,5 +85,67 @@ def run_group_parity(
             lr_errors.append(np.abs(got - want))
         if not torch_lrs:
             return param_error, 0.0
+        peak = max(float(np.max(np.abs(np.stack(torch_lrs)))), 1e-30)
+        return param_error, float(np.max(np.stack(lr_errors))) / peak
+
+
+def run_hand_over(
+    make_torch: Callable[[dict[str, torch.nn.Parameter]], tuple[Any, Any]],
+    *,
+    dtype: str,
+    before: int,
+    after: int,
+    values: list[float] | None = None,
+    shapes: dict[str, tuple[int, ...]] = PARAM_SHAPES,
+) -> tuple[float, float]:
+    """PyTorch runs ``before`` updates; JAX takes over and both run ``after`` more.
+
+    The hand-over is what a script does: :func:`optax_bertadam.from_torch` on the live optimizer
+    and scheduler, then :func:`optax_bertadam.load_torch_state_dict` of the optimizer's and the
+    scheduler's ``state_dict()``. With ``values``, update ``k`` is stepped with ``values[k]``.
+
+    Returns:
+      ``(worst param error, worst lr error)`` over the ``after`` updates, as
+      :func:`run_group_parity` measures them (rates: ``scheduler.get_last_lr()``).
+    """
+    jax_dtype, torch_dtype = DTYPES[dtype]
+    with jax.enable_x64(dtype == "float64"):
+        init = initial_params(0, shapes)
+        grads = gradient_stream(before + after, 1, shapes)
+        named = {n: torch.nn.Parameter(torch.tensor(v, dtype=torch_dtype)) for n, v in init.items()}
+        optimizer, scheduler = make_torch(named)
+        side = TorchSide(optimizer, scheduler)
+
+        def torch_step(k):
+            for n, p in named.items():
+                p.grad = torch.tensor(grads[k][n], dtype=torch_dtype)
+            side.step(None if values is None else values[k])
+
+        for k in range(before):
+            torch_step(k)
+        params = nest({n: jnp.array(p.detach().numpy(), dtype=jax_dtype) for n, p in named.items()})
+        tx = ob.from_torch(optimizer, scheduler, named_parameters=named.items(), params=params)
+        names = ob.torch_parameter_names(named.items(), optimizer)
+        state = ob.load_torch_state_dict(optimizer.state_dict(), tx, params, names,
+                                         scheduler_state=scheduler.state_dict())
+
+        @jax.jit
+        def step(params, state, step_grads, value):
+            extra = {} if values is None else {"value": value}
+            updates, state = tx.update(step_grads, state, params, **extra)
+            return optax.apply_updates(params, updates), state, ob.get_last_lr(state)
+
+        param_error, lr_errors, torch_lrs = 0.0, [], []
+        for k in range(before, before + after):
+            torch_step(k)
+            tree = nest({n: jnp.asarray(g, dtype=jax_dtype) for n, g in grads[k].items()})
+            params, state, lrs = step(params, state, tree, 0.0 if values is None else values[k])
+            flat = dict(zip(flatten_names(params), jax.tree.leaves(params), strict=True))
+            for n, p in named.items():
+                reference = p.detach().numpy()
+                scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(init[n]))), 1e-30)
+                param_error = max(param_error, float(np.max(np.abs(flat[n] - reference))) / scale)
+            torch_lrs.append(np.asarray(scheduler.get_last_lr(), np.float64))
+            lr_errors.append(np.abs(np.asarray(jax.device_get(lrs), np.float64) - torch_lrs[-1]))
         peak = max(float(np.max(np.abs(np.stack(torch_lrs)))), 1e-30)
         return param_error, float(np.max(np.stack(lr_errors))) / peak

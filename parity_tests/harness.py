@@ -77,6 +77,9 @@ MEASURED_WORST: dict[str, dict[tuple[str, str], float]] = {
                  ("float64", "param"): 8.1e-16, ("float64", "rate"): 3.5e-16},
     "from_torch": {("float32", "param"): 4.2e-7, ("float32", "rate"): 2.7e-7,
                    ("float64", "param"): 9.9e-16, ("float64", "rate"): 2.8e-16},
+    # Measured when the family was added (2026-11-25, second session): ReduceLROnPlateau/GreedyLR.
+    "from_torch_loss_driven": {("float32", "param"): 9.7e-7, ("float32", "rate"): 1.3e-7,
+                               ("float64", "param"): 1.4e-15, ("float64", "rate"): 2.2e-16},
     "param_groups": {("float32", "param"): 4.4e-7, ("float32", "rate"): 9.4e-8,
                      ("float64", "param"): 1.7e-15, ("float64", "rate"): 1.8e-16},
     "registry": {("float32", "param"): 1.3e-6, ("float64", "param"): 2.5e-15},
@@ -216,10 +219,11 @@ class TorchSide:
     scheduler: Any = None
     next_lr: Callable[[], float] | None = None
 
-    def step(self) -> None:
+    def step(self, value: float | None = None) -> None:
+        """``optimizer.step()``, then ``scheduler.step()`` (``scheduler.step(value)`` if given)."""
         self.optimizer.step()
         if self.scheduler is not None:
-            self.scheduler.step()
+            self.scheduler.step() if value is None else self.scheduler.step(value)
 
 
 @dataclasses.dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 import transformers
@@ -22,19 +21,14 @@ from pytorch_pretrained_bert.optimization import BertAdam as PublishedBertAdam
 from torch.optim import lr_scheduler
 
 import optax_bertadam as ob
-from parity_tests.group_harness import run_group_parity
+from parity_tests.group_harness import run_group_parity, run_hand_over
 from parity_tests.harness import (
-    DTYPES,
     LR_TOL,
     PARAM_TOL,
     SMALL_SHAPES,
     TORCH_NO_DECAY,
     TorchSide,
     assert_within,
-    flatten_names,
-    gradient_stream,
-    initial_params,
-    nest,
 )
 from torch_ref import BertAdam as DeepSpeedBertAdam
 
@@ -203,49 +197,17 @@ def test_a_jnp_multiplier_as_scheduler_is_a_lambda_lr():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("setup", ["AdamW x linear warmup", "SGD x OneCycleLR"])
 def test_mid_run_hand_over(setup, dtype):
-    """PyTorch runs 10 updates; JAX continues from its state_dict and last_epoch for 14 more."""
-    first, rest = 10, 14
-    jax_dtype, torch_dtype = DTYPES[dtype]
-    with jax.enable_x64(dtype == "float64"):
-        init = initial_params(0, SMALL_SHAPES)
-        grads = gradient_stream(first + rest, 1, SMALL_SHAPES)
-        named = {n: torch.nn.Parameter(torch.tensor(v, dtype=torch_dtype)) for n, v in init.items()}
+    """PyTorch runs 10 updates; JAX continues from the state_dicts for 14 more."""
+
+    def make_torch(named):
         if setup == "AdamW x linear warmup":
             optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02)
-            scheduler = transformers.get_linear_schedule_with_warmup(optimizer, 4, 20)
-        else:
-            optimizer = torch.optim.SGD(two_groups(named), lr=0.02, momentum=0.9)
-            scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=first + rest)
+            return optimizer, transformers.get_linear_schedule_with_warmup(optimizer, 4, 20)
+        optimizer = torch.optim.SGD(two_groups(named), lr=0.02, momentum=0.9)
+        return optimizer, lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=24)
 
-        def torch_step(step_grads):
-            for n, p in named.items():
-                p.grad = torch.tensor(step_grads[n], dtype=torch_dtype)
-            optimizer.step()
-            scheduler.step()
-
-        for step_grads in grads[:first]:
-            torch_step(step_grads)
-        # The hand-over: the live objects and their state, as a script would have them.
-        params = nest({n: jnp.array(p.detach().numpy(), dtype=jax_dtype) for n, p in named.items()})
-        tx = ob.from_torch(optimizer, scheduler, named_parameters=named.items(), params=params)
-        names = ob.torch_parameter_names(named.items(), optimizer)
-        state = ob.load_torch_state_dict(optimizer.state_dict(), tx, params, names,
-                                         step=scheduler.last_epoch)
-        step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
-            *tx.update(g, s, p)))
-        param_error = lr_error = 0.0
-        peak = max(max(g["lr"] for g in optimizer.param_groups), 1e-30)
-        for step_grads in grads[first:]:
-            torch_step(step_grads)
-            params, state = step(params, state, nest({n: jnp.asarray(g, dtype=jax_dtype)
-                                                      for n, g in step_grads.items()}))
-            flat = dict(zip(flatten_names(params), jax.tree.leaves(params), strict=True))
-            for n, p in named.items():
-                reference = p.detach().numpy()
-                scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(init[n]))))
-                param_error = max(param_error, float(np.max(np.abs(flat[n] - reference))) / scale)
-            got = np.asarray([float(lr) for lr in ob.get_last_lr(state)])
-            lr_error = max(lr_error, float(np.max(np.abs(got - scheduler.get_last_lr()))) / peak)
+    param_error, lr_error = run_hand_over(make_torch, dtype=dtype, before=10, after=14,
+                                          shapes=SMALL_SHAPES)
     assert_within("param error", param_error, PARAM_TOL[dtype])
     assert_within("lr error", lr_error, LR_TOL[dtype])
 
@@ -277,9 +239,18 @@ def jax_params():
         (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
                     lr_scheduler.CyclicLR(o, 0.01, 0.1, scale_fn=lambda x: 1.0)),
          r"CyclicLR.scale_fn=.* is a function of your own"),
-        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.1),
+        (lambda m: (o := transformers.Adafactor(m.parameters(), lr=None),
                     lr_scheduler.ReduceLROnPlateau(o)),
-         r"ReduceLROnPlateau depends on the loss.*reduce_lr_on_plateau"),
+         r"ReduceLROnPlateau with transformers.Adafactor\(relative_step=True\) \(param_groups\[0\]\) "
+         r"is not supported: Adafactor ignores group\['lr'\]"),
+        (lambda m: (o := transformers.Adafactor(m.parameters(), lr=0.1, relative_step=False,
+                                                beta1=0.9),
+                    transformers.optimization.GreedyLR(o)),
+         r"GreedyLR with transformers.Adafactor\(beta1=0.9\).*pass beta1=None"),
+        (lambda m: (o := torch.optim.SGD([{"params": [m.weight]}, {"params": [m.bias]}], lr=0.1),
+                    lr_scheduler.ReduceLROnPlateau(o, min_lr=[0.0, 0.0]),
+                    o.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))]}))[:2],
+         r"ReduceLROnPlateau.min_lrs has 2 entries but the optimizer has 3 param groups"),
         (lambda m: (PublishedBertAdam(m.parameters(), lr=0.1, schedule=__import__(
             "pytorch_pretrained_bert.optimization", fromlist=["x"]
         ).WarmupCosineWithHardRestartsSchedule(warmup=0.1, t_total=10)), None),

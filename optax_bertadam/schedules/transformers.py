@@ -697,18 +697,116 @@ def get_wsd_schedule(
     return schedule
 
 
+def check_scalar_value(value: Any) -> None:
+    """Refuse a ``value=`` that is not a scalar (the loss or metric of one update)."""
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"value with shape {jnp.shape(value)} is invalid: expected a scalar (the loss or "
+            "metric of this update)"
+        )
+
+
 def _scale_by_earlier_values(updates: Any, scale: Array, value: Any) -> Any:
     """The updates of a loss-driven transform: ``scale`` (from earlier values) times ``updates``.
 
     The rate of this update comes from earlier values only (PyTorch's ``scheduler.step(loss)``
     runs after ``optimizer.step()``); ``value``, which must be a scalar, decides later rates.
     """
-    if jnp.ndim(value) != 0:
-        raise ValueError(
-            f"value with shape {jnp.shape(value)} is invalid: expected a scalar (the loss or "
-            "metric of this update)"
-        )
+    check_scalar_value(value)
     return jax.tree.map(lambda u: u * scale.astype(jnp.result_type(u)), updates)
+
+
+class LossDrivenRule(NamedTuple):
+    """How a loss-driven scheduler moves its rates: ``init()`` and ``step(state, value)``.
+
+    ``state.learning_rate`` and ``state.scale`` are 0-d for one parameter group, or 1-d with one
+    entry per group; ``best`` and the counters are shared, as PyTorch's scheduler keeps one set
+    for all of its optimizer's groups. ``step`` folds in one ``value`` (``scheduler.step(value)``).
+    """
+
+    init: Callable[[], Any]
+    step: Callable[[Any, Array], Any]
+
+
+def _loss_driven_transform(rule: LossDrivenRule) -> optax.GradientTransformationExtraArgs:
+    """The one-group transform of ``rule``: update ``k`` scaled by the rate values ``< k`` chose."""
+
+    def init_fn(params: Any) -> Any:
+        del params
+        return rule.init()
+
+    def update_fn(updates: Any, state: Any, params: Any = None, *, value: Array, **extra_args: Any):
+        del params, extra_args
+        return _scale_by_earlier_values(updates, state.scale, value), rule.step(state, value)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_group_values(name: str, value: Any, check: Callable[[str, Any], float]) -> np.ndarray:
+    """``value`` (a number, or one number per parameter group) checked, as a float64 array."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{name}={value!r} is invalid: expected a number or one per group")
+        return np.asarray([check(f"{name}[{i}]", v) for i, v in enumerate(value)], np.float64)
+    return np.asarray(check(name, value), np.float64)
+
+
+def _check_rate(name: str, value: Any) -> float:
+    _validation.check_finite(name, value)
+    return _validation.check_range(name, value, low=0.0)
+
+
+def _refuse_group_lists(**bounds: Any) -> None:
+    for name, bound in bounds.items():
+        if isinstance(bound, (list, tuple)):
+            raise TypeError(
+                f"{name}={bound!r} is invalid: expected one number (an optax transform has no "
+                "parameter groups; optax_bertadam.from_torch reproduces per-group bounds)"
+            )
+
+
+def _new_scale(new_lr: Array, initial: np.ndarray, old_scale: Array) -> Array:
+    """``new_lr / initial``; where the initial rate is 0 every update is 0 and the scale stays."""
+    if np.all(initial > 0.0):
+        return new_lr / _as_float(initial)
+    return jnp.where(initial > 0.0, new_lr / _as_float(np.where(initial > 0.0, initial, 1.0)), old_scale)
+
+
+def _is_better_rule(mode: str, threshold: float, threshold_mode: str) -> Callable[[Array, Array], Array]:
+    def is_better(value: Array, best: Array) -> Array:
+        if mode == "min":
+            return value < (best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold)
+        return value > (best * (1.0 + threshold) if threshold_mode == "rel" else best + threshold)
+
+    return is_better
+
+
+def _rates_from_scheduler_state(
+    initial: Any, scheduler_state: Mapping[str, Any], class_name: str
+) -> tuple[Array, Array]:
+    """``(learning_rate, scale)`` of a loss-driven state from the scheduler's ``_last_lr``.
+
+    ``initial`` is the fresh state's ``learning_rate``: the rates the transform was built with.
+    """
+    rates = np.asarray([float(r) for r in scheduler_state["_last_lr"]], np.float64)
+    initial = np.asarray(initial, np.float64)
+    if rates.size != max(initial.size, 1):
+        raise ValueError(
+            f"scheduler_state of {class_name} has {rates.size} groups' rates (_last_lr) but the "
+            f"transform was built for {initial.size}"
+        )
+    rates = rates.reshape(initial.shape)
+    scale = np.where(initial > 0.0, rates / np.where(initial > 0.0, initial, 1.0), 1.0)
+    return _as_float(rates), _as_float(scale)
+
+
+def _missing_keys(scheduler_state: Mapping[str, Any], keys: tuple[str, ...], class_name: str) -> None:
+    missing = [key for key in keys if key not in scheduler_state]
+    if missing:
+        raise ValueError(
+            f"scheduler_state is invalid for {class_name}: it lacks {', '.join(missing)} (pass "
+            "scheduler.state_dict())"
+        )
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -731,6 +829,27 @@ class ReduceLROnPlateauState(NamedTuple):
     def next_learning_rate(self) -> Array:
         """The rate of the next update (:func:`optax_bertadam.get_lr` calls this)."""
         return self.learning_rate
+
+    def with_scheduler_state(self, scheduler_state: Mapping[str, Any]) -> ReduceLROnPlateauState:
+        """This fresh state moved to where a ``ReduceLROnPlateau`` is (its ``state_dict()``).
+
+        :func:`optax_bertadam.load_torch_state_dict` calls this with ``scheduler_state=``.
+
+        Returns:
+          The state whose next update runs at the scheduler's ``_last_lr``.
+        """
+        keys = ("best", "num_bad_epochs", "cooldown_counter", "_last_lr")
+        _missing_keys(scheduler_state, keys, "ReduceLROnPlateau")
+        learning_rate, scale = _rates_from_scheduler_state(
+            self.learning_rate, scheduler_state, "ReduceLROnPlateau"
+        )
+        return self._replace(
+            learning_rate=learning_rate,
+            scale=scale,
+            best=_as_float(float(scheduler_state["best"])),
+            num_bad_epochs=jnp.asarray(int(scheduler_state["num_bad_epochs"]), jnp.int32),
+            cooldown_counter=jnp.asarray(int(scheduler_state["cooldown_counter"]), jnp.int32),
+        )
 
 
 def reduce_lr_on_plateau(
@@ -801,7 +920,35 @@ def reduce_lr_on_plateau(
       >>> updates["w"].tolist(), float(ob.get_lr(state))  # the next update runs at 0.5
       ([1.0, 1.0], 0.5)
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    _refuse_group_lists(learning_rate=learning_rate, min_lr=min_lr)
+    return _loss_driven_transform(plateau_rule(
+        learning_rate, mode=mode, factor=factor, patience=patience, threshold=threshold,
+        threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr, eps=eps,
+    ))
+
+
+def plateau_rule(
+    learning_rate: float | list[float],
+    *,
+    mode: str = "min",
+    factor: float = 0.1,
+    patience: int = 10,
+    threshold: float = 1e-4,
+    threshold_mode: str = "rel",
+    cooldown: int = 0,
+    min_lr: float | list[float] = 0.0,
+    eps: float = 1e-8,
+) -> LossDrivenRule:
+    """The :class:`LossDrivenRule` of PyTorch's ``ReduceLROnPlateau`` (see :func:`reduce_lr_on_plateau`).
+
+    ``learning_rate`` and ``min_lr`` may give one number per parameter group (``min_lr`` as
+    PyTorch's list); a reduction lowers every group's rate at once, each to
+    ``max(lr_i * factor, min_lr_i)`` unless that lowers it by ``eps`` or less.
+
+    Returns:
+      The rule; ``rule.init()`` is a :class:`ReduceLROnPlateauState`.
+    """
+    initial = _check_group_values("learning_rate", learning_rate, _check_rate)
     mode = _validation.check_choice("mode", mode, ("min", "max"))
     factor = _validation.check_range("factor", factor, low=0.0, high=1.0, high_inclusive=False)
     patience = _validation.check_int("patience", patience, low=0)
@@ -809,37 +956,25 @@ def reduce_lr_on_plateau(
     threshold = _validation.check_range("threshold", threshold, low=0.0)
     threshold_mode = _validation.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
     cooldown = _validation.check_int("cooldown", cooldown, low=0)
-    _validation.check_finite("min_lr", min_lr)
-    min_lr = _validation.check_range("min_lr", min_lr, low=0.0)
+    min_lrs = _check_group_values("min_lr", min_lr, _check_rate)
+    if min_lrs.ndim and min_lrs.shape != initial.shape:
+        raise ValueError(
+            f"min_lr={min_lr!r} is invalid: expected one number or {initial.size} (one per group)"
+        )
     _validation.check_finite("eps", eps)
     eps = _validation.check_range("eps", eps, low=0.0)
+    is_better = _is_better_rule(mode, threshold, threshold_mode)
 
-    def is_better(value: Array, best: Array) -> Array:
-        if mode == "min":
-            return value < (best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold)
-        return value > (best * (1.0 + threshold) if threshold_mode == "rel" else best + threshold)
-
-    def init_fn(params: Any) -> ReduceLROnPlateauState:
-        del params
+    def init() -> ReduceLROnPlateauState:
         return ReduceLROnPlateauState(
-            learning_rate=_as_float(learning_rate),
-            scale=_as_float(1.0),
+            learning_rate=_as_float(initial),
+            scale=jnp.ones_like(_as_float(initial)),
             best=_as_float(math.inf if mode == "min" else -math.inf),
             num_bad_epochs=jnp.asarray(0, jnp.int32),
             cooldown_counter=jnp.asarray(0, jnp.int32),
         )
 
-    def update_fn(
-        updates: Any,
-        state: ReduceLROnPlateauState,
-        params: Any = None,
-        *,
-        value: Array,
-        **extra_args: Any,
-    ) -> tuple[Any, ReduceLROnPlateauState]:
-        del params, extra_args
-        scaled = _scale_by_earlier_values(updates, state.scale, value)
-
+    def step(state: ReduceLROnPlateauState, value: Array) -> ReduceLROnPlateauState:
         current = jnp.asarray(value).astype(state.best.dtype)
         improved = is_better(current, state.best)
         best = jnp.where(improved, current, state.best)
@@ -849,20 +984,18 @@ def reduce_lr_on_plateau(
         num_bad_epochs = jnp.where(in_cooldown, 0, num_bad_epochs)
 
         reduce = num_bad_epochs > patience
-        reduced_lr = jnp.maximum(state.learning_rate * factor, min_lr)
+        reduced_lr = jnp.maximum(state.learning_rate * factor, _as_float(min_lrs))
         # A reduction that barely changes the rate is skipped, but still restarts the cooldown.
         new_lr = jnp.where(reduce & (state.learning_rate - reduced_lr > eps), reduced_lr, state.learning_rate)
-        new_state = ReduceLROnPlateauState(
+        return ReduceLROnPlateauState(
             learning_rate=new_lr,
-            # With learning_rate 0 every update is 0 already and the rate never moves.
-            scale=new_lr / learning_rate if learning_rate > 0.0 else state.scale,
+            scale=_new_scale(new_lr, initial, state.scale),
             best=best,
             num_bad_epochs=jnp.where(reduce, 0, num_bad_epochs).astype(jnp.int32),
             cooldown_counter=jnp.where(reduce, cooldown, cooldown_counter).astype(jnp.int32),
         )
-        return scaled, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return LossDrivenRule(init, step)
 
 
 class GreedyLRState(NamedTuple):
@@ -899,6 +1032,59 @@ class GreedyLRState(NamedTuple):
     def next_learning_rate(self) -> Array:
         """The rate of the next update (:func:`optax_bertadam.get_lr` calls this)."""
         return self.learning_rate
+
+    def with_scheduler_state(self, scheduler_state: Mapping[str, Any]) -> GreedyLRState:
+        """This fresh state moved to where a transformers ``GreedyLR`` is (its ``state_dict()``).
+
+        :func:`optax_bertadam.load_torch_state_dict` calls this with ``scheduler_state=``. The
+        smoothing window (``_streaming_avg``: its values, oldest first, and their running sum)
+        goes into the ring buffer with the oldest value in slot 0.
+
+        Returns:
+          The state whose next update runs at the scheduler's ``_last_lr``.
+        """
+        keys = ("best", "num_bad_epochs", "num_good_epochs", "cooldown_counter", "warmup_counter",
+                "reset_start", "_last_lr")
+        _missing_keys(scheduler_state, keys, "GreedyLR")
+        learning_rate, scale = _rates_from_scheduler_state(
+            self.learning_rate, scheduler_state, "GreedyLR"
+        )
+        window_size = self.window.shape[0]
+        average = scheduler_state.get("_streaming_avg")
+        if bool(window_size) != (average is not None):
+            raise ValueError(
+                f"scheduler_state is invalid: GreedyLR(smooth={average is not None}) but the "
+                f"transform was built with smooth={bool(window_size)}"
+            )
+        window, window_sum, count = self.window, self.window_sum, 0
+        if average is not None:
+            values = [float(v) for v in average["values"]]
+            if len(values) > window_size:
+                raise ValueError(
+                    f"scheduler_state is invalid: its window holds {len(values)} values, the "
+                    f"transform's window_size is {window_size}"
+                )
+            count = len(values)
+            window = window.at[:count].set(jnp.asarray(values, window.dtype))
+            window_sum = _as_float(float(average["sum"]))
+
+        def counter(key: str) -> Array:
+            return jnp.asarray(int(scheduler_state[key]), jnp.int32)
+
+        return self._replace(
+            learning_rate=learning_rate,
+            scale=scale,
+            best=_as_float(float(scheduler_state["best"])),
+            num_bad_epochs=counter("num_bad_epochs"),
+            num_good_epochs=counter("num_good_epochs"),
+            cooldown_counter=counter("cooldown_counter"),
+            warmup_counter=counter("warmup_counter"),
+            reset_start=counter("reset_start"),
+            window=window,
+            window_sum=window_sum,
+            window_count=jnp.asarray(count, jnp.int32),
+            window_next=jnp.asarray(count % window_size if window_size else 0, jnp.int32),
+        )
 
 
 def _times_double(x: Array, value: float) -> Array:
@@ -981,7 +1167,44 @@ def greedy_lr(
     >>> round(float(state.learning_rate), 6)
     0.8
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    _refuse_group_lists(learning_rate=learning_rate, min_lr=min_lr, max_lr=max_lr)
+    return _loss_driven_transform(greedy_rule(
+        learning_rate, mode=mode, factor=factor, patience=patience, threshold=threshold,
+        threshold_mode=threshold_mode, cooldown=cooldown, warmup=warmup, min_lr=min_lr,
+        max_lr=max_lr, eps=eps, verbose=verbose, smooth=smooth, window_size=window_size,
+        reset_start=reset_start,
+    ))
+
+
+def greedy_rule(
+    learning_rate: float | list[float],
+    *,
+    mode: str = "min",
+    factor: float = 0.95,
+    patience: int = 10,
+    threshold: float = 1e-6,
+    threshold_mode: str = "abs",
+    cooldown: int = 0,
+    warmup: int = 0,
+    min_lr: float | list[float] = 1e-3,
+    max_lr: float | list[float] = 1.0,
+    eps: float = 1e-8,
+    verbose: bool = False,
+    smooth: bool = False,
+    window_size: int = 50,
+    reset_start: int = 500,
+) -> LossDrivenRule:
+    """The :class:`LossDrivenRule` of transformers' ``GreedyLR`` (see :func:`greedy_lr`).
+
+    ``learning_rate``, ``min_lr`` and ``max_lr`` may give one number per parameter group. A
+    change moves every group at once, each within its own bounds; the reset countdown runs only
+    while *every* group is at its ``min_lr`` (as ``GreedyLR._reduce_lr``), and a reset restores
+    every group's initial rate.
+
+    Returns:
+      The rule; ``rule.init()`` is a :class:`GreedyLRState`.
+    """
+    initial = _check_group_values("learning_rate", learning_rate, _check_rate)
     mode = _validation.check_choice("mode", mode, ("min", "max"))
     factor = _validation.check_range(
         "factor", factor, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
@@ -992,16 +1215,13 @@ def greedy_lr(
     threshold_mode = _validation.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
     cooldown = _validation.check_int("cooldown", cooldown, low=0)
     warmup = _validation.check_int("warmup", warmup, low=0)
-    for name, bound in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if isinstance(bound, (list, tuple)):
-            raise TypeError(
-                f"{name}={bound!r} is invalid: expected one number (build one transform per "
-                "parameter group, each with its own bound)"
+    min_lrs = _check_group_values("min_lr", min_lr, _check_rate)
+    max_lrs = _check_group_values("max_lr", max_lr, _check_rate)
+    for name, bound, given in (("min_lr", min_lrs, min_lr), ("max_lr", max_lrs, max_lr)):
+        if bound.ndim and bound.shape != initial.shape:
+            raise ValueError(
+                f"{name}={given!r} is invalid: expected one number or {initial.size} (one per group)"
             )
-    _validation.check_finite("min_lr", min_lr)
-    min_lr = _validation.check_range("min_lr", min_lr, low=0.0)
-    _validation.check_finite("max_lr", max_lr)
-    max_lr = _validation.check_range("max_lr", max_lr, low=0.0)
     _validation.check_finite("eps", eps)
     eps = _validation.check_range("eps", eps, low=0.0)
     if verbose is not False:
@@ -1014,18 +1234,13 @@ def greedy_lr(
     window_size = _validation.check_int("window_size", window_size, low=1)
     reset_start = _validation.check_int("reset_start", reset_start, low=0)
     worst = math.inf if mode == "min" else -math.inf
+    is_better = _is_better_rule(mode, threshold, threshold_mode)
 
-    def is_better(value: Array, best: Array) -> Array:
-        if mode == "min":
-            return value < (best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold)
-        return value > (best * (1.0 + threshold) if threshold_mode == "rel" else best + threshold)
-
-    def init_fn(params: Any) -> GreedyLRState:
-        del params
+    def init() -> GreedyLRState:
         zero = jnp.asarray(0, jnp.int32)
         return GreedyLRState(
-            learning_rate=_as_float(learning_rate),
-            scale=_as_float(1.0),
+            learning_rate=_as_float(initial),
+            scale=jnp.ones_like(_as_float(initial)),
             best=_as_float(worst),
             num_bad_epochs=zero,
             num_good_epochs=zero,
@@ -1038,12 +1253,7 @@ def greedy_lr(
             window_next=zero,
         )
 
-    def update_fn(
-        updates: Any, state: GreedyLRState, params: Any = None, *, value: Array, **extra_args: Any
-    ) -> tuple[Any, GreedyLRState]:
-        del params, extra_args
-        scaled = _scale_by_earlier_values(updates, state.scale, value)
-
+    def step(state: GreedyLRState, value: Array) -> GreedyLRState:
         current = jnp.asarray(value).astype(state.best.dtype)
         window, window_sum, window_count, window_next = (
             state.window,
@@ -1079,21 +1289,22 @@ def greedy_lr(
         increase = ~waiting & (num_good > patience)
         decrease = ~waiting & ~increase & (num_bad > patience)
         if lr.dtype == jnp.float64:
-            raised = jnp.minimum(lr / factor, max_lr)  # transformers' own arithmetic
-            lowered = jnp.maximum(lr * factor, min_lr)
+            raised = jnp.minimum(lr / factor, _as_float(max_lrs))  # transformers' own arithmetic
+            lowered = jnp.maximum(lr * factor, _as_float(min_lrs))
         else:
-            raised = jnp.minimum(_times_double(lr, 1.0 / factor), max_lr)
-            lowered = jnp.maximum(_times_double(lr, factor), min_lr)
+            raised = jnp.minimum(_times_double(lr, 1.0 / factor), _as_float(max_lrs))
+            lowered = jnp.maximum(_times_double(lr, factor), _as_float(min_lrs))
         new_lr = jnp.where(increase & (raised - lr > eps), raised, lr)
         new_lr = jnp.where(decrease & (lr - lowered > eps), lowered, new_lr)
-        at_min = decrease & ~(new_lr > min_lr)
+        # The countdown to a reset runs only while every group is at its floor.
+        at_min = decrease & jnp.all(~(new_lr > _as_float(min_lrs)))
         reset_count = jnp.where(
             increase, reset_start, jnp.where(at_min, state.reset_start - 1, state.reset_start)
         )
         reset = at_min & (reset_count <= 0)
 
         # A reset restores the initial state; the cooldown that follows a decrease still starts.
-        new_lr = jnp.where(reset, _as_float(learning_rate), new_lr)
+        new_lr = jnp.where(reset, _as_float(initial), new_lr)
         best = jnp.where(reset, _as_float(worst), best)
         num_good = jnp.where(increase | reset, 0, num_good)
         num_bad = jnp.where(decrease, 0, num_bad)
@@ -1104,10 +1315,9 @@ def greedy_lr(
             window_sum = jnp.where(reset, 0.0, window_sum).astype(window_sum.dtype)
             window_count = jnp.where(reset, 0, window_count)
             window_next = jnp.where(reset, 0, window_next)
-        new_state = GreedyLRState(
+        return GreedyLRState(
             learning_rate=new_lr,
-            # With learning_rate 0 every update is 0 already.
-            scale=new_lr / learning_rate if learning_rate > 0.0 else state.scale,
+            scale=_new_scale(new_lr, initial, state.scale),
             best=best,
             num_bad_epochs=num_bad.astype(jnp.int32),
             num_good_epochs=num_good.astype(jnp.int32),
@@ -1119,9 +1329,8 @@ def greedy_lr(
             window_count=window_count.astype(jnp.int32),
             window_next=window_next.astype(jnp.int32),
         )
-        return scaled, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return LossDrivenRule(init, step)
 
 
 # transformers.SchedulerType values, in its order.
