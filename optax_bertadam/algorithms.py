@@ -146,8 +146,9 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         torch_arguments=MappingProxyType(
             {"learning_rate": "lr", **{name: name for name in _ADAFACTOR_ARGUMENTS}}
         ),
-        # Not migrated: transformers keeps no row/column factors for tensors of rank < 2 and a
-        # derived "RMS"; load_torch_state_dict refuses its state_dict rather than guess.
+        # Row/column factors for tensors of rank >= 2, the full moment for the others; the
+        # derived "RMS" is recomputed by every step and not carried over.
+        torch_state_keys=("exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"),
         mask_argument="mask",
     ),
     Algorithm(

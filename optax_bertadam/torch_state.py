@@ -15,6 +15,9 @@ optax state                                torch per-parameter state
 ``ScaleByBiasFreeAdamState.next_m/next_v``   ``BertAdam``: ``next_m``, ``next_v``
 ``optax.ScaleByAdamState.mu/nu``             ``torch.optim.Adam/AdamW``: ``exp_avg``, ``exp_avg_sq``
 ``optax.ScaleByAmsgradState.nu_max``         ``max_exp_avg_sq`` (``amsgrad=True``)
+``AdafactorState.exp_avg_sq_row/_col``        ``transformers.Adafactor``: the same keys (rank >= 2;
+                                             swapped when ``transform`` transposes the kernel)
+``AdafactorState.exp_avg_sq``                 ``exp_avg_sq`` (parameters of rank < 2)
 any field named ``next_m``, ``exp_avg``, ...  the torch key of the same name
 every integer ``count`` field                 ``step`` (the same for every parameter)
 =========================================  ==============================================
@@ -27,6 +30,7 @@ build the tensors of :func:`to_torch_state_dict`.
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -45,9 +49,19 @@ Transform = Callable[[str, np.ndarray], np.ndarray]
 # one of these names is filled from the key of the same name.
 TORCH_STATE_KEYS = (
     "next_m", "next_v", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
+    "exp_avg_sq_row", "exp_avg_sq_col",
 )
+# transformers.Adafactor factors the second moment of a parameter of rank >= 2 into the mean
+# over its last axis ("row") and over the one before ("col"), and keeps the full "exp_avg_sq" only
+# for the others; a state with these fields keeps (1,) placeholders where torch keeps nothing.
+_FACTORED_KEYS = ("exp_avg_sq_row", "exp_avg_sq_col")
+# Per-parameter values torch recomputes at every step before using them (Adafactor's "RMS" of
+# the parameter): nothing to carry over.
+_DERIVED_KEYS = ("RMS",)
 # torch.optim.Adam/AdamW keep `step` as a float32 tensor; BertAdam keeps a Python int.
 _TENSOR_STEP_KEYS = ("exp_avg",)
+# States made of these keys only keep no `step` (torch.optim.SGD).
+_STEPLESS_KEYS = ("momentum_buffer",)
 
 # optax's own states name their moments otherwise; this package's states use the torch names.
 _OPTAX_FIELD_MAPS: Mapping[type, Mapping[str, str]] = {
@@ -344,16 +358,21 @@ def load_torch_state_dict(
     torch_keys = sorted({k for s in with_state.values() for k in s if k != "step"})
 
     template = tx.init(params)
+    param_shapes = {parameter_name(path): np.shape(leaf)
+                    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
     filled_keys: set[str] = set()
     wanted_keys: set[str] = set()
     shape_errors: list[str] = []
 
     def fill(node):
         updates = {}
+        factored = any(f in _FACTORED_KEYS for f in node._fields)
         for field, key in _field_map(node).items():
             tree = getattr(node, field)
             if not jax.tree.leaves(tree):
                 continue
+            if not any(_keeps(key, factored, param_shapes[p]) for p in _flax_paths(tree)):
+                continue  # placeholders only
             wanted_keys.add(key)
             if not with_state:
                 continue  # no update yet: torch has no state, optax has zeros
@@ -363,12 +382,21 @@ def load_torch_state_dict(
 
             def load_leaf(path, leaf, key=key):
                 flax_path = parameter_name(path)
-                entry = torch_state[to_torch[flax_path]]
+                torch_name = to_torch[flax_path]
+                entry = torch_state[torch_name]
+                if not _keeps(key, factored, param_shapes[flax_path]):
+                    if key in entry:
+                        shape_errors.append(f"{torch_name}: {key!r} in its state, which a "
+                                            f"parameter of shape {param_shapes[flax_path]} lacks")
+                    return leaf  # a placeholder: torch keeps nothing for this parameter
+                if key in _FACTORED_KEYS and all(k in entry for k in _FACTORED_KEYS):
+                    row, col = (np.shape(_to_numpy(entry[k])) for k in _FACTORED_KEYS)
+                    key = _factored_key(key, row, col, flax_path, transform, shape_errors)
                 if key not in entry:
-                    shape_errors.append(f"{to_torch[flax_path]}: no {key!r} in its state")
+                    shape_errors.append(f"{torch_name}: no {key!r} in its state")
                     return leaf
                 value = _to_numpy(entry[key])
-                if transform is not None:
+                if transform is not None and key not in _FACTORED_KEYS:
                     value = np.asarray(transform(flax_path, value))
                 if value.shape != leaf.shape:
                     shape_errors.append(
@@ -391,7 +419,7 @@ def load_torch_state_dict(
         )
     if with_state:
         missing = sorted(wanted_keys - set(torch_keys))
-        extra = sorted(set(torch_keys) - filled_keys)
+        extra = sorted(set(torch_keys) - filled_keys - set(_DERIVED_KEYS))
         if missing or extra:
             raise ValueError(
                 f"state_dict does not match tx's state: the state_dict holds {torch_keys}, tx's "
@@ -404,6 +432,46 @@ def load_torch_state_dict(
             + _listing(shape_errors)
         )
     return state
+
+
+def _keeps(key: str, factored: bool, shape: tuple[int, ...]) -> bool:
+    """Whether torch keeps ``key`` for a parameter of ``shape`` (Adafactor factors rank >= 2)."""
+    if key in _FACTORED_KEYS:
+        return len(shape) >= 2
+    if key == "exp_avg_sq" and factored:
+        return len(shape) < 2
+    return True
+
+
+def _factored_key(
+    key: str, row_shape: tuple[int, ...], col_shape: tuple[int, ...], flax_path: str,
+    transform: Transform | None, errors: list[str],
+) -> str:
+    """The key a factored moment has on the other side of ``transform``.
+
+    ``row_shape``/``col_shape`` are this side's row and column shapes; the parameter's shape
+    follows from them. A transform that swaps the parameter's last two axes (a transposed kernel)
+    turns rows into columns; any other transform but the identity is refused (in ``errors``).
+    """
+    if transform is None:
+        return key
+    shape = tuple(row_shape) + tuple(col_shape[-1:])
+    probe = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    moved = np.asarray(transform(flax_path, probe))
+    if np.array_equal(moved, probe):
+        return key
+    if np.array_equal(moved, np.swapaxes(probe, -1, -2)):
+        return _FACTORED_KEYS[1 - _FACTORED_KEYS.index(key)]
+    errors.append(
+        f"{flax_path}: transform is neither the identity nor a swap of the last two axes, so "
+        "Adafactor's factored second moment (row and column means) cannot follow it"
+    )
+    return key
+
+
+def _factored_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of Adafactor's row (mean over the last axis) or column statistic of ``shape``."""
+    return shape[:-1] if key == _FACTORED_KEYS[0] else shape[:-2] + shape[-1:]
 
 
 def _load_scheduler_state(state: PyTree, scheduler_state: Mapping[str, Any]) -> PyTree:
@@ -489,7 +557,9 @@ def to_torch_state_dict(
         :func:`transpose_kernels`.
 
     Returns:
-      ``{"state": {id: {"step": ..., key: tensor}}, "param_groups": [...]}``.
+      ``{"state": {id: {"step": ..., key: tensor}}, "param_groups": [...]}`` (no ``step`` for
+      ``torch.optim.SGD``, which keeps none; transformers' Adafactor's derived ``RMS`` is left
+      to its next step, which recomputes it first).
 
     Example:
       >>> import torch, jax.numpy as jnp, optax_bertadam as ob
@@ -543,26 +613,37 @@ def to_torch_state_dict(
     values = {key: dict(zip(_flax_paths(tree), jax.tree.leaves(tree), strict=True))
               for key, tree in moment_trees.items()}
     shape_of = {name: tuple(p.shape) for name, p in zip(param_names, torch_params, strict=True)}
-    tensor_step = any(key in _TENSOR_STEP_KEYS for key in moment_trees)
+    factored = any(key in _FACTORED_KEYS for key in moment_trees)
+    # Adam/AdamW keep a tensor step; BertAdam, Adafactor and SGD (which ignores it) an int.
+    tensor_step = not factored and any(key in _TENSOR_STEP_KEYS for key in moment_trees)
+    # torch.optim.SGD keeps its momentum buffer and no step.
+    keeps_step = not set(moment_trees) <= set(_STEPLESS_KEYS)
 
     per_name: dict[str, dict[str, Any]] = {}
     shape_errors = []
     for path in flax_paths:
         name = to_torch[path]
-        entry: dict[str, Any] = {
-            "step": torch.tensor(float(step), dtype=torch.float32) if tensor_step else step
-        }
+        entry: dict[str, Any] = {}
+        if keeps_step:
+            entry["step"] = torch.tensor(float(step), dtype=torch.float32) if tensor_step else step
         for key, by_path in values.items():
+            if not _keeps(key, factored, shape_of[name]):
+                continue  # a placeholder: torch keeps nothing for this parameter
             value = np.asarray(jax.device_get(by_path[path]))
-            if transform is not None:
+            torch_key, expected = key, shape_of[name]
+            if key in _FACTORED_KEYS:
+                row, col = (np.shape(values[k][path]) for k in _FACTORED_KEYS)
+                torch_key = _factored_key(key, row, col, path, transform, shape_errors)
+                expected = _factored_shape(torch_key, shape_of[name])
+            elif transform is not None:
                 value = np.asarray(transform(path, value))
-            if tuple(value.shape) != shape_of[name]:
-                shape_errors.append(f"{name} ({key}): optax {tuple(value.shape)} vs torch {shape_of[name]}")
+            if tuple(value.shape) != expected:
+                shape_errors.append(f"{name} ({key}): optax {tuple(value.shape)} vs torch {expected}")
                 continue
             if value.dtype == jnp.bfloat16:
-                entry[key] = torch.from_numpy(value.astype(np.float32)).to(torch.bfloat16)
+                entry[torch_key] = torch.from_numpy(value.astype(np.float32)).to(torch.bfloat16)
             else:
-                entry[key] = torch.from_numpy(np.array(value, order="C"))  # a writable copy
+                entry[torch_key] = torch.from_numpy(np.array(value, order="C"))  # a writable copy
         per_name[name] = entry
     if shape_errors:
         raise ValueError(

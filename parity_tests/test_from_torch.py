@@ -195,7 +195,8 @@ def test_a_jnp_multiplier_as_scheduler_is_a_lambda_lr():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("setup", ["AdamW x linear warmup", "SGD x OneCycleLR"])
+@pytest.mark.parametrize("setup", ["AdamW x linear warmup", "SGD x OneCycleLR",
+                                   "Adafactor(beta1) x cosine with restarts"])
 def test_mid_run_hand_over(setup, dtype):
     """PyTorch runs 10 updates; JAX continues from the state_dicts for 14 more."""
 
@@ -203,6 +204,11 @@ def test_mid_run_hand_over(setup, dtype):
         if setup == "AdamW x linear warmup":
             optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02)
             return optimizer, transformers.get_linear_schedule_with_warmup(optimizer, 4, 20)
+        if setup.startswith("Adafactor"):
+            optimizer = transformers.Adafactor(two_groups(named, lr=0.03), lr=0.02, beta1=0.9,
+                                               relative_step=False, weight_decay=0.01)
+            return optimizer, transformers.get_cosine_with_hard_restarts_schedule_with_warmup(
+                optimizer, 3, 24, num_cycles=2)
         optimizer = torch.optim.SGD(two_groups(named), lr=0.02, momentum=0.9)
         return optimizer, lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=24)
 

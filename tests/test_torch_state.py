@@ -114,10 +114,27 @@ def ob_adamw_optax(params):
                                weight_decay=ADAMW["weight_decay"])
 
 
+ADAFACTOR = dict(lr=0.01, relative_step=False, scale_parameter=True, beta1=0.9, weight_decay=0.01)
+
+
+def adafactor_torch(named):
+    import transformers
+
+    return transformers.Adafactor(list(named.values()), **ADAFACTOR)
+
+
+def adafactor_optax(params):
+    del params
+    kwargs = {("learning_rate" if k == "lr" else k): v for k, v in ADAFACTOR.items()}
+    return ob.adafactor(**kwargs)
+
+
 # The package's optimizers migrate in parity_tests/test_registry.py (one test per registry
-# entry); here optax's own AdamW, and BertAdam/AdamW with the name map and transposed kernels.
+# entry); here optax's own AdamW, and BertAdam/AdamW/Adafactor with the name map and transposed
+# kernels (Adafactor's row and column statistics trade places with the axes).
 OPTIMIZERS = {
     "bertadam": (bertadam_torch, bertadam_optax),
+    "adafactor": (adafactor_torch, adafactor_optax),
     "optax.adamw": (adamw_torch, adamw_optax),
     "optax_bertadam.adamw": (adamw_torch, ob_adamw_optax),
 }
@@ -154,7 +171,7 @@ def test_migration_both_ways_continues_the_same_run(name):
         names = torch_state.torch_parameter_names(named.items(), opt)
         params = to_flax_tree({n: p.detach().numpy() for n, p in named.items()})
         state = torch_state.load_torch_state_dict(save_and_load(opt.state_dict()), tx, params, names, **kw)
-        if name != "optax.adamw":  # optax.adamw keeps no rate in its state
+        if name not in ("optax.adamw", "adafactor"):  # no rate in the state / a per-tensor one
             expected_lr = opt.get_lr()[0] if name == "bertadam" else opt.param_groups[0]["lr"]
             np.testing.assert_allclose(float(ob.get_lr(state)), expected_lr, rtol=1e-15)
         to_jax_error = relative_error(jax_continue(params, state, grads[BEFORE:])[0],
@@ -297,3 +314,41 @@ def test_module_does_not_import_torch_at_top_level():
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
             assert not any(m.split(".")[0] == "torch" for m in modules), modules
+
+
+def test_adafactor_moments_refuse_a_transform_they_cannot_follow():
+    """Row and column means survive a transpose, not a reordering within an axis."""
+    with jax.enable_x64(True):
+        init = harness.initial_params(0)
+        named, opt = torch_run(adafactor_torch, init, harness.gradient_stream(2, 1))
+        names = torch_state.torch_parameter_names(named.items(), opt)
+        params = to_flax_tree({n: p.detach().numpy() for n, p in named.items()})
+
+        def flipped(path, array):
+            array = torch_state.transpose_kernels(path, array)
+            return array[..., ::-1] if path.endswith("kernel") else array
+
+        with pytest.raises(ValueError, match=r"kernel: transform is neither the identity nor a swap "
+                                             r"of the last two axes, so Adafactor's factored"):
+            torch_state.load_torch_state_dict(opt.state_dict(), adafactor_optax(params), params,
+                                              names, name_map=NAME_MAP, transform=flipped)
+
+
+def test_sgd_state_round_trips_without_a_step():
+    """torch.optim.SGD keeps only its momentum buffer: the export adds no step of its own."""
+    with jax.enable_x64(True):
+        init = harness.initial_params(0)
+
+        def sgd_torch(named):
+            return torch.optim.SGD(list(named.values()), lr=0.05, momentum=0.9)
+
+        named, opt = torch_run(sgd_torch, init, harness.gradient_stream(3, 1))
+        names = torch_state.torch_parameter_names(named.items(), opt)
+        params = to_flax_tree({n: p.detach().numpy() for n, p in named.items()})
+        kw = dict(name_map=NAME_MAP, transform=torch_state.transpose_kernels)
+        tx = ob.sgd(0.05, momentum=0.9)
+        state = torch_state.load_torch_state_dict(opt.state_dict(), tx, params, names, step=3, **kw)
+        back = torch_state.to_torch_state_dict(state, opt, names, **kw)
+        for pid, entry in opt.state_dict()["state"].items():
+            assert back["state"][pid].keys() == entry.keys() == {"momentum_buffer"}
+            assert torch.equal(back["state"][pid]["momentum_buffer"], entry["momentum_buffer"])
