@@ -270,6 +270,15 @@ TRANSFORMS: tuple[Algorithm, ...] = (
         static_args=("mode", "threshold_mode", "patience", "cooldown"),
         needs_value=True,
     ),
+    Algorithm(
+        name="greedy_lr",
+        factory=hf_schedules.greedy_lr,
+        example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5, min_lr=0.001,
+                                      smooth=True, window_size=3)),
+        static_args=("mode", "threshold_mode", "patience", "cooldown", "warmup", "smooth",
+                     "window_size", "reset_start", "verbose"),
+        needs_value=True,
+    ),
 )
 
 

@@ -80,6 +80,7 @@ MEASURED_WORST: dict[str, dict[tuple[str, str], float]] = {
     # Measured when the family was added (2026-11-25, second session): ReduceLROnPlateau/GreedyLR.
     "from_torch_loss_driven": {("float32", "param"): 9.7e-7, ("float32", "rate"): 1.3e-7,
                                ("float64", "param"): 1.4e-15, ("float64", "rate"): 2.2e-16},
+    "from_torch_registry": {("float32", "rate"): 3.0e-7, ("float64", "rate"): 4.4e-16},
     "param_groups": {("float32", "param"): 4.4e-7, ("float32", "rate"): 9.4e-8,
                      ("float64", "param"): 1.7e-15, ("float64", "rate"): 1.8e-16},
     "registry": {("float32", "param"): 1.3e-6, ("float64", "param"): 2.5e-15},
