@@ -772,7 +772,23 @@ def _new_scale(new_lr: Array, initial: np.ndarray, old_scale: Array) -> Array:
     return jnp.where(initial > 0.0, new_lr / _as_float(np.where(initial > 0.0, initial, 1.0)), old_scale)
 
 
-def _is_better_rule(mode: str, threshold: float, threshold_mode: str) -> Callable[[Array, Array], Array]:
+def _check_group_bound(name: str, value: Any, initial: np.ndarray) -> np.ndarray:
+    """A rate bound (``min_lr``, ``max_lr``): one number, or one per group of ``initial``."""
+    bound = _check_group_values(name, value, _check_rate)
+    if bound.ndim and bound.shape != initial.shape:
+        raise ValueError(
+            f"{name}={value!r} is invalid: expected one number or {initial.size} (one per group)"
+        )
+    return bound
+
+
+def _is_better_rule(mode: Any, threshold: Any, threshold_mode: Any) -> Callable[[Array, Array], Array]:
+    """``is_better(value, best)`` of PyTorch's plateau test, its three arguments checked."""
+    mode = _validation.check_choice("mode", mode, ("min", "max"))
+    _validation.check_finite("threshold", threshold)
+    threshold = _validation.check_range("threshold", threshold, low=0.0)
+    threshold_mode = _validation.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
+
     def is_better(value: Array, best: Array) -> Array:
         if mode == "min":
             return value < (best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold)
@@ -949,21 +965,13 @@ def plateau_rule(
       The rule; ``rule.init()`` is a :class:`ReduceLROnPlateauState`.
     """
     initial = _check_group_values("learning_rate", learning_rate, _check_rate)
-    mode = _validation.check_choice("mode", mode, ("min", "max"))
+    is_better = _is_better_rule(mode, threshold, threshold_mode)
     factor = _validation.check_range("factor", factor, low=0.0, high=1.0, high_inclusive=False)
     patience = _validation.check_int("patience", patience, low=0)
-    _validation.check_finite("threshold", threshold)
-    threshold = _validation.check_range("threshold", threshold, low=0.0)
-    threshold_mode = _validation.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
     cooldown = _validation.check_int("cooldown", cooldown, low=0)
-    min_lrs = _check_group_values("min_lr", min_lr, _check_rate)
-    if min_lrs.ndim and min_lrs.shape != initial.shape:
-        raise ValueError(
-            f"min_lr={min_lr!r} is invalid: expected one number or {initial.size} (one per group)"
-        )
+    min_lrs = _check_group_bound("min_lr", min_lr, initial)
     _validation.check_finite("eps", eps)
     eps = _validation.check_range("eps", eps, low=0.0)
-    is_better = _is_better_rule(mode, threshold, threshold_mode)
 
     def init() -> ReduceLROnPlateauState:
         return ReduceLROnPlateauState(
@@ -1205,23 +1213,15 @@ def greedy_rule(
       The rule; ``rule.init()`` is a :class:`GreedyLRState`.
     """
     initial = _check_group_values("learning_rate", learning_rate, _check_rate)
-    mode = _validation.check_choice("mode", mode, ("min", "max"))
+    is_better = _is_better_rule(mode, threshold, threshold_mode)
     factor = _validation.check_range(
         "factor", factor, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
     )
     patience = _validation.check_int("patience", patience, low=0)
-    _validation.check_finite("threshold", threshold)
-    threshold = _validation.check_range("threshold", threshold, low=0.0)
-    threshold_mode = _validation.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
     cooldown = _validation.check_int("cooldown", cooldown, low=0)
     warmup = _validation.check_int("warmup", warmup, low=0)
-    min_lrs = _check_group_values("min_lr", min_lr, _check_rate)
-    max_lrs = _check_group_values("max_lr", max_lr, _check_rate)
-    for name, bound, given in (("min_lr", min_lrs, min_lr), ("max_lr", max_lrs, max_lr)):
-        if bound.ndim and bound.shape != initial.shape:
-            raise ValueError(
-                f"{name}={given!r} is invalid: expected one number or {initial.size} (one per group)"
-            )
+    min_lrs = _check_group_bound("min_lr", min_lr, initial)
+    max_lrs = _check_group_bound("max_lr", max_lr, initial)
     _validation.check_finite("eps", eps)
     eps = _validation.check_range("eps", eps, low=0.0)
     if verbose is not False:
@@ -1234,7 +1234,6 @@ def greedy_rule(
     window_size = _validation.check_int("window_size", window_size, low=1)
     reset_start = _validation.check_int("reset_start", reset_start, low=0)
     worst = math.inf if mode == "min" else -math.inf
-    is_better = _is_better_rule(mode, threshold, threshold_mode)
 
     def init() -> GreedyLRState:
         zero = jnp.asarray(0, jnp.int32)
