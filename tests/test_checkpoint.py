@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -284,17 +283,28 @@ def test_an_orbax_checkpoint_not_written_here_is_refused_as_such(tmp_path):
 # Atomic saves: a real process killed (SIGKILL) in the middle of writing a checkpoint
 # ------------------------------------------------------------------------------------------
 
-# 16 MiB of random float32 (incompressible): writing takes long enough to be killed in the middle.
+# The saver kills itself with SIGKILL at the moment orbax commits its temporary directory (the
+# rename that makes a checkpoint of it): every array is written by then and nothing is committed,
+# which is the worst place for a crash. Killing it from outside on a timer raced with the save.
 KILLED_SAVER = r"""
-import sys
+import os, signal, sys
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from optax_bertadam.checkpoint import save_train_state, train_state_args
 
+def rename_or_die(rename):
+    def wrapper(src, dst, *args, **kwargs):
+        if "orbax-checkpoint-tmp" in os.fspath(src):
+            print("killed while committing", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return rename(src, dst, *args, **kwargs)
+    return wrapper
+
+os.rename, os.replace = rename_or_die(os.rename), rename_or_die(os.replace)
 mode, path = sys.argv[1:]
 rng = np.random.default_rng(0)
-params = {f"w{i}": rng.standard_normal((512, 512), np.float32) for i in range(16)}
+params = {f"w{i}": rng.standard_normal((64, 64), np.float32) for i in range(4)}
 tx = optax.sgd(0.1)
 if mode == "path":
     save_train_state(path, params, tx.init(params), 2, overwrite=True)
@@ -307,27 +317,18 @@ print("save finished", flush=True)
 
 
 def save_killed_midway(mode, path, watch):
-    """Run KILLED_SAVER and SIGKILL it once orbax has written a file into its temporary directory.
+    """Run KILLED_SAVER, which SIGKILLs itself when orbax commits its temporary directory.
 
     Returns the temporary entries the kill left under ``watch``.
     """
-    child = subprocess.Popen([sys.executable, "-c", KILLED_SAVER, mode, str(path)],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and child.poll() is None:
-            written = [f for f in glob.glob(f"{watch}/**/*orbax-checkpoint-tmp*/arrays/**/*",
-                                            recursive=True) if os.path.isfile(f)]
-            if written:
-                child.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.002)
-    finally:
-        if child.poll() is None and time.monotonic() >= deadline:
-            child.kill()
-        out = child.communicate()[0].decode()
-    assert child.returncode == -signal.SIGKILL, (child.returncode, out)
-    assert "save finished" not in out
+    child = subprocess.run([sys.executable, "-c", KILLED_SAVER, mode, str(path)],
+                           capture_output=True, timeout=300)
+    out = child.stdout.decode()
+    assert child.returncode == -signal.SIGKILL, (child.returncode, out, child.stderr.decode()[-2000:])
+    assert "killed while committing" in out and "save finished" not in out
+    written = [f for f in glob.glob(f"{watch}/**/*orbax-checkpoint-tmp*/**/*", recursive=True)
+               if os.path.isfile(f)]
+    assert written, "the kill came before orbax had written anything"
     return sorted(os.path.relpath(p, watch) for p in glob.glob(f"{watch}/**/*tmp*", recursive=True)
                   + glob.glob(f"{watch}/*.saving"))
 
