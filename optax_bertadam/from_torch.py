@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from optax_bertadam import lr as lr_states
-from optax_bertadam import masks, optimizers, transforms
+from optax_bertadam import masks, optimizers, param_groups, transforms
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
@@ -430,11 +430,6 @@ def _group_optimizer(optimizer: Any, group: Mapping[str, Any], index: int) -> _G
             warmup_init=bool(g["warmup_init"]),
         ), None)
     if module.startswith("torch_ref") and name == "BertAdam":
-        if g.get("clip_mode") == "global" and len(optimizer.param_groups) > 1 and g["max_grad_norm"] > 0:
-            raise ValueError(
-                "torch_ref.BertAdam(clip_mode='global') with several param groups is not supported "
-                "(it clips all groups together with the first group's max_grad_norm)"
-            )
         moment_dtype = getattr(optimizer, "moment_dtype", None)
         multiplier = bert_schedules.bert_multiplier(
             g["schedule"], g["t_total"], g["warmup"], schedule_kwargs=g.get("schedule_kwargs") or None
@@ -562,9 +557,9 @@ def from_torch(
     written with ``jax.numpy``).
     Refused (``ValueError`` naming it): ``maximize=True``, a ``LambdaLR``/``MultiplicativeLR`` of a
     Python function of your own, a custom ``CyclicLR.scale_fn``, the restart schedules of
-    ``pytorch_pretrained_bert``, DeepSpeed BertAdam's global clipping over several groups, a
-    loss-driven scheduler over ``Adafactor`` with ``relative_step=True`` or ``beta1``, a
-    scheduler whose per-group lists no longer match the groups, and any other class.
+    ``pytorch_pretrained_bert``, a loss-driven scheduler over ``Adafactor`` with
+    ``relative_step=True`` or ``beta1``, a scheduler whose per-group lists no longer match the
+    groups, and any other class.
 
     Args:
       optimizer: the live ``torch.optim.Optimizer``.
@@ -608,6 +603,11 @@ def from_torch(
     if not groups:
         raise TypeError(f"optimizer={optimizer!r} is invalid: expected a torch.optim.Optimizer")
     builders = [_group_optimizer(optimizer, group, i) for i, group in enumerate(groups)]
+    # DeepSpeed BertAdam's clip_mode='global' clips its groups together: done before the groups.
+    max_norm, clipped_together = param_groups.global_clip_across_groups(
+        optimizers.bertadam,
+        {i: b.kwargs for i, b in enumerate(builders) if b.factory is optimizers.bertadam},
+    )
     momentum_names = {b.momentum_name for b in builders}
     if scheduler is not None and _kind(scheduler) in _LOSS_DRIVEN:
         for index, builder in enumerate(builders):
@@ -686,7 +686,9 @@ def from_torch(
     def label_tree(tree: PyTree) -> PyTree:
         return jax.tree.unflatten(jax.tree.structure(tree), labels)
 
-    partition = optax.partition(transformations, label_tree)
+    partition = param_groups.clip_groups_together(
+        max_norm, clipped_together, label_tree, optax.partition(transformations, label_tree)
+    )
     if loss_driven is None:
         return partition
     return _under_loss_driven_rule(partition, label_tree, loss_driven[0])

@@ -6,6 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from optax_bertadam.masks import parameter_name
 
@@ -66,8 +67,29 @@ def learning_rate_states(opt_state: Any) -> list[tuple[str, LearningRateState]]:
     ]
 
 
-def _group_rates(opt_state: Any) -> list[tuple[str, jax.Array]]:
+def _refuse_injected_schedules(opt_state: Any, caller: str) -> None:
+    """Refuse a state whose learning rate ``optax.inject_hyperparams`` evaluates from a schedule.
+
+    There the inner optimizer gets a constant rate, ``schedule(count)``, at every update, so its
+    state knows the rate of the update just applied, never the next one; and the schedule itself
+    lives in the transformation, not in the state.
+    """
+    is_injected = lambda node: isinstance(node, optax.InjectStatefulHyperparamsState)  # noqa: E731
+    for node in jax.tree.leaves(opt_state, is_leaf=is_injected):
+        if is_injected(node) and "learning_rate" in node.hyperparams_states:
+            if learning_rate_states(node.inner_state):
+                raise ValueError(
+                    f"{caller}(opt_state) cannot tell the next rate: optax.inject_hyperparams "
+                    "evaluates the learning_rate schedule before each update, so the state holds "
+                    "the rate of the last update only. Pass the schedule as learning_rate to the "
+                    "optimizer itself (every optax_bertadam optimizer takes one), or read "
+                    "state.hyperparams['learning_rate'] (the last update's rate)"
+                )
+
+
+def _group_rates(opt_state: Any, caller: str) -> list[tuple[str, jax.Array]]:
     """``(path, rate)`` of every group, in tree order: a 1-d rate is one entry per element."""
+    _refuse_injected_schedules(opt_state, caller)
     rates = []
     for path, state in learning_rate_states(opt_state):
         rate = jnp.asarray(state.next_learning_rate())
@@ -97,7 +119,8 @@ def get_lr(opt_state: Any) -> jax.Array:
 
     Raises:
       ValueError: if ``opt_state`` holds no learning-rate state, or several (name the one you want
-        by passing that part of the state, or use ``get_last_lr``).
+        by passing that part of the state, or use ``get_last_lr``), or if the rate is a schedule
+        that ``optax.inject_hyperparams`` evaluates (its state knows only the last rate).
 
     Example:
       >>> import jax.numpy as jnp, optax_bertadam as ob
@@ -106,7 +129,7 @@ def get_lr(opt_state: Any) -> jax.Array:
       >>> float(ob.get_lr(state))  # update 0 of a linear warmup
       0.0
     """
-    found = _group_rates(opt_state)
+    found = _group_rates(opt_state, "get_lr")
     if not found:
         raise ValueError(
             "get_lr(opt_state) found no learning-rate state in opt_state: pass the state of an "
@@ -136,7 +159,8 @@ def get_last_lr(opt_state: Any) -> list[jax.Array]:
       A list of 0-d arrays in the default float dtype.
 
     Raises:
-      ValueError: if ``opt_state`` holds no learning-rate state.
+      ValueError: if ``opt_state`` holds no learning-rate state, or a rate that
+        ``optax.inject_hyperparams`` evaluates from a schedule (as :func:`get_lr`).
 
     Example:
       >>> import jax.numpy as jnp, optax_bertadam as ob
@@ -146,7 +170,7 @@ def get_last_lr(opt_state: Any) -> list[jax.Array]:
       >>> [round(float(lr), 6) for lr in ob.get_last_lr(state)]
       [0.5, 0.1]
     """
-    found = _group_rates(opt_state)
+    found = _group_rates(opt_state, "get_last_lr")
     if not found:
         raise ValueError(
             "get_last_lr(opt_state) found no learning-rate state in opt_state: pass the state of an "

@@ -58,8 +58,9 @@ def bertadam(
     :mod:`optax_bertadam.schedules.bert`.
 
     Args:
-      learning_rate: BertAdam's ``lr`` (``>= 0``), or an optax schedule ``count -> rate`` (then
-        ``t_total`` must stay ``-1``).
+      learning_rate: BertAdam's ``lr`` (``>= 0``), or an optax schedule ``count -> rate``: with
+        ``t_total=-1`` it is the rate; with a ``t_total`` it plays ``group['lr']`` set by a
+        PyTorch scheduler, and BertAdam's own ``schedule`` multiplies it, as in PyTorch.
       warmup: warmup as a fraction of ``t_total``, in ``[0, 1)``, or ``-1`` for none.
       t_total: total number of updates for the schedule; ``-1`` keeps the rate constant.
       schedule: one of ``warmup_cosine``, ``warmup_constant``, ``warmup_linear``,
@@ -99,12 +100,20 @@ def bertadam(
     max_grad_norm = _validation.check_real("max_grad_norm", max_grad_norm)
     if callable(learning_rate):
         _validation.check_static("t_total", t_total)
-        if t_total != -1:
-            raise ValueError(
-                f"t_total={t_total!r} is invalid with a schedule as learning_rate: the schedule "
-                "already sets the rate; leave t_total=-1 (and warmup, schedule at their defaults)"
-            )
         base_rate, multiplier = learning_rate, None
+        if t_total != -1:
+            # A PyTorch scheduler over BertAdam sets group['lr']; BertAdam still multiplies it by
+            # its own schedule at every step.
+            own = bert_schedules.bert_multiplier(
+                schedule, t_total, warmup, schedule_kwargs=schedule_kwargs,
+                clamp_at_zero=clamp_lr_at_zero,
+            )
+            if isinstance(learning_rate, transforms.ScaledSchedule):
+                base_rate = transforms.ScaledSchedule(
+                    learning_rate.learning_rate, transforms.ScheduleProduct(learning_rate.multiplier, own)
+                )
+            else:
+                base_rate = transforms.ScheduleProduct(learning_rate, own)
     else:
         base_rate = _validation.check_range("learning_rate", learning_rate, low=0.0)
         multiplier = bert_schedules.bert_multiplier(

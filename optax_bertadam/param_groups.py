@@ -18,7 +18,8 @@ import jax
 import numpy as np
 import optax
 
-from optax_bertadam import _validation, algorithms, masks, transforms
+from optax_bertadam import _validation, algorithms, masks, optimizers, transforms
+from optax_bertadam.schedules import pytorch as torch_schedules
 
 PyTree = Any
 Selector = Any  # a regex string, a predicate (path, leaf) -> bool, or a tree of bools
@@ -98,7 +99,9 @@ def translate_arguments(
     return out
 
 
-def _select(selector: Selector, names: list[str], leaves: list[Any], where: str) -> list[bool]:
+def _select(
+    selector: Selector, names: list[str], leaves: list[Any], treedef: Any, where: str
+) -> list[bool]:
     """Which leaves ``selector`` selects, one bool per leaf."""
     if isinstance(selector, (str, re.Pattern)):
         try:
@@ -107,7 +110,15 @@ def _select(selector: Selector, names: list[str], leaves: list[Any], where: str)
             raise ValueError(f"{where}={selector!r} is not a valid regex: {error}") from None
         return [pattern.search(name) is not None for name in names]
     if callable(selector):
-        chosen = [selector(name, leaf) for name, leaf in zip(names, leaves, strict=True)]
+        chosen = []
+        for name, leaf in zip(names, leaves, strict=True):
+            try:
+                chosen.append(selector(name, leaf))
+            except TypeError as error:
+                raise TypeError(
+                    f"{where}={selector!r} is invalid: a predicate is called as "
+                    f"predicate(path, leaf); calling it on {name!r} failed: {error}"
+                ) from error
         for name, value in zip(names, chosen, strict=True):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(
@@ -115,14 +126,66 @@ def _select(selector: Selector, names: list[str], leaves: list[Any], where: str)
                     f"{value!r} for {name!r}"
                 )
         return [bool(value) for value in chosen]
-    flags = jax.tree.leaves(selector)
-    if len(flags) != len(leaves) or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+    flags, structure = jax.tree.flatten(selector)
+    if structure != treedef or not all(isinstance(f, (bool, np.bool_)) for f in flags):
         raise ValueError(
             f"{where} is invalid: expected a regex on the '/'-joined parameter path, a predicate "
-            f"(path, leaf) -> bool, or a tree of bools with the parameters' {len(leaves)} leaves "
-            f"(got {type(selector).__name__} with {len(flags)} leaves)"
+            f"(path, leaf) -> bool, or a tree of bools with the structure of the parameters "
+            f"({len(leaves)} leaves); got {type(selector).__name__} with {len(flags)} leaves"
+            + ("" if structure == treedef else " and another tree structure")
         )
     return [bool(f) for f in flags]
+
+
+def global_clip_across_groups(
+    factory: Callable[..., Any], kwargs: dict[int, dict[str, Any]]
+) -> tuple[float | None, list[int]]:
+    """BertAdam's ``clip_mode='global'`` spans the groups: ``(max_norm, groups clipped together)``.
+
+    ``torch_ref.BertAdam`` clips the gradients of every group with ``clip_mode='global'`` and
+    ``max_grad_norm > 0`` together, with the first such group's ``max_grad_norm``, before any
+    group's update. Those groups' own clipping is switched off here (``kwargs`` is changed), and
+    the caller clips them together first. ``(None, [])`` when no group clips globally.
+    """
+    if factory is not optimizers.bertadam:
+        return None, []
+    defaults = inspect.signature(factory).parameters
+    together = []
+    for index, group in kwargs.items():
+        mode = group.get("clip_mode", defaults["clip_mode"].default)
+        norm = group.get("max_grad_norm", defaults["max_grad_norm"].default)
+        if mode == "global" and not _validation.is_concrete_scalar(norm) and len(kwargs) > 1:
+            raise ValueError(
+                f"groups[{index}]: max_grad_norm={norm!r} is invalid with clip_mode='global' over "
+                "several groups: the groups are clipped together, which needs a number"
+            )
+        if mode == "global" and norm > 0:
+            together.append(index)
+    if not together:
+        return None, []
+    max_norm = kwargs[together[0]].get("max_grad_norm", defaults["max_grad_norm"].default)
+    for index in together:
+        kwargs[index]["max_grad_norm"] = -1
+    return max_norm, together
+
+
+def clip_groups_together(
+    max_norm: float | None, together: Sequence[int], labels: Any, groups: optax.GradientTransformation
+) -> optax.GradientTransformation:
+    """``groups`` after clipping the gradients of the groups ``together`` by their global norm.
+
+    ``labels`` is the tree of group indices (or a function of the updates returning it);
+    ``max_norm`` ``None``: ``groups`` itself. See :func:`global_clip_across_groups`.
+    """
+    if max_norm is None:
+        return groups
+
+    def clipped(tree: PyTree) -> PyTree:
+        label_tree = labels(tree) if callable(labels) else labels
+        return jax.tree.map(lambda label: label in together, label_tree)
+
+    clip = transforms.clip_grad_norm(max_norm, per_tensor=False)
+    return optax.chain(optax.masked(clip, clipped if callable(labels) else clipped(None)), groups)
 
 
 def _listing(names: Sequence[str], limit: int = 10) -> str:
@@ -158,8 +221,16 @@ def param_groups(
       predicate ``(path, leaf) -> bool``, or a tree of bools with the parameters' leaves;
     * any hyperparameter of ``factory``, under its name or PyTorch's (``lr``, ``betas``, ``eps``,
       ``momentum``, ...; :func:`torch_to_factory_names`);
-    * ``"schedule"``: this group's own multiplier (``LambdaLR`` with a list of lambdas);
+    * ``"schedule"``: this group's own multiplier (``LambdaLR`` with a list of lambdas), a
+      function of the count written with ``jax.numpy`` (traced once when built); for a factory
+      with a ``schedule`` hyperparameter of its own (``ob.bertadam``), a string is that
+      hyperparameter (``"warmup_cosine"``), as in PyTorch's ``BertAdam`` groups;
     * ``"frozen": True`` (alone with ``"params"``): not trained: zero updates, no state, no rate.
+
+    Groups are chosen on the parameters (``init``'s ``params``, and ``update``'s when given; a
+    predicate sees the parameter leaf), so ``update`` gets the same groups ``init`` did.
+    ``ob.bertadam`` groups with ``clip_mode="global"`` are clipped together before any update,
+    with the first such group's ``max_grad_norm``, as ``BertAdam.step`` clips them.
 
     Every parameter must be in exactly one group: one in two groups or in none is refused at
     ``init``, naming the parameters (PyTorch: "some parameters appear in more than one parameter
@@ -168,17 +239,19 @@ def param_groups(
 
     It is ``optax.partition`` with the group index as label: :func:`optax_bertadam.get_last_lr`
     lists the rate of every (not frozen) group in group order, like ``scheduler.get_last_lr()``,
-    and the per-group states sit in ``state.inner_states[i]``.
+    and the per-group states sit in ``state.inner_states[i]`` (``state[1].inner_states[i]``
+    after BertAdam's global clipping across groups).
 
     Args:
       factory: an optimizer of the package (``ob.adamw``, ``ob.bertadam``, ``ob.sgd``, ...) or any
         optax factory taking ``learning_rate``.
       groups: the list of groups, as above, in PyTorch's order.
-      schedule: the multiplier ``count -> factor`` of every group's base rate, or ``None``.
+      schedule: the multiplier ``count -> factor`` of every group's base rate, or ``None``
+        (a string: the factory's own ``schedule`` hyperparameter, see above).
       **defaults: hyperparameters of every group (PyTorch names accepted).
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformationExtraArgs``.
 
     Raises:
       ValueError/TypeError: when built, for an unknown or invalid hyperparameter (named with its
@@ -194,51 +267,68 @@ def param_groups(
     """
     if not callable(factory):
         raise TypeError(f"factory={factory!r} is invalid: expected an optimizer factory, e.g. ob.adamw")
-    if isinstance(groups, Mapping) or not isinstance(groups, Sequence) or not groups:
+    if isinstance(groups, (str, bytes, Mapping)) or not isinstance(groups, Sequence) or not groups:
         raise TypeError(
             f"groups={groups!r} is invalid: expected a non-empty list of dicts "
             '{"params": selector, **hyperparameters}'
         )
-    if schedule is not None and not callable(schedule):
-        raise TypeError(f"schedule={schedule!r} is invalid: expected a function count -> multiplier")
+    takes_schedule = "schedule" in inspect.signature(factory).parameters
+    if isinstance(schedule, str) and takes_schedule:
+        # bertadam's own `schedule` (a name), not the multiplier of this function.
+        defaults, schedule = {**defaults, "schedule": schedule}, None
+    if schedule is not None:
+        schedule = torch_schedules._check_jnp_function("schedule", schedule)
     base = translate_arguments(factory, defaults, "param_groups")
-    selectors, transformations = [], {}
+    selectors, kwargs_of, frozen = [], {}, []
     for index, group in enumerate(groups):
         where = f"groups[{index}]"
         if not isinstance(group, Mapping) or "params" not in group:
             raise TypeError(f"{where}={group!r} is invalid: expected a dict with a 'params' key")
         selectors.append(group["params"])
-        if group.get("frozen", False):
+        is_frozen = group.get("frozen", False)
+        if not isinstance(is_frozen, (bool, np.bool_)):
+            raise TypeError(f"{where}: frozen={is_frozen!r} is invalid: expected True or False")
+        if is_frozen:
             extra = sorted(set(group) - {"params", "frozen"})
             if extra:
                 raise ValueError(f"{where} is frozen: it takes no hyperparameters, got {extra}")
-            transformations[index] = optax.set_to_zero()
+            frozen.append(index)
             continue
+        group_schedule = group.get("schedule", schedule)
         overrides = {k: v for k, v in group.items() if k not in _GROUP_KEYS}
+        if isinstance(group_schedule, str) and takes_schedule:
+            overrides["schedule"], group_schedule = group_schedule, schedule
         kwargs = {**base, **translate_arguments(factory, overrides, where)}
-        multiplier = group.get("schedule", schedule)
-        if multiplier is not None:
-            if not callable(multiplier):
-                raise TypeError(
-                    f"{where}: schedule={multiplier!r} is invalid: expected a function count -> multiplier"
-                )
+        if group_schedule is not None:
+            if group_schedule is not schedule:
+                group_schedule = torch_schedules._check_jnp_function(f"{where}: schedule", group_schedule)
             rate = kwargs.get("learning_rate")
             if rate is None or callable(rate):
                 raise ValueError(
                     f"{where}: learning_rate={rate!r} is invalid with a schedule: the schedule "
                     "multiplies the group's base rate; give lr (or learning_rate) as a number"
                 )
-            kwargs["learning_rate"] = transforms.ScaledSchedule(rate, multiplier)
+            if not _validation.is_traced(rate):
+                _validation.check_finite(f"{where}: learning_rate", rate)
+                _validation.check_range(f"{where}: learning_rate", rate, low=0.0)
+            kwargs["learning_rate"] = transforms.ScaledSchedule(rate, group_schedule)
+        kwargs_of[index] = kwargs
+    max_norm, clipped_together = global_clip_across_groups(factory, kwargs_of)
+    transformations: dict[int, optax.GradientTransformation] = {}
+    for index, kwargs in kwargs_of.items():
         try:
             transformations[index] = factory(**kwargs)
         except (TypeError, ValueError) as error:
-            raise type(error)(f"{where}: {error}") from error
+            raise type(error)(f"groups[{index}]: {error}") from error
+    for index in frozen:
+        transformations[index] = optax.set_to_zero()
 
     def labels(tree: PyTree) -> PyTree:
         paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
         names = [masks.parameter_name(path) for path, _ in paths_and_leaves]
         leaves = [leaf for _, leaf in paths_and_leaves]
-        chosen = [_select(s, names, leaves, f"groups[{i}]['params']") for i, s in enumerate(selectors)]
+        chosen = [_select(s, names, leaves, treedef, f"groups[{i}]['params']")
+                  for i, s in enumerate(selectors)]
         empty = [i for i, flags in enumerate(chosen) if not any(flags)]
         if empty:
             raise ValueError(
@@ -258,11 +348,27 @@ def param_groups(
             )
         return jax.tree.unflatten(treedef, [o[0] for o in owners])
 
-    return optax.partition(transformations, labels)
+    def build(label_tree: PyTree) -> optax.GradientTransformation:
+        return clip_groups_together(
+            max_norm, clipped_together, label_tree, optax.partition(transformations, label_tree)
+        )
+
+    def init_fn(params: PyTree) -> Any:
+        return build(labels(params)).init(params)
+
+    def update_fn(updates: PyTree, state: Any, params: PyTree | None = None, **extra_args: Any):
+        # The groups are chosen on the parameters, as at init (a predicate may read the leaf);
+        # without params, on the updates, which have the parameters' paths and shapes.
+        label_tree = labels(params if params is not None else updates)
+        return optax.with_extra_args_support(build(label_tree)).update(
+            updates, state, params, **extra_args
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # A path component naming encoder layer i: "layer/3", "layer_3", "layers/3", "layers_3", "h/3".
-_LAYER = re.compile(r"(?:^|/)(?:layers?|h|blocks?)(?:/|_)(\d+)(?:/|$)")
+_LAYER = r"(?:^|/)(?:layers?|h|blocks?)(?:/|_)(\d+)(?:/|$)"
 
 
 def layerwise_lr_decay_groups(
@@ -271,7 +377,8 @@ def layerwise_lr_decay_groups(
     layer_decay: float,
     *,
     weight_decay: float | None = None,
-    embeddings: str = r"(?:^|/)embeddings(?:/|$)",
+    embeddings: str = r"(?:^|/)embeddings(?:_project)?(?:/|$)",
+    layers: str = _LAYER,
     no_decay: Sequence[str] = masks.DEFAULT_NO_DECAY,
 ) -> list[dict[str, Any]]:
     r"""The parameter groups of layer-wise learning-rate decay (ELECTRA, Clark et al. 2020).
@@ -299,18 +406,23 @@ def layerwise_lr_decay_groups(
     each layer from the top" puts the top layer at ``decay**0``, the same rate as the head. Here
     the top layer is one step below the head (``decay**1``). To get ELECTRA's numbers pass
     ``learning_rate * layer_decay`` and set the head's rate back to ``learning_rate`` (one extra
-    group before this one's last); for the loop's numbers, pass ``learning_rate / layer_decay``.
+    group before this one's last); for the loop's numbers, pass ``learning_rate / layer_decay``
+    and set the head's rate back to ``learning_rate`` likewise.
 
     Args:
-      params: the parameter tree; encoder layers are found by a path component ``layer``,
-        ``layers``, ``h`` or ``block(s)`` followed by the index (``encoder/layer/3/...``,
-        ``encoder/layer_3/...``).
+      params: the parameter tree; encoder layers are found by ``layers``.
       learning_rate: the head's rate (``> 0``).
       layer_decay: the factor per layer, in ``(0, 1]``.
       weight_decay: ``None``: one group per depth. A number: two groups per depth, the decayed
         parameters with this ``weight_decay`` and the ``no_decay`` ones with ``0.0`` (BERT's
         ``no_decay = ['bias', 'LayerNorm.weight']`` split).
-      embeddings: regex on the ``/``-joined path selecting the embeddings.
+      embeddings: regex on the ``/``-joined path selecting the embeddings (default: a path
+        component ``embeddings``, or ELECTRA's ``embeddings_project``).
+      layers: regex on the ``/``-joined path whose first group is the encoder layer's index
+        (default: a component ``layer``, ``layers``, ``h`` or ``block(s)`` followed by the index:
+        ``encoder/layer/3/...``, ``encoder/layer_3/...``). Numbered layers under two different
+        prefixes (``encoder/layer/0`` and ``classifier/layers_0``) are refused as ambiguous:
+        pass e.g. ``layers=r"encoder/layer/(\d+)/"``.
       no_decay: path components not decayed, as in :func:`optax_bertadam.decay_mask`.
 
     Returns:
@@ -335,14 +447,33 @@ def layerwise_lr_decay_groups(
         embeddings_pattern = re.compile(embeddings)
     except (re.error, TypeError) as error:
         raise ValueError(f"embeddings={embeddings!r} is not a valid regex: {error}") from None
+    try:
+        layers_pattern = re.compile(layers)
+    except (re.error, TypeError) as error:
+        raise ValueError(f"layers={layers!r} is not a valid regex: {error}") from None
+    if layers_pattern.groups < 1:
+        raise ValueError(f"layers={layers!r} is invalid: its first group must capture the layer index")
     names = masks.parameter_names(params)
-    layers = [_LAYER.search(name) for name in names]
-    indices = sorted({int(m.group(1)) for m in layers if m})
-    if not indices:
+    found = [layers_pattern.search(name) for name in names]
+    layer_matches = [m for m in found if m and m.group(1) is not None and m.group(1).isdigit()]
+    if not layer_matches:
         raise ValueError(
-            "params has no encoder layers: expected paths with a component 'layer', 'layers', 'h' "
-            f"or 'block' followed by an index; the paths are: {_listing(names)}"
+            f"params has no encoder layers matching layers={layers!r}; the paths are: "
+            f"{_listing(names)}"
         )
+    by_prefix: dict[str, set[int]] = {}
+    for m in layer_matches:
+        by_prefix.setdefault(m.string[:m.start(1)].lstrip("/"), set()).add(int(m.group(1)))
+    # The likeliest encoder (most layers) first, for the example in the message.
+    prefixes = sorted(by_prefix, key=lambda prefix: (-len(by_prefix[prefix]), prefix))
+    if len(prefixes) > 1:
+        raise ValueError(
+            f"params has numbered layers under several prefixes ({', '.join(prefixes)}), so which "
+            "are the encoder's is ambiguous: pass layers= a regex matching only the encoder's, "
+            f"e.g. layers=r\"{re.escape(prefixes[0])}(\\d+)/\""
+        )
+    layers = [m if m and m.group(1) is not None and m.group(1).isdigit() else None for m in found]
+    indices = sorted({int(m.group(1)) for m in layer_matches})
     num_layers = indices[-1] + 1
 
     def depth(name: str, layer: re.Match | None) -> int:

@@ -192,10 +192,23 @@ def torch_parameter_names(named_parameters: Iterable[tuple[str, Any]], optimizer
 
 
 def _resolve_names(
-    flax_paths: Sequence[str], param_names: Sequence[str], name_map: Mapping[str, str] | None
+    flax_paths: Sequence[str],
+    param_names: Sequence[str],
+    name_map: Mapping[str, str] | None,
+    *,
+    stateful: Sequence[str] | None = None,
+    all_paths_known: bool = True,
 ) -> dict[str, str]:
-    """Flax path -> torch name, refusing any name that is unmatched on either side."""
+    """Flax path -> torch name of every path in ``stateful``, refusing unmatched names.
+
+    ``stateful`` are the Flax parameters the optax state keeps moments for (default: all of
+    ``flax_paths``); the others (frozen: no state, not in the torch optimizer) may map to a
+    torch name outside ``param_names`` or to none. ``all_paths_known=False``: ``flax_paths`` is
+    not every Flax parameter, so ``name_map`` may have keys beyond it.
+    """
     param_names = [str(n) for n in param_names]
+    known_names = set(param_names)
+    stateful_set = set(flax_paths if stateful is None else stateful)
     duplicates = sorted({n for n in param_names if param_names.count(n) > 1})
     if duplicates:
         raise ValueError(f"param_names has duplicate names: {_listing(duplicates)}")
@@ -204,25 +217,44 @@ def _resolve_names(
     else:
         mapping = {str(k): str(v) for k, v in name_map.items()}
     problems = []
-    unmapped = [p for p in flax_paths if p not in mapping]
+    unmapped = [p for p in flax_paths if p not in mapping and p in stateful_set]
     if unmapped:
         problems.append(f"Flax parameters with no torch name in name_map: {_listing(unmapped)}")
-    unknown_paths = sorted(set(mapping) - set(flax_paths))
+    unknown_paths = sorted(set(mapping) - set(flax_paths)) if all_paths_known else []
     if unknown_paths:
         problems.append(f"name_map keys that are not Flax parameters: {_listing(unknown_paths)}")
     targets = [mapping[p] for p in flax_paths if p in mapping]
     doubled = sorted({t for t in targets if targets.count(t) > 1})
     if doubled:
         problems.append(f"torch names mapped from several Flax parameters: {_listing(doubled)}")
-    missing = [t for t in targets if t not in set(param_names)]
+    resolved = {p: mapping[p] for p in flax_paths if p in mapping and p in stateful_set}
+    missing = [t for t in resolved.values() if t not in known_names]
     if missing:
         problems.append(f"torch names not among param_names: {_listing(missing)}")
+    trained_elsewhere = [f"{mapping[p]} (Flax {p})" for p in flax_paths
+                         if p not in stateful_set and mapping.get(p) in known_names]
+    if trained_elsewhere:
+        problems.append("torch parameters of the optimizer whose Flax parameter the optax state "
+                        f"keeps no moments for (frozen in tx?): {_listing(trained_elsewhere)}")
     unused = [n for n in param_names if n not in set(targets)]
     if unused:
         problems.append(f"torch parameters no Flax parameter maps to: {_listing(unused)}")
     if problems:
         raise ValueError("the parameter names do not match: " + "; ".join(problems))
-    return {p: mapping[p] for p in flax_paths}
+    return resolved
+
+
+def _stateful_paths(opt_state: PyTree) -> list[str] | None:
+    """Flax paths the state keeps torch-mapped moments for; None: it keeps no moments at all."""
+    paths: set[str] = set()
+    found = False
+    for node in _state_nodes(opt_state):
+        for field in _field_map(node):
+            tree = getattr(node, field)
+            if jax.tree.leaves(tree):
+                found = True
+                paths.update(_flax_paths(tree))
+    return sorted(paths) if found else None
 
 
 def _flax_paths(params: PyTree) -> list[str]:
@@ -306,7 +338,9 @@ def load_torch_state_dict(
             f"{len(ids)} parameters"
         )
     flax_paths = _flax_paths(params)
-    to_torch = _resolve_names(flax_paths, param_names, name_map)
+    template = tx.init(params)
+    # Parameters tx keeps no moments for (frozen: not in the torch optimizer) need no torch name.
+    to_torch = _resolve_names(flax_paths, param_names, name_map, stateful=_stateful_paths(template))
     torch_state = {name: state_dict["state"].get(pid, {}) for pid, name in zip(ids, param_names, strict=True)}
 
     # One step for all: optax has one update count.
@@ -357,7 +391,6 @@ def load_torch_state_dict(
         step = 0
     torch_keys = sorted({k for s in with_state.values() for k in s if k != "step"})
 
-    template = tx.init(params)
     param_shapes = {parameter_name(path): np.shape(leaf)
                     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
     filled_keys: set[str] = set()
@@ -585,19 +618,22 @@ def to_torch_state_dict(
         raise ValueError(
             f"param_names has {len(param_names)} names but the optimizer holds {len(ids)} parameters"
         )
-    moment_nodes = _state_nodes(opt_state)
-    moment_trees = {}
-    for node in moment_nodes:
+    # Each parameter group (optax.partition) keeps its own moment trees over its own parameters:
+    # they are merged by path; a parameter whose key appears twice is ambiguous.
+    values: dict[str, dict[str, Any]] = {}
+    for node in _state_nodes(opt_state):
         for field, key in _field_map(node).items():
             tree = getattr(node, field)
-            if not jax.tree.leaves(tree):
-                continue
-            if key in moment_trees:
+            by_path = dict(zip(_flax_paths(tree), jax.tree.leaves(tree), strict=True))
+            twice = sorted(set(by_path) & set(values.get(key, {})))
+            if twice:
                 raise ValueError(
-                    f"opt_state is ambiguous: it holds several trees for torch key {key!r}"
+                    f"opt_state is ambiguous: it holds torch key {key!r} twice for "
+                    f"{_listing(twice, 5)} (two optimizers chained?)"
                 )
-            moment_trees[key] = tree
-    if not moment_trees:
+            if by_path:
+                values.setdefault(key, {}).update(by_path)
+    if not values:
         raise ValueError(
             "opt_state has no moments this module can export (known: "
             f"{', '.join(TORCH_STATE_KEYS)})"
@@ -607,17 +643,16 @@ def to_torch_state_dict(
         raise ValueError(f"opt_state holds {len(counts)} different update counts {counts}: expected one")
     step = counts[0]
 
-    first_tree = next(iter(moment_trees.values()))
-    flax_paths = _flax_paths(first_tree)
-    to_torch = _resolve_names(flax_paths, param_names, name_map)
-    values = {key: dict(zip(_flax_paths(tree), jax.tree.leaves(tree), strict=True))
-              for key, tree in moment_trees.items()}
+    # Groups may keep different keys (Adam's amsgrad is per group): each parameter exports its own.
+    flax_paths = sorted(set().union(*values.values()))
+    # name_map may name parameters the state keeps nothing for (frozen ones).
+    to_torch = _resolve_names(flax_paths, param_names, name_map, all_paths_known=False)
     shape_of = {name: tuple(p.shape) for name, p in zip(param_names, torch_params, strict=True)}
-    factored = any(key in _FACTORED_KEYS for key in moment_trees)
+    factored = any(key in _FACTORED_KEYS for key in values)
     # Adam/AdamW keep a tensor step; BertAdam, Adafactor and SGD (which ignores it) an int.
-    tensor_step = not factored and any(key in _TENSOR_STEP_KEYS for key in moment_trees)
+    tensor_step = not factored and any(key in _TENSOR_STEP_KEYS for key in values)
     # torch.optim.SGD keeps its momentum buffer and no step.
-    keeps_step = not set(moment_trees) <= set(_STEPLESS_KEYS)
+    keeps_step = not set(values) <= set(_STEPLESS_KEYS)
 
     per_name: dict[str, dict[str, Any]] = {}
     shape_errors = []
@@ -627,7 +662,7 @@ def to_torch_state_dict(
         if keeps_step:
             entry["step"] = torch.tensor(float(step), dtype=torch.float32) if tensor_step else step
         for key, by_path in values.items():
-            if not _keeps(key, factored, shape_of[name]):
+            if path not in by_path or not _keeps(key, factored, shape_of[name]):
                 continue  # a placeholder: torch keeps nothing for this parameter
             value = np.asarray(jax.device_get(by_path[path]))
             torch_key, expected = key, shape_of[name]

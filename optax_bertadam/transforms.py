@@ -491,6 +491,30 @@ class ScaledSchedule:
         return self.learning_rate * self.multiplier(count)
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduleProduct:
+    """Two schedules multiplied: ``first(count) * second(count)``.
+
+    What PyTorch computes when a scheduler sets a group's ``lr`` and the optimizer multiplies it
+    by a schedule of its own (a ``LambdaLR`` over ``BertAdam(t_total=...)``). A value (frozen
+    dataclass), so that equal products give equal state tree structures.
+
+    >>> float(ScheduleProduct(lambda k: 0.5, lambda k: k / 10)(4))
+    0.2
+    """
+
+    first: Callable[[Array], Array]
+    second: Callable[[Array], Array]
+
+    def __call__(self, count: Array) -> Array:
+        """The product at update ``count``.
+
+        Returns:
+          ``first(count) * second(count)``.
+        """
+        return self.first(count) * self.second(count)
+
+
 class ScheduledLearningRateState(NamedTuple):
     """State of :func:`scale_by_scheduled_learning_rate`.
 

@@ -104,17 +104,24 @@ def run_hand_over(
     and scheduler, then :func:`optax_bertadam.load_torch_state_dict` of the optimizer's and the
     scheduler's ``state_dict()``. With ``values``, update ``k`` is stepped with ``values[k]``.
 
+    At the end the JAX state goes back the other way, :func:`optax_bertadam.to_torch_state_dict`,
+    and every moment is compared with the one PyTorch holds after the same updates. Parameters
+    that ``make_torch`` leaves out of the optimizer are frozen on both sides.
+
     Returns:
-      ``(worst param error, worst lr error)`` over the ``after`` updates, as
-      :func:`run_group_parity` measures them (rates: ``scheduler.get_last_lr()``).
+      ``(worst param error, worst lr error, worst moment error)`` over the ``after`` updates, as
+      :func:`run_group_parity` measures them (rates: ``scheduler.get_last_lr()``, or the third
+      element ``make_torch`` returns, a function giving the rates; moments: each
+      tensor's largest difference over its largest magnitude).
     """
     jax_dtype, torch_dtype = DTYPES[dtype]
     with jax.enable_x64(dtype == "float64"):
         init = initial_params(0, shapes)
         grads = gradient_stream(before + after, 1, shapes)
         named = {n: torch.nn.Parameter(torch.tensor(v, dtype=torch_dtype)) for n, v in init.items()}
-        optimizer, scheduler = make_torch(named)
+        optimizer, scheduler, *next_lr = make_torch(named)
         side = TorchSide(optimizer, scheduler)
+        next_lr = next_lr[0] if next_lr else scheduler.get_last_lr
 
         def torch_step(k):
             for n, p in named.items():
@@ -145,7 +152,21 @@ def run_hand_over(
                 reference = p.detach().numpy()
                 scale = max(float(np.max(np.abs(reference))), float(np.max(np.abs(init[n]))), 1e-30)
                 param_error = max(param_error, float(np.max(np.abs(flat[n] - reference))) / scale)
-            torch_lrs.append(np.asarray(scheduler.get_last_lr(), np.float64))
+            torch_lrs.append(np.asarray(next_lr(), np.float64))
             lr_errors.append(np.abs(np.asarray(jax.device_get(lrs), np.float64) - torch_lrs[-1]))
         peak = max(float(np.max(np.abs(np.stack(torch_lrs)))), 1e-30)
-        return param_error, float(np.max(np.stack(lr_errors))) / peak
+        exported = ob.to_torch_state_dict(state, optimizer, names)["state"]
+    moment_error = 0.0
+    for pid, reference in optimizer.state_dict()["state"].items():
+        ours = exported[pid]
+        assert set(ours) == set(reference) - {"RMS"}, (names[pid], sorted(ours), sorted(reference))
+        for key, want in reference.items():
+            if key == "RMS":  # Adafactor's derived value, recomputed before it is used
+                continue
+            want, got = np.asarray(want, np.float64), np.asarray(ours[key], np.float64)
+            if key == "step":
+                assert got == want, (names[pid], got, want)
+                continue
+            scale = max(float(np.max(np.abs(want))), 1e-30)
+            moment_error = max(moment_error, float(np.max(np.abs(got - want))) / scale)
+    return param_error, float(np.max(np.stack(lr_errors))) / peak, moment_error

@@ -194,16 +194,33 @@ def test_a_jnp_multiplier_as_scheduler_is_a_lambda_lr():
     assert_within("lr error", lr_error, LR_TOL["float32"])
 
 
+def without_first(named):
+    """The parameters but the first: a PyTorch script that freezes one by leaving it out."""
+    return dict(list(named.items())[1:])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("setup", ["AdamW x linear warmup", "SGD x OneCycleLR",
-                                   "Adafactor(beta1) x cosine with restarts"])
+                                   "Adafactor(beta1) x cosine with restarts",
+                                   "Adam(amsgrad in one group) x StepLR, a frozen parameter",
+                                   "BertAdam(global clip, own schedule) x linear warmup, a frozen parameter"])
 def test_mid_run_hand_over(setup, dtype):
-    """PyTorch runs 10 updates; JAX continues from the state_dicts for 14 more."""
+    """PyTorch runs 10 updates; JAX continues from the state_dicts for 14 more; then back."""
 
     def make_torch(named):
         if setup == "AdamW x linear warmup":
             optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02)
             return optimizer, transformers.get_linear_schedule_with_warmup(optimizer, 4, 20)
+        if setup.startswith("Adam(amsgrad"):
+            optimizer = torch.optim.Adam(two_groups(without_first(named), amsgrad=True), lr=0.02,
+                                         weight_decay=0.01)
+            return optimizer, lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.5)
+        if setup.startswith("BertAdam"):
+            optimizer = DeepSpeedBertAdam(two_groups(without_first(named), lr=0.05), lr=0.02,
+                                          warmup=0.2, t_total=20, schedule="warmup_cosine",
+                                          clip_mode="global", max_grad_norm=0.5)
+            return (optimizer, transformers.get_linear_schedule_with_warmup(optimizer, 3, 30),
+                    bert_next_lrs(optimizer))
         if setup.startswith("Adafactor"):
             optimizer = transformers.Adafactor(two_groups(named, lr=0.03), lr=0.02, beta1=0.9,
                                                relative_step=False, weight_decay=0.01)
@@ -212,10 +229,11 @@ def test_mid_run_hand_over(setup, dtype):
         optimizer = torch.optim.SGD(two_groups(named), lr=0.02, momentum=0.9)
         return optimizer, lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=24)
 
-    param_error, lr_error = run_hand_over(make_torch, dtype=dtype, before=10, after=14,
-                                          shapes=SMALL_SHAPES)
+    param_error, lr_error, moment_error = run_hand_over(make_torch, dtype=dtype, before=10,
+                                                        after=14, shapes=SMALL_SHAPES)
     assert_within("param error", param_error, PARAM_TOL[dtype])
     assert_within("lr error", lr_error, LR_TOL[dtype])
+    assert_within("param error of the moments sent back", moment_error, PARAM_TOL[dtype])
 
 
 # ---------------------------------------------------------------------------------- refusals
@@ -261,9 +279,6 @@ def jax_params():
             "pytorch_pretrained_bert.optimization", fromlist=["x"]
         ).WarmupCosineWithHardRestartsSchedule(warmup=0.1, t_total=10)), None),
          r"WarmupCosineWithHardRestartsSchedule is not supported.*WarmupLinearSchedule"),
-        (lambda m: (DeepSpeedBertAdam([{"params": [m.weight]}, {"params": [m.bias]}], lr=0.1,
-                                      clip_mode="global"), None),
-         r"clip_mode='global'\) with several param groups is not supported"),
     ],
 )
 def test_what_cannot_be_reproduced_is_refused(make, match):

@@ -151,10 +151,11 @@ def test_mid_run_hand_over(setup, dtype):
             optimizer = torch.optim.SGD(two_groups(named, lr=0.04), lr=0.02, momentum=0.9)
         return optimizer, HAND_OVERS[setup](optimizer)
 
-    param_error, lr_error = run_hand_over(make_torch, dtype=dtype, before=19, after=21,
-                                          values=metric_stream(), shapes=SMALL_SHAPES)
+    param_error, lr_error, moment_error = run_hand_over(
+        make_torch, dtype=dtype, before=19, after=21, values=metric_stream(), shapes=SMALL_SHAPES)
     assert_within("param error", param_error, PARAM_TOL[dtype])
     assert_within("lr error", lr_error, LR_TOL[dtype])
+    assert_within("param error of the moments sent back", moment_error, PARAM_TOL[dtype])
 
 
 def test_a_fresh_state_would_not_continue_the_run():
