@@ -25,7 +25,7 @@ PyTree = Any
 Selector = Any  # a regex string, a predicate (path, leaf) -> bool, or a tree of bools
 
 # Keys of a group that are not hyperparameters of the factory.
-_GROUP_KEYS = ("params", "frozen", "schedule")
+_GROUP_KEYS = ("params", "frozen", "schedule", "lr_lambda")
 
 
 def _factory_entry(factory: Callable[..., Any]) -> algorithms.Algorithm | None:
@@ -198,6 +198,7 @@ def param_groups(
     groups: Sequence[Mapping[str, Any]],
     *,
     schedule: Callable[[Any], Any] | None = None,
+    lr_lambda: Callable[[Any], Any] | None = None,
     **defaults: Any,
 ) -> optax.GradientTransformation:
     r"""``factory`` with PyTorch's parameter groups: ``Optimizer([{"params": ..., **overrides}])``.
@@ -221,10 +222,11 @@ def param_groups(
       predicate ``(path, leaf) -> bool``, or a tree of bools with the parameters' leaves;
     * any hyperparameter of ``factory``, under its name or PyTorch's (``lr``, ``betas``, ``eps``,
       ``momentum``, ...; :func:`torch_to_factory_names`);
-    * ``"schedule"``: this group's own multiplier (``LambdaLR`` with a list of lambdas), a
-      function of the count written with ``jax.numpy`` (traced once when built); for a factory
-      with a ``schedule`` hyperparameter of its own (``ob.bertadam``), a string is that
-      hyperparameter (``"warmup_cosine"``), as in PyTorch's ``BertAdam`` groups;
+    * ``"lr_lambda"`` (or ``"schedule"``): this group's own multiplier (``LambdaLR`` with a
+      list of lambdas), a function of the count written with ``jax.numpy`` (traced once when
+      built); for a factory with a ``schedule`` hyperparameter of its own (``ob.bertadam``), a
+      string under ``"schedule"`` is that hyperparameter (``"warmup_cosine"``), as in PyTorch's
+      ``BertAdam`` groups;
     * ``"frozen": True`` (alone with ``"params"``): not trained: zero updates, no state, no rate.
 
     Groups are chosen on the parameters (``init``'s ``params``, and ``update``'s when given; a
@@ -248,6 +250,8 @@ def param_groups(
       groups: the list of groups, as above, in PyTorch's order.
       schedule: the multiplier ``count -> factor`` of every group's base rate, or ``None``
         (a string: the factory's own ``schedule`` hyperparameter, see above).
+      lr_lambda: the same multiplier under ``LambdaLR``'s name; with ``ob.bertadam`` it leaves
+        ``schedule=`` to BertAdam's own schedule name.
       **defaults: hyperparameters of every group (PyTorch names accepted).
 
     Returns:
@@ -276,6 +280,13 @@ def param_groups(
     if isinstance(schedule, str) and takes_schedule:
         # bertadam's own `schedule` (a name), not the multiplier of this function.
         defaults, schedule = {**defaults, "schedule": schedule}, None
+    if lr_lambda is not None:
+        if schedule is not None:
+            raise ValueError(
+                f"schedule={schedule!r} and lr_lambda={lr_lambda!r} are both given: they are the "
+                "same multiplier; pass one"
+            )
+        schedule = lr_lambda
     if schedule is not None:
         schedule = torch_schedules._check_jnp_function("schedule", schedule)
     base = translate_arguments(factory, defaults, "param_groups")
@@ -294,10 +305,13 @@ def param_groups(
                 raise ValueError(f"{where} is frozen: it takes no hyperparameters, got {extra}")
             frozen.append(index)
             continue
-        group_schedule = group.get("schedule", schedule)
+        if "lr_lambda" in group and "schedule" in group and not isinstance(group["schedule"], str):
+            raise ValueError(f"{where} gives both 'schedule' and 'lr_lambda': pass one")
+        group_schedule = group.get("lr_lambda", group.get("schedule", schedule))
         overrides = {k: v for k, v in group.items() if k not in _GROUP_KEYS}
-        if isinstance(group_schedule, str) and takes_schedule:
-            overrides["schedule"], group_schedule = group_schedule, schedule
+        if isinstance(group.get("schedule"), str) and takes_schedule:
+            overrides["schedule"] = group["schedule"]
+            group_schedule = group.get("lr_lambda", schedule)
         kwargs = {**base, **translate_arguments(factory, overrides, where)}
         if group_schedule is not None:
             if group_schedule is not schedule:
@@ -465,7 +479,8 @@ def layerwise_lr_decay_groups(
     for m in layer_matches:
         by_prefix.setdefault(m.string[:m.start(1)].lstrip("/"), set()).add(int(m.group(1)))
     # The likeliest encoder (most layers) first, for the example in the message.
-    prefixes = sorted(by_prefix, key=lambda prefix: (-len(by_prefix[prefix]), prefix))
+    prefixes = sorted(by_prefix, key=lambda prefix: (-len(by_prefix[prefix]), "encoder" not in prefix,
+                                                     prefix))
     if len(prefixes) > 1:
         raise ValueError(
             f"params has numbered layers under several prefixes ({', '.join(prefixes)}), so which "

@@ -121,6 +121,13 @@ SETUPS = {
         None,  # torch_ref.BertAdam, imported in the test
         {"lr": 0.02, "weight_decay": 0.01, "max_grad_norm": 0.5},
     ),
+    # Global clipping spans the groups; each group's own schedule (a name) under the LambdaLR.
+    "bertadam-global-clip-schedules": (
+        ob.bertadam, {"lr": 0.05, "schedule": "warmup_cosine", "max_grad_norm": 2.0},
+        None,
+        {"lr": 0.02, "clip_mode": "global", "max_grad_norm": 0.3, "warmup": 0.2, "t_total": 20,
+         "schedule": "warmup_linear"},
+    ),
 }
 
 
@@ -140,6 +147,10 @@ def test_per_group_overrides_with_torch_names(dtype, setup):
         rest = [p for n, p in named.items() if not (n.endswith("bias") or "LayerNorm" in n)]
         optimizer = make_optimizer([{"params": rest}, {"params": special, **overrides}])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier_torch)
+        if "t_total" in defaults:  # BertAdam's own schedule multiplies the scheduler's lr
+            return TorchSide(optimizer, scheduler, lambda: [
+                optimizer._scheduled_lr(g, optimizer.state[g["params"][0]].get("step", 0))
+                for g in optimizer.param_groups])
         return TorchSide(optimizer, scheduler, scheduler.get_last_lr)
 
     def make_optax(params, side):
@@ -148,7 +159,7 @@ def test_per_group_overrides_with_torch_names(dtype, setup):
             factory,
             [{"params": lambda path, leaf: not (path.endswith("bias") or "LayerNorm" in path)},
              {"params": special, **overrides}],
-            schedule=multiplier_jax,
+            lr_lambda=multiplier_jax,
             **defaults,
         )
 
@@ -262,3 +273,104 @@ def test_layerwise_groups_refuse_a_tree_without_layers():
         ob.layerwise_lr_decay_groups(tiny_params(), 0.1, 0.9)
     with pytest.raises(ValueError, match="layer_decay=1.5"):
         ob.layerwise_lr_decay_groups(tiny_params(), 0.1, 1.5)
+
+
+def test_groups_are_chosen_on_the_parameters_not_the_gradients():
+    """A predicate reading the leaf sees the parameter at init and at update (bfloat16 parameters,
+    float32 gradients), so the groups do not change between the two."""
+    params = {"low": jnp.ones(3, jnp.bfloat16), "full": jnp.ones(3, jnp.float32)}
+    tx = ob.param_groups(ob.sgd, [{"params": lambda path, leaf: leaf.dtype == jnp.bfloat16, "lr": 1.0},
+                                  {"params": lambda path, leaf: leaf.dtype == jnp.float32}], lr=0.01)
+    state = tx.init(params)
+    grads = {"low": jnp.ones(3, jnp.float32), "full": jnp.ones(3, jnp.float32)}
+    updates, _ = jax.jit(tx.update)(grads, state, params)
+    np.testing.assert_allclose(updates["low"], -1.0)
+    np.testing.assert_allclose(updates["full"], -0.01)
+
+
+def test_a_multiplier_that_does_not_trace_is_refused_when_built():
+    def python_branch(k):
+        return 1.0 if k < 3 else 0.5
+
+    with pytest.raises(TypeError, match=r"schedule=.* is invalid: expected a function written with "
+                                        r"jax.numpy .*TracerBoolConversionError"):
+        ob.param_groups(ob.sgd, [{"params": "."}], lr=0.1, schedule=python_branch)
+    with pytest.raises(TypeError, match=r"groups\[1\]: schedule=.* is invalid"):
+        ob.param_groups(ob.sgd, [{"params": "a"}, {"params": "b", "schedule": python_branch}], lr=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(groups=[{"params": "x", "lr": -0.5}], schedule=lambda k: 1.0), ValueError,
+         r"groups\[0\]: learning_rate=-0.5 is invalid: expected a value in \[0, inf\]"),
+        (dict(groups=[{"params": "x", "frozen": "no"}], lr=0.1), TypeError,
+         r"groups\[0\]: frozen='no' is invalid: expected True or False"),
+        (dict(groups="encoder", lr=0.1), TypeError, r"groups='encoder' is invalid: expected a non-empty"),
+    ],
+)
+def test_more_bad_groups_are_refused_when_built(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ob.param_groups(ob.sgd, **kwargs)
+
+
+def test_selectors_of_another_tree_and_predicates_of_another_arity_are_refused_at_init():
+    params = tiny_params()
+    other = {"a": True, "b": False, "c": True, "d": False}  # as many leaves, another structure
+    with pytest.raises(ValueError, match=r"groups\[0\]\['params'\] is invalid: .*another tree structure"):
+        ob.param_groups(ob.sgd, [{"params": other}], lr=0.1).init(params)
+    with pytest.raises(TypeError, match=r"groups\[0\]\['params'\]=.* is called as predicate\(path, leaf\)"):
+        ob.param_groups(ob.sgd, [{"params": lambda path: True}], lr=0.1).init(params)
+
+
+def test_bertadam_schedule_names_go_to_bertadam_per_group_and_as_default():
+    params = tiny_params()
+    tx = ob.param_groups(ob.bertadam, [{"params": "encoder", "schedule": "warmup_cosine"},
+                                       {"params": "head"}],
+                         lr=0.1, warmup=0.5, t_total=4, schedule="warmup_constant")
+    state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    for _ in range(3):
+        _, state = tx.update(grads, state, params)
+    cosine = ob.bert_schedule("warmup_cosine", 0.1, 4, 0.5)(3)
+    constant = ob.bert_schedule("warmup_constant", 0.1, 4, 0.5)(3)
+    np.testing.assert_allclose([float(lr) for lr in ob.get_last_lr(state)], [cosine, constant], rtol=1e-6)
+
+
+def test_get_lr_refuses_a_rate_schedule_evaluated_by_inject_hyperparams():
+    """optax.inject_hyperparams evaluates the schedule before each update: the state knows the
+    last rate only, so reporting it as the next one would lag by an update."""
+    params = tiny_params()
+    injected = optax.inject_hyperparams(ob.adamw)(learning_rate=optax.linear_schedule(0.0, 1.0, 10))
+    state = injected.init(params)
+    for read in (ob.get_lr, ob.get_last_lr):
+        with pytest.raises(ValueError, match="inject_hyperparams evaluates the learning_rate schedule"):
+            read(state)
+    # A constant injected rate is the next rate, and the schedule passed directly is followed.
+    assert float(ob.get_lr(optax.inject_hyperparams(ob.adamw)(learning_rate=0.3).init(params))) == \
+        pytest.approx(0.3)
+    direct = ob.adamw(optax.linear_schedule(0.0, 1.0, 10))
+    state = direct.init(params)
+    _, state = direct.update(jax.tree.map(jnp.ones_like, params), state, params)
+    assert float(ob.get_lr(state)) == pytest.approx(0.1)
+
+
+def test_layerwise_groups_electra_embeddings_project_and_numbered_head_layers():
+    leaf = jnp.ones(2)
+    electra = {"electra": {"embeddings": {"w": leaf}, "embeddings_project": {"kernel": leaf},
+                           "encoder": {"layer_0": {"w": leaf}, "layer_1": {"w": leaf}}},
+               "head": {"w": leaf}}
+    groups = ob.layerwise_lr_decay_groups(electra, 1.0, 0.5)
+    flat = [dict(zip(ob.parameter_names(electra), jax.tree.leaves(g["params"]), strict=True))
+            for g in groups]
+    assert flat[0]["electra/embeddings_project/kernel"] and groups[0]["lr"] == 0.125
+    with_head_layers = {"embeddings": {"w": leaf}, "encoder": {"layer": [{"w": leaf}, {"w": leaf}]},
+                        "classifier": {"layers_0": {"w": leaf}, "layers_1": {"w": leaf}}}
+    with pytest.raises(ValueError, match=r"numbered layers under several prefixes \(encoder/layer/, "
+                                         r"classifier/layers_\).*layers=r\"encoder/layer/\(\\d\+\)/\""):
+        ob.layerwise_lr_decay_groups(with_head_layers, 1.0, 0.5)
+    groups = ob.layerwise_lr_decay_groups(with_head_layers, 1.0, 0.5, layers=r"encoder/layer/(\d+)/")
+    assert [g["lr"] for g in groups] == [0.125, 0.25, 0.5, 1.0]
+    head = dict(zip(ob.parameter_names(with_head_layers), jax.tree.leaves(groups[-1]["params"]),
+                    strict=True))
+    assert head["classifier/layers_0/w"] and head["classifier/layers_1/w"]
