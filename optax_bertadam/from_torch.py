@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from optax_bertadam import lr as lr_states
-from optax_bertadam import masks, optimizers, param_groups, transforms
+from optax_bertadam import masks, optimizers, param_groups, torch_state, transforms
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
@@ -164,12 +164,26 @@ def _scheduler_rates(
                 "Adafactor's own rate); with relative_step=False use a LambdaLR"
             )
         return [(None, None)] * len(groups)
-    if not module.startswith("torch.optim.lr_scheduler"):
+    if module != "torch.optim.lr_scheduler":
         raise ValueError(
             f"scheduler {module}.{name} is not supported; supported: {_listing(SUPPORTED_SCHEDULERS)}"
         )
     if getattr(scheduler, "optimizer", optimizer) is not optimizer:
         raise ValueError("scheduler is invalid: it drives another optimizer than optimizer")
+    for attribute in ("base_lrs", "max_lrs", "base_momentums", "max_momentums"):
+        values = getattr(scheduler, attribute, None)
+        if isinstance(values, (list, tuple)) and len(values) != len(groups):
+            raise ValueError(
+                f"{name}.{attribute} has {len(values)} entries but the optimizer has {len(groups)} "
+                "param groups (a group added after the scheduler was built)"
+            )
+    if name == "OneCycleLR":
+        late = [i for i, g in enumerate(groups) if "max_lr" not in g]
+        if late:
+            raise ValueError(
+                f"OneCycleLR has no max_lr for param_groups{late} (groups added after the "
+                "scheduler was built)"
+            )
     base_lrs = list(scheduler.base_lrs) if hasattr(scheduler, "base_lrs") else [
         g["initial_lr"] for g in groups
     ]
@@ -192,13 +206,22 @@ def _scheduler_rates(
         return [(torch_schedules.cosine_annealing_warm_restarts(
             float(lr), scheduler.T_0, scheduler.T_mult, scheduler.eta_min), None) for lr in base_lrs]
     if name == "SequentialLR":
-        members = [_scheduler_rates(s, optimizer, momentum_name) for s in scheduler._schedulers]
-        for position, member in enumerate(scheduler._schedulers[1:], start=1):
-            if _kind(member)[1] in ("ChainedScheduler", "MultiplicativeLR"):
+        for position, member in enumerate(scheduler._schedulers):
+            member_name = _kind(member)[1]
+            if member_name in ("SequentialLR", "ChainedScheduler"):
+                # PyTorch undoes the members' construction steps one level deep only: a nested
+                # sequence or chain runs off by one update from what its parts compute.
                 raise ValueError(
-                    f"SequentialLR._schedulers[{position}] is a {_kind(member)[1]}, which PyTorch "
+                    f"SequentialLR._schedulers[{position}] is a {member_name}, which PyTorch steps "
+                    "off by one inside a SequentialLR; not supported: flatten it (one "
+                    "SequentialLR of single schedulers)"
+                )
+            if position and member_name == "MultiplicativeLR":
+                raise ValueError(
+                    f"SequentialLR._schedulers[{position}] is a MultiplicativeLR, which PyTorch "
                     "cannot restart at its milestone; it may only come first"
                 )
+        members = [_scheduler_rates(s, optimizer, momentum_name) for s in scheduler._schedulers]
         if any(momentum is not None for member in members for _, momentum in member):
             raise ValueError("SequentialLR of CyclicLR/OneCycleLR with cycle_momentum is not supported")
         return [
@@ -244,6 +267,88 @@ def _scheduler_rates(
     raise ValueError(
         f"scheduler {module}.{name} is not supported; supported: {_listing(SUPPORTED_SCHEDULERS)}"
     )
+
+
+def _last_epoch(scheduler: Any) -> int:
+    """The scheduler's update count (a ``ChainedScheduler`` keeps its members')."""
+    if hasattr(scheduler, "last_epoch"):
+        return int(scheduler.last_epoch)
+    return _last_epoch(scheduler._schedulers[0])
+
+
+def _optimizer_of(scheduler: Any) -> Any:
+    return scheduler.optimizer if hasattr(scheduler, "optimizer") else _optimizer_of(scheduler._schedulers[0])
+
+
+# How many updates of a copy of the live scheduler from_torch compares its reproduction with.
+LIVE_CHECK_UPDATES = 600
+
+
+def _check_against_the_live_scheduler(
+    scheduler: Any, optimizer: Any, rates: list[tuple[Schedule | None, Schedule | None]],
+    momentum_name: str | None, updates: int = LIVE_CHECK_UPDATES,
+) -> None:
+    """Refuse a reproduction that differs from what the live scheduler will do.
+
+    A copy of ``scheduler`` (over placeholder parameters, so nothing of the model is copied) is
+    stepped ``updates`` times from where it is; the rates (and cycled momenta) it gives each
+    group must be the reproduction's at the same counts, to 1e-6 of the group's peak. This
+    catches what a scheduler's attributes do not show: a group ``lr`` changed by hand after the
+    scheduler was built, a scheduler built with a ``last_epoch`` its optimizer's rates do not
+    match, or a member of a ``SequentialLR`` that replaced ``group['initial_lr']``.
+    """
+    import copy
+    import warnings
+
+    memo: dict[int, Any] = {id(optimizer.state): type(optimizer.state)()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            memo[id(p)] = p.new_empty(0) if hasattr(p, "new_empty") else p
+    try:
+        twin = copy.deepcopy(scheduler, memo)
+    except Exception:  # an object that cannot be copied: nothing to compare with
+        return
+    name = _kind(scheduler)[1]
+
+    def momentum_of(group):
+        if momentum_name == "b1":
+            return float(_scalar(group["betas"][0]))
+        return float(_scalar(group[momentum_name])) if momentum_name else None
+
+    expected = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+        for k in range(updates + 1):
+            if k:
+                try:
+                    twin.step()
+                except Exception:  # e.g. OneCycleLR past total_steps: the run ends there
+                    break
+            expected.append([(float(_scalar(g["lr"])), momentum_of(g))
+                             for g in _optimizer_of(twin).param_groups])
+    start = _last_epoch(scheduler)
+    counts = np.arange(start, start + len(expected))
+    with jax.enable_x64(True):
+        for index, (rate, momentum) in enumerate(rates):
+            for which, schedule in ((0, rate), (1, momentum)):
+                if not callable(schedule):
+                    continue
+                want = np.asarray([e[index][which] for e in expected], np.float64)
+                got = np.asarray(jax.vmap(schedule)(jnp.asarray(counts)), np.float64)
+                scale = max(float(np.max(np.abs(want))), 1e-300)
+                wrong = np.flatnonzero(~(np.abs(got - want) <= 1e-6 * scale))
+                if wrong.size:
+                    k = int(wrong[0])
+                    what = "lr" if which == 0 else momentum_name
+                    raise ValueError(
+                        f"scheduler {name} is not reproduced exactly here: after {k} more "
+                        f"scheduler.step() (last_epoch {start + k}) PyTorch's param_groups[{index}]"
+                        f"['{what}'] is {float(want[k])!r} but the reproduction gives "
+                        f"{float(got[k])!r}. Causes: "
+                        "a group's lr changed by hand after the scheduler was built, a scheduler "
+                        "built with a last_epoch its optimizer's lr does not match, or a "
+                        "SequentialLR member (e.g. OneCycleLR) that replaced group['initial_lr']"
+                    )
 
 
 def _check_momentum(rates, momentum_name, scheduler_name):
@@ -381,8 +486,11 @@ def _under_loss_driven_rule(
 
 
 def _scalar(value: Any) -> Any:
-    # Tensor-valued hyperparameters (torch allows lr=torch.tensor(...)) become Python numbers.
-    return value.item() if hasattr(value, "item") and not isinstance(value, (bool, int, float)) else value
+    # 0-d tensor hyperparameters (torch allows lr=torch.tensor(...)) become Python numbers; other
+    # values (a user's own group keys) are left alone.
+    if hasattr(value, "item") and not isinstance(value, (bool, int, float)) and np.ndim(value) == 0:
+        return value.item()
+    return value
 
 
 def _refuse_flag(group: Mapping[str, Any], index: int, class_name: str, flag: str) -> None:
@@ -540,7 +648,8 @@ def from_torch(
     run at their initial rates (``GreedyLR``: its ``_init_lrs``) and each group's update is
     scaled by ``rate / initial rate``, exact because every supported update is linear in the rate.
 
-    To continue a run mid-way: ``state = ob.load_torch_state_dict(optimizer.state_dict(), tx,
+    ``tx.init(params)`` starts a fresh run (update 0, zero moments). To continue a run mid-way:
+    ``state = ob.load_torch_state_dict(optimizer.state_dict(), tx,
     params, ob.torch_parameter_names(model.named_parameters(), optimizer), name_map=...,
     transform=..., scheduler_state=scheduler.state_dict())``: the scheduler's ``last_epoch`` sets
     the count, a loss-driven scheduler's best value, counters and rates come along.
@@ -623,6 +732,7 @@ def from_torch(
                  for g in groups]
     else:
         rates = _scheduler_rates(scheduler, optimizer, next(iter(momentum_names)))
+        _check_against_the_live_scheduler(scheduler, optimizer, rates, next(iter(momentum_names)))
 
     # Which group each Flax leaf belongs to.
     named = {str(n): p for n, p in named_parameters}
@@ -632,6 +742,7 @@ def from_torch(
     mapping = {p: p.replace("/", ".") for p in paths} if name_map is None else dict(name_map)
     problems, labels = [], []
     frozen = len(groups)
+    flax_of_tensor: dict[int, str] = {}
     for path, (_, leaf) in zip(paths, paths_and_leaves, strict=True):
         torch_name = mapping.get(path)
         if torch_name is None or torch_name not in named:
@@ -639,12 +750,29 @@ def from_torch(
             labels.append(frozen)
             continue
         tensor = named[torch_name]
+        if id(tensor) in flax_of_tensor:
+            # Tied weights (named_parameters(remove_duplicate=False)): torch sums the gradients of
+            # one tensor; two Flax leaves would be trained apart.
+            problems.append(f"{path} and {flax_of_tensor[id(tensor)]} are one torch tensor "
+                            f"({torch_name}, tied): keep one Flax parameter for it")
+        flax_of_tensor[id(tensor)] = path
         shape = tuple(tensor.shape)
         if transform is not None:
-            shape = np.shape(transform(path, np.broadcast_to(np.zeros((), np.float32), shape)))
+            moved_shape = np.shape(transform(path, np.broadcast_to(np.zeros((), np.float32), shape)))
+            group = group_of.get(id(tensor))
+            if (group is not None and builders[group].factory is optimizers.adafactor
+                    and len(shape) >= 2 and torch_state.axes_moved_by(transform, path, shape) is None):
+                problems.append(
+                    f"{path}: transform moves torch {torch_name}'s axes other than by swapping the "
+                    "last two, but transformers.Adafactor factors its second moment over the last "
+                    "two axes, which then differ"
+                )
+            shape = moved_shape
         if shape != tuple(np.shape(leaf)):
             problems.append(f"{path}: torch {torch_name} has shape {shape}, Flax {np.shape(leaf)}")
-        labels.append(group_of.get(id(tensor), frozen))
+        # A parameter without requires_grad never gets a gradient: torch.optim skips it.
+        trained = getattr(tensor, "requires_grad", True)
+        labels.append(group_of.get(id(tensor), frozen) if trained else frozen)
     in_flax = {id(named[mapping[p]]) for p in paths if mapping.get(p) in named}
     untracked = [f"param_groups[{i}]['params'][{j}]" for i, g in enumerate(groups)
                  for j, p in enumerate(g["params"]) if id(p) not in in_flax]

@@ -198,14 +198,18 @@ def _resolve_names(
     *,
     stateful: Sequence[str] | None = None,
     all_paths_known: bool = True,
+    stateless_names: Iterable[str] = (),
 ) -> dict[str, str]:
     """Flax path -> torch name of every path in ``stateful``, refusing unmatched names.
 
     ``stateful`` are the Flax parameters the optax state keeps moments for (default: all of
     ``flax_paths``); the others (frozen: no state, not in the torch optimizer) may map to a
     torch name outside ``param_names`` or to none. ``all_paths_known=False``: ``flax_paths`` is
-    not every Flax parameter, so ``name_map`` may have keys beyond it.
+    not every Flax parameter, so ``name_map`` may have keys beyond it. ``stateless_names``: torch
+    parameters of the optimizer that keep no state (``requires_grad=False``: never stepped),
+    which need no Flax parameter with moments.
     """
+    stateless_names = set(stateless_names)
     param_names = [str(n) for n in param_names]
     known_names = set(param_names)
     stateful_set = set(flax_paths if stateful is None else stateful)
@@ -232,11 +236,11 @@ def _resolve_names(
     if missing:
         problems.append(f"torch names not among param_names: {_listing(missing)}")
     trained_elsewhere = [f"{mapping[p]} (Flax {p})" for p in flax_paths
-                         if p not in stateful_set and mapping.get(p) in known_names]
+                         if p not in stateful_set and mapping.get(p) in known_names - stateless_names]
     if trained_elsewhere:
         problems.append("torch parameters of the optimizer whose Flax parameter the optax state "
                         f"keeps no moments for (frozen in tx?): {_listing(trained_elsewhere)}")
-    unused = [n for n in param_names if n not in set(targets)]
+    unused = [n for n in param_names if n not in set(targets) and n not in stateless_names]
     if unused:
         problems.append(f"torch parameters no Flax parameter maps to: {_listing(unused)}")
     if problems:
@@ -339,9 +343,12 @@ def load_torch_state_dict(
         )
     flax_paths = _flax_paths(params)
     template = tx.init(params)
-    # Parameters tx keeps no moments for (frozen: not in the torch optimizer) need no torch name.
-    to_torch = _resolve_names(flax_paths, param_names, name_map, stateful=_stateful_paths(template))
-    torch_state = {name: state_dict["state"].get(pid, {}) for pid, name in zip(ids, param_names, strict=True)}
+    # Parameters tx keeps no moments for (frozen: not in the torch optimizer, or without
+    # requires_grad, so never stepped) need no torch name or no torch state.
+    all_state = {name: state_dict["state"].get(pid, {}) for pid, name in zip(ids, param_names, strict=True)}
+    to_torch = _resolve_names(flax_paths, param_names, name_map, stateful=_stateful_paths(template),
+                              stateless_names=[n for n, state in all_state.items() if not len(state)])
+    torch_state = {name: all_state[name] for name in to_torch.values()}
 
     # One step for all: optax has one update count.
     with_state = {n: s for n, s in torch_state.items() if len(s)}
@@ -450,6 +457,12 @@ def load_torch_state_dict(
             "tx's state has no moments this module can fill from torch (known: "
             f"{', '.join(TORCH_STATE_KEYS)})"
         )
+    if not with_state and wanted_keys and step > 0:
+        raise ValueError(
+            f"state_dict has no state (the optimizer has not stepped) but the scheduler is at "
+            f"last_epoch {step}: one optax count drives both the moments and the rate, so a "
+            "scheduler that is ahead of a fresh optimizer cannot be represented"
+        )
     if with_state:
         missing = sorted(wanted_keys - set(torch_keys))
         extra = sorted(set(torch_keys) - filled_keys - set(_DERIVED_KEYS))
@@ -476,6 +489,18 @@ def _keeps(key: str, factored: bool, shape: tuple[int, ...]) -> bool:
     return True
 
 
+def axes_moved_by(transform: Transform, flax_path: str, shape: tuple[int, ...]) -> str | None:
+    """How ``transform`` moves a tensor of ``shape`` (torch's): ``"identity"``, ``"swap"`` (its last
+    two axes swapped: a transposed kernel) or ``None`` (anything else)."""
+    probe = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    moved = np.asarray(transform(flax_path, probe))
+    if np.array_equal(moved, probe):
+        return "identity"
+    if moved.ndim >= 2 and np.array_equal(moved, np.swapaxes(probe, -1, -2)):
+        return "swap"
+    return None
+
+
 def _factored_key(
     key: str, row_shape: tuple[int, ...], col_shape: tuple[int, ...], flax_path: str,
     transform: Transform | None, errors: list[str],
@@ -488,12 +513,10 @@ def _factored_key(
     """
     if transform is None:
         return key
-    shape = tuple(row_shape) + tuple(col_shape[-1:])
-    probe = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
-    moved = np.asarray(transform(flax_path, probe))
-    if np.array_equal(moved, probe):
+    moved = axes_moved_by(transform, flax_path, tuple(row_shape) + tuple(col_shape[-1:]))
+    if moved == "identity":
         return key
-    if np.array_equal(moved, np.swapaxes(probe, -1, -2)):
+    if moved == "swap":
         return _FACTORED_KEYS[1 - _FACTORED_KEYS.index(key)]
     errors.append(
         f"{flax_path}: transform is neither the identity nor a swap of the last two axes, so "
@@ -645,8 +668,13 @@ def to_torch_state_dict(
 
     # Groups may keep different keys (Adam's amsgrad is per group): each parameter exports its own.
     flax_paths = sorted(set().union(*values.values()))
-    # name_map may name parameters the state keeps nothing for (frozen ones).
-    to_torch = _resolve_names(flax_paths, param_names, name_map, all_paths_known=False)
+    # name_map may name parameters the state keeps nothing for (frozen ones); torch parameters
+    # without requires_grad keep no state in torch either.
+    to_torch = _resolve_names(
+        flax_paths, param_names, name_map, all_paths_known=False,
+        stateless_names=[n for n, p in zip(param_names, torch_params, strict=True)
+                         if not getattr(p, "requires_grad", True)],
+    )
     shape_of = {name: tuple(p.shape) for name, p in zip(param_names, torch_params, strict=True)}
     factored = any(key in _FACTORED_KEYS for key in values)
     # Adam/AdamW keep a tensor step; BertAdam, Adafactor and SGD (which ignores it) an int.
@@ -686,6 +714,7 @@ def to_torch_state_dict(
             + _listing(shape_errors)
         )
     return {
-        "state": {pid: per_name[name] for pid, name in zip(ids, param_names, strict=True)},
+        "state": {pid: per_name[name] for pid, name in zip(ids, param_names, strict=True)
+                  if name in per_name},
         "param_groups": copy.deepcopy(reference["param_groups"]),
     }

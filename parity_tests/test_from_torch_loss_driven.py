@@ -164,6 +164,8 @@ def test_a_fresh_state_would_not_continue_the_run():
     named = {n: torch.nn.Parameter(torch.zeros(s)) for n, s in SMALL_SHAPES.items()}
     optimizer = torch.optim.AdamW(two_groups(named, lr=0.04), lr=0.02)
     scheduler = HAND_OVERS["AdamW x ReduceLROnPlateau(cooldown)"](optimizer)
+    for p in named.values():
+        p.grad = torch.ones_like(p)
     for value in metric_stream()[:19]:
         optimizer.step()
         scheduler.step(value)
