@@ -125,7 +125,7 @@ def run_hand_over(
 
         def torch_step(k):
             for n, p in named.items():
-                p.grad = torch.tensor(grads[k][n], dtype=torch_dtype)
+                p.grad = torch.tensor(grads[k][n], dtype=torch_dtype) if p.requires_grad else None
             side.step(None if values is None else values[k])
 
         for k in range(before):

@@ -279,6 +279,33 @@ def jax_params():
             "pytorch_pretrained_bert.optimization", fromlist=["x"]
         ).WarmupCosineWithHardRestartsSchedule(warmup=0.1, t_total=10)), None),
          r"WarmupCosineWithHardRestartsSchedule is not supported.*WarmupLinearSchedule"),
+        # PyTorch steps a sequence or chain inside a SequentialLR off by one.
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.01),
+                    lr_scheduler.SequentialLR(o, [lr_scheduler.SequentialLR(
+                        o, [lr_scheduler.ConstantLR(o, 0.5, 2), lr_scheduler.ExponentialLR(o, 0.9)],
+                        [3]), lr_scheduler.StepLR(o, 2, 0.5)], [8]))[:2],
+         r"SequentialLR._schedulers\[0\] is a SequentialLR, which PyTorch steps off by one"),
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.01),
+                    lr_scheduler.SequentialLR(o, [lr_scheduler.ChainedScheduler(
+                        [lr_scheduler.ConstantLR(o, 0.5, 2), lr_scheduler.ExponentialLR(o, 0.9)]),
+                        lr_scheduler.ExponentialLR(o, 0.8)], [5]))[:2],
+         r"SequentialLR._schedulers\[0\] is a ChainedScheduler"),
+        # What the attributes do not show, the live scheduler does: OneCycleLR's constructor
+        # replaced group['initial_lr'], from which the SequentialLR's first member starts.
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9),
+                    lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(o, 2, 0.5), lr_scheduler.OneCycleLR(
+                        o, max_lr=0.1, total_steps=20, cycle_momentum=False)], [5]))[:2],
+         r"SequentialLR is not reproduced exactly here: after 0 more scheduler.step\(\) \(last_epoch "
+         r"0\) PyTorch's param_groups\[0\]\['lr'\] is 0.004 but the reproduction gives 0.01"),
+        # A group's lr set by hand after the scheduler was built: torch's StepLR goes on from it.
+        (lambda m: (o := torch.optim.SGD(m.parameters(), lr=0.05),
+                    lr_scheduler.StepLR(o, 3, 0.5),
+                    o.param_groups[0].__setitem__("lr", 0.2))[:2],
+         r"StepLR is not reproduced exactly here: .*is 0.2 but the reproduction gives 0.05"),
+        # A group added after the scheduler: its per-group lists no longer match.
+        (lambda m: (o := torch.optim.SGD([m.weight], lr=0.1), lr_scheduler.StepLR(o, 2),
+                    o.add_param_group({"params": [m.bias]}))[:2],
+         r"StepLR.base_lrs has 1 entries but the optimizer has 2 param groups"),
     ],
 )
 def test_what_cannot_be_reproduced_is_refused(make, match):
@@ -303,3 +330,51 @@ def test_mismatched_parameters_are_refused_and_unlisted_ones_are_frozen():
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
     assert float(updates["bias"][0]) == 0.0 and float(updates["weight"][0, 0]) == pytest.approx(-0.1)
     assert [float(lr) for lr in ob.get_last_lr(state)] == pytest.approx([0.1])
+
+
+def test_tied_weights_and_an_adafactor_kernel_layout_it_cannot_follow_are_refused():
+    model = torch.nn.Sequential(torch.nn.Embedding(3, 2), torch.nn.Linear(2, 3, bias=False))
+    model[1].weight = model[0].weight  # tied, as BERT's decoder and word embeddings
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    params = {"0": {"weight": jnp.zeros((3, 2))}, "1": {"weight": jnp.zeros((3, 2))}}
+    with pytest.raises(ValueError, match=r"1/weight and 0/weight are one torch tensor \(1.weight, tied\)"):
+        ob.from_torch(optimizer, named_parameters=model.named_parameters(remove_duplicate=False),
+                      params=params)
+    conv = torch.nn.Conv1d(2, 4, 3, bias=False)  # (out, in, width); Flax keeps (width, in, out)
+    adafactor = transformers.Adafactor(conv.parameters(), lr=0.01, relative_step=False,
+                                       scale_parameter=False)
+    with pytest.raises(ValueError, match=r"weight: transform moves torch weight's axes other than by "
+                                         r"swapping the last two.*Adafactor"):
+        ob.from_torch(adafactor, named_parameters=conv.named_parameters(),
+                      params={"weight": jnp.zeros((3, 2, 4))},
+                      transform=lambda path, a: np.transpose(a, (2, 1, 0)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer_name", ["AdamW", "SGD"])
+def test_parameters_without_requires_grad_are_not_trained(optimizer_name, dtype):
+    """"Freeze the embeddings, then AdamW(model.parameters())": torch skips a parameter whose grad
+    stays None (no decay, no momentum); so does the reproduction, through a hand-over too."""
+
+    def make_torch(named):
+        first = next(iter(named.values()))
+        first.requires_grad_(False)
+        if optimizer_name == "AdamW":
+            optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02, weight_decay=0.1)
+        else:
+            optimizer = torch.optim.SGD(two_groups(named), lr=0.02, momentum=0.9, weight_decay=0.1)
+        return optimizer, lr_scheduler.StepLR(optimizer, 4, 0.5)
+
+    param_error, lr_error, moment_error = run_hand_over(make_torch, dtype=dtype, before=6, after=8,
+                                                        shapes=SMALL_SHAPES)
+    assert_within("param error", param_error, PARAM_TOL[dtype])
+    assert_within("lr error", lr_error, LR_TOL[dtype])
+    assert_within("param error of the moments sent back", moment_error, PARAM_TOL[dtype])
+
+
+def test_user_keys_of_a_group_are_left_alone():
+    model = small_model()
+    optimizer = torch.optim.AdamW([{"params": [model.weight], "tag": torch.tensor([1.0, 2.0]),
+                                    "name": "weights"}, {"params": [model.bias]}], lr=0.1)
+    tx = ob.from_torch(optimizer, named_parameters=model.named_parameters(), params=jax_params())
+    assert [float(lr) for lr in ob.get_last_lr(tx.init(jax_params()))] == pytest.approx([0.1, 0.1])
