@@ -88,6 +88,10 @@ RATE_CASES = [
     ("LinearLR-default", lambda o: S.LinearLR(o), lambda: pt.linear_lr(LR), 10),
     ("ExponentialLR", lambda o: S.ExponentialLR(o, 0.97), lambda: pt.exponential_lr(LR, 0.97), 400),
     ("ExponentialLR-growth", lambda o: S.ExponentialLR(o, 1.01), lambda: pt.exponential_lr(LR, 1.01), 200),
+    # An LR range test: x 1e8 over 1000 updates (a float32 exp(n log gamma) was 1.2e-6 off).
+    ("ExponentialLR-range-test", lambda o: S.ExponentialLR(o, 1.0186),
+     lambda: pt.exponential_lr(LR, 1.0186), 1001),
+    ("StepLR-growth", lambda o: S.StepLR(o, 1, 1.01), lambda: pt.step_lr(LR, 1, 1.01), 2000),
     ("PolynomialLR", lambda o: S.PolynomialLR(o, 40, 2.0), lambda: pt.polynomial_lr(LR, 40, 2.0), 60),
     ("PolynomialLR-sqrt", lambda o: S.PolynomialLR(o, 25, 0.5), lambda: pt.polynomial_lr(LR, 25, 0.5), 40),
     ("PolynomialLR-power0", lambda o: S.PolynomialLR(o, 10, 0.0), lambda: pt.polynomial_lr(LR, 10, 0.0), 20),
