@@ -85,3 +85,20 @@ def test_examples_scale_to_any_length():
     for t_total, warmup_steps in ((1, 0), (2, 1), (1000, 100), (10, 9)):
         for record in SCHEDULES:
             record.build(1.0, t_total, warmup_steps)
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
+def test_every_schedule_takes_an_array_of_counts_as_optax_schedules_do(x64):
+    """``schedule(jnp.arange(n))`` (to plot or log a schedule) gives what vmap gives, also for the
+    schedules that loop over the counts (MultiplicativeLR, CosineAnnealingLR's float64 replay)."""
+    counts = jnp.arange(24).reshape(2, 12)
+    with jax.enable_x64(x64):
+        for record in SCHEDULES:
+            if record.loss_driven:
+                continue
+            schedule = record.schedule()
+            got = np.asarray(schedule(counts))
+            assert got.shape == counts.shape, record.name
+            for row, column in ((0, 0), (0, 7), (1, 11)):  # the first, a middle and the last
+                want = schedule(counts[row, column])
+                np.testing.assert_allclose(got[row, column], want, rtol=1e-6, err_msg=record.name)

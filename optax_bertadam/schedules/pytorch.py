@@ -108,6 +108,19 @@ def _power(gamma: float, exponent: Array) -> Array:
     return result
 
 
+def _per_count(scalar_fn: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """``scalar_fn`` (written for one count: it loops) applied to each count of an array too,
+    as optax's own schedules may be called on ``jnp.arange(n)``."""
+
+    def fn(count: Array) -> Array:
+        count = jnp.asarray(count)
+        if count.ndim == 0:
+            return scalar_fn(count)
+        return jax.vmap(scalar_fn)(count.reshape(-1)).reshape(count.shape)
+
+    return fn
+
+
 def _check_jnp_function(name: str, function: Any, argument_dtype: Any = int) -> Callable:
     """Trace ``function`` once now, so that one that does not trace fails when built."""
     if not callable(function):
@@ -435,7 +448,7 @@ def multiplicative_lr(
         )
         return product
 
-    return ChainableSchedule(learning_rate, multiplier, "MultiplicativeLR")
+    return ChainableSchedule(learning_rate, _per_count(multiplier), "MultiplicativeLR")
 
 
 def chained_scheduler(schedulers: Sequence[ChainableSchedule]) -> ChainableSchedule:
@@ -577,7 +590,7 @@ def cosine_annealing_lr(learning_rate: float, T_max: int, eta_min: float = 0.0) 
     def schedule(count: Array) -> Array:
         count = _as_int(count)
         if _x64():
-            return float64_schedule(count)
+            return _per_count(float64_schedule)(count)
         phase = _as_float(count % (2 * t_max)) / t_max
         return eta_min + (learning_rate - eta_min) * (1.0 + jnp.cos(math.pi * phase)) / 2
 
