@@ -409,8 +409,9 @@ def multiplicative_lr(
     has no closed form for a general ``lr_lambda``: the running products for counts
     ``0 .. num_steps`` are computed in double precision when the schedule is built (in PyTorch's
     order, so float64 agrees to the last bit); a later count multiplies the remaining factors in
-    a loop, which is exact too but costs one ``lr_lambda`` call per update past ``num_steps``.
-    Pass the length of training as ``num_steps``.
+    a loop, in the default float dtype, at one ``lr_lambda`` call per update past ``num_steps``:
+    in float64 it is exact, in float32 each factor's rounding adds up (``lr_lambda = 0.999``:
+    4.9e-6 of the peak after 900 updates). Pass the length of training as ``num_steps``.
 
     Args:
       learning_rate: the optimizer's ``lr`` (>= 0).
