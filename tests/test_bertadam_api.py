@@ -48,8 +48,6 @@ PARAMS = {
         (dict(schedule="warmup_linear_decay_exp", t_total=10,
               schedule_kwargs={"decay_rate": 0.9, "decay_steps": 0}), ValueError,
          ["schedule_kwargs['decay_steps']=0"]),
-        (dict(learning_rate=optax.constant_schedule(1e-3), t_total=100), ValueError,
-         ["t_total=100", "schedule as learning_rate"]),
     ],
 )
 def test_bad_arguments_are_refused_when_built(kwargs, error, fragments):
@@ -149,3 +147,17 @@ def test_flax_nnx_optimizer_with_mask_and_get_lr():
         train_step(model, optimizer, jnp.ones((2, 3)))
     assert float(ob.get_lr(optimizer.opt_state)) == pytest.approx(float(expected_lr(5)), rel=1e-6)
     assert not np.allclose(before, model.LayerNorm.bias[...])
+
+
+def test_a_schedule_with_t_total_is_multiplied_by_bertadams_own_schedule():
+    """A PyTorch scheduler over BertAdam(t_total=...) sets group['lr']; BertAdam multiplies it by
+    its own schedule at every step (torch_ref.BertAdam._scheduled_lr): so does a schedule passed
+    as learning_rate together with t_total."""
+    scheduler = optax.linear_schedule(1e-3, 0.0, 50)
+    tx = ob.bertadam(scheduler, warmup=0.2, t_total=20, schedule="warmup_cosine")
+    own = ob.bert_schedule("warmup_cosine", 1.0, 20, 0.2)
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    for count in range(6):
+        assert float(ob.get_lr(state)) == pytest.approx(float(scheduler(count) * own(count)), rel=1e-6)
+        _, state = tx.update({"w": jnp.ones(2)}, state, params)
