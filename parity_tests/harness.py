@@ -288,7 +288,8 @@ def run_parity(
         state = tx.init(params)
         trajectory, jax_lrs = [], []
         for step_grads in grads:
-            tree = nest({n: jnp.asarray(g, dtype=jax_dtype) for n, g in step_grads.items()})
+            # numpy leaves: jit moves them to the device itself, much faster than jnp.asarray each.
+            tree = nest({n: np.asarray(g, dtype=jax_dtype) for n, g in step_grads.items()})
             params, state, lr = step(params, state, tree)
             trajectory.append(params)
             jax_lrs.append(lr)
