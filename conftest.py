@@ -23,3 +23,9 @@ _CACHE_DIR = os.path.join(os.path.dirname(__file__), ".pytest_cache", "jax")
 jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", _CACHE_DIR))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+# Tests run in parallel workers (pytest-xdist), one per core or more: torch's intra-op threads
+# would only make them contend. The tensors here are small; one thread changes no result.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Sets up .venv with the CPU build of torch and everything the tests need, then runs ruff and the
-# whole test suite (parity_tests/ and tests/) on both cores.
+# whole test suite (parity_tests/ and tests/) on both cores (three pytest-xdist workers).
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 . .venv/bin/activate
 # torch is pinned to 2.13.0 in the extras: an unpinned torch would pull several GB of CUDA wheels.
-pip install --quiet --disable-pip-version-check -e ".[test]"
+# --no-compile: no bytecode for every module of torch, jax and transformers at install time;
+# Python compiles the modules the tests import when they are first imported.
+pip install --quiet --disable-pip-version-check --no-compile -e ".[test]"
 ruff check .
 # Hypothesis draws the same examples on every run here (profile "ci"): a red run is reproducible.
 # A developer explores further with `bash run_tests.sh --hypothesis-profile thorough` (new random
@@ -16,4 +18,6 @@ if [[ "${1:-}" == "--hypothesis-profile" ]]; then
   profile="${2:?--hypothesis-profile needs a profile name: ci or thorough}"
   shift 2
 fi
-HYPOTHESIS_PROFILE="$profile" python -m pytest -n 2 "$@"
+# Three workers on two cores: a worker waiting on a subprocess (the demo, the wheel's venv, the
+# sharded run) leaves its core to another; torch keeps to one thread per worker (conftest.py).
+HYPOTHESIS_PROFILE="$profile" python -m pytest -n 3 "$@"
