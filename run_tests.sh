@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up .venv with the CPU build of torch and everything the tests need, then runs ruff and the
-# whole test suite (parity_tests/ and tests/) on both cores (three pytest-xdist workers).
+# whole test suite (parity_tests/ and tests/) on both cores.
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
@@ -18,6 +18,5 @@ if [[ "${1:-}" == "--hypothesis-profile" ]]; then
   profile="${2:?--hypothesis-profile needs a profile name: ci or thorough}"
   shift 2
 fi
-# Three workers on two cores: a worker waiting on a subprocess (the demo, the wheel's venv, the
-# sharded run) leaves its core to another; torch keeps to one thread per worker (conftest.py).
-HYPOTHESIS_PROFILE="$profile" python -m pytest -n 3 "$@"
+# One worker per core; torch keeps to one thread per worker (conftest.py).
+HYPOTHESIS_PROFILE="$profile" python -m pytest -n 2 "$@"

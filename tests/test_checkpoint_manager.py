@@ -81,7 +81,11 @@ def test_fallback_passes_every_damaged_step_and_refuses_when_none_is_left(tmp_pa
     damage_step(manager, 1, "meta/metadata")
     with pytest.raises(DamagedCheckpointError, match=f"every checkpoint in '{tmp_path}' is damaged"):
         restore_latest_train_state(manager, saved[3][0], tx, fallback=True)
-    with pytest.raises(DamagedCheckpointError, match="differ from the checksums recorded at save"):
+    # Flipped bytes of a compressed chunk either decode to other values (the checksums catch
+    # them) or do not decode at all (orbax cannot read them), depending on the bytes: refused
+    # as damaged either way.
+    with pytest.raises(DamagedCheckpointError, match=r"differ from the checksums recorded at save|"
+                                                     r"its arrays \(arrays/\) cannot be read"):
         restore_latest_train_state(manager, saved[3][0], tx)
 
 
