@@ -61,17 +61,6 @@ def _listing(items: Iterable[str]) -> str:
     return ", ".join(items)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Product:
-    """``rate(count) * multiplier(count)``: a scheduler over an optimizer with its own schedule."""
-
-    rate: Schedule
-    multiplier: Schedule
-
-    def __call__(self, count: Any) -> Any:
-        return self.rate(count) * self.multiplier(count)
-
-
 # --------------------------------------------------------------------------------- schedulers
 
 
@@ -110,7 +99,7 @@ def _transformers_multiplier(function: Any, where: str) -> Schedule | None:
         # is (lr_init - lr_end) * remaining**power / lr_init + lr_end / lr_init.
         lr_init = kwargs.pop("lr_init")
         rate = hf_schedules.get_polynomial_decay_schedule_with_warmup(lr_init, **kwargs)
-        return _Product(rate, lambda count: 1.0 / lr_init)
+        return transforms.ScheduleProduct(rate, lambda count: 1.0 / lr_init)
     if name in _TRANSFORMERS_LAMBDAS:
         return _TRANSFORMERS_LAMBDAS[name](1.0, **kwargs)
     known = sorted([*_TRANSFORMERS_LAMBDAS, "_get_cosine_schedule_with_warmup_lr_lambda",
@@ -791,7 +780,7 @@ def from_torch(
         if builder.own_multiplier is not None:
             # BertAdam's own schedule multiplies the (scheduled) group lr.
             base = rate if callable(rate) else None
-            rate = _Product(base, builder.own_multiplier) if base is not None else (
+            rate = transforms.ScheduleProduct(base, builder.own_multiplier) if base is not None else (
                 transforms.ScaledSchedule(float(rate), builder.own_multiplier))
         if builder.factory is optimizers.adafactor and kwargs["relative_step"]:
             rate = None
