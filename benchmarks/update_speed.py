@@ -282,12 +282,12 @@ def jax_transformations(params, variant: Variant) -> dict[str, optax.GradientTra
     # optax.adamw keeps nu in the parameters' dtype; only mu_dtype can be set.
     mu_dtype = variant.moment_dtype if variant.moment_dtype != variant.param_dtype else None
     return {
-        REFERENCE: ob.bertadam(lr, weight_decay=wd, weight_decay_mask=mask,
+        REFERENCE: ob.bertadam(lr, weight_decay=wd, mask=mask,
                                moment_dtype=variant.moment_dtype),
-        "ob.bertadam global": ob.bertadam(lr, weight_decay=wd, weight_decay_mask=mask,
+        "ob.bertadam global": ob.bertadam(lr, weight_decay=wd, mask=mask,
                                           clip_mode="global", moment_dtype=variant.moment_dtype),
         # Without clipping: what the per-tensor norms cost.
-        "ob.bertadam no clipping": ob.bertadam(lr, weight_decay=wd, weight_decay_mask=mask,
+        "ob.bertadam no clipping": ob.bertadam(lr, weight_decay=wd, mask=mask,
                                                max_grad_norm=-1, moment_dtype=variant.moment_dtype),
         "optax.adamw": optax.adamw(lr, weight_decay=wd, mask=mask, mu_dtype=mu_dtype),
         "optax clip_by_global_norm+adamw": optax.chain(

@@ -287,7 +287,7 @@ def make_optax_optimizer(settings: DemoSettings, params):
     from optax_bertadam.schedules.bert import pretrained_bert_schedule
 
     common = dict(weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
-                  weight_decay_mask=ob.decay_mask(params))
+                  mask=ob.decay_mask(params))
     if settings.torch_optimizer == "pytorch_pretrained_bert":
         rate = pretrained_bert_schedule(settings.schedule, settings.learning_rate,
                                         t_total=settings.steps, warmup=settings.warmup)

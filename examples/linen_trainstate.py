@@ -27,7 +27,7 @@ def main(steps: int = 200) -> float:
     key = jax.random.key(0)
     params = model.init(key, jnp.ones((1, 8)))["params"]
     tx = ob.bertadam(3e-2, warmup=0.1, t_total=steps, weight_decay=0.01,
-                     weight_decay_mask=ob.decay_mask(params))
+                     mask=ob.decay_mask(params))
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
     @functools.partial(jax.jit, donate_argnums=0)

@@ -111,7 +111,7 @@ def main(argv=None) -> float:
     params = jax.tree.map(replicate, host_params)
     tx = ob.bertadam(
         3e-2, warmup=0.1, t_total=args.steps, schedule="warmup_linear", weight_decay=0.01,
-        max_grad_norm=1.0, weight_decay_mask=ob.decay_mask(host_params),
+        max_grad_norm=1.0, mask=ob.decay_mask(host_params),
     )
     opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
 

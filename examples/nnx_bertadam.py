@@ -27,7 +27,7 @@ def main(steps: int = 200) -> float:
     params = nnx.state(model, nnx.Param)
     tx = ob.bertadam(
         3e-2, warmup=0.1, t_total=steps, schedule="warmup_linear", weight_decay=0.01,
-        max_grad_norm=1.0, weight_decay_mask=ob.decay_mask(params),  # no decay: bias, LayerNorm
+        max_grad_norm=1.0, mask=ob.decay_mask(params),  # no decay: bias, LayerNorm
     )
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 

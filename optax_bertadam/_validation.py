@@ -156,3 +156,56 @@ def check_callable_or_real(name: str, value: Any) -> Callable[..., Any] | float:
     if callable(value):
         return value
     return check_real(name, value)
+
+
+def listing(items: Iterable[Any], limit: int | None = 20, separator: str = ", ") -> str:
+    """``items`` joined for an error message, the first ``limit`` of them and a count of the rest."""
+    items = [str(item) for item in items]
+    if limit is None or len(items) <= limit:
+        return separator.join(items)
+    return separator.join(items[:limit]) + f"{separator}... ({len(items) - limit} more)"
+
+
+def check_learning_rate(name: str, value: Any) -> float:
+    """A finite rate ``>= 0`` (a schedule's base rate)."""
+    check_finite(name, value)
+    return check_range(name, value, low=0.0)
+
+
+def check_learning_rate_or_schedule(name: str, value: Any) -> Any:
+    """A rate ``>= 0`` (a float, or an array from ``optax.inject_hyperparams``) or a schedule."""
+    if callable(value):
+        return value
+    return check_range(name, value, low=0.0)
+
+
+def check_jnp_function(name: str, function: Any, argument_dtype: Any = int) -> Callable:
+    """Trace ``function`` of the update count once now, so that one that does not trace fails when built."""
+    import jax.numpy as jnp
+
+    if not callable(function):
+        raise TypeError(f"{name}={function!r} is invalid: expected a function of the update count")
+    try:
+        result = jax.eval_shape(
+            function, jax.ShapeDtypeStruct((), jnp.asarray(0, dtype=argument_dtype).dtype)
+        )
+    except Exception as error:  # any failure to trace is the caller's function's fault
+        raise TypeError(
+            f"{name}={function!r} is invalid: expected a function written with jax.numpy "
+            f"(jnp.where for branches, not `if`); tracing it failed with {type(error).__name__}: {error}"
+        ) from error
+    if getattr(result, "shape", None) != ():
+        raise ValueError(
+            f"{name}={function!r} is invalid: expected a function returning a scalar, got shape "
+            f"{getattr(result, 'shape', result)!r}"
+        )
+    return function
+
+
+class OptaxBertadamWarning(UserWarning):
+    """The base class of this package's warnings: ``warnings.filterwarnings("ignore",
+    category=ob.OptaxBertadamWarning)`` silences them all."""
+
+
+class UncheckedReproductionWarning(OptaxBertadamWarning):
+    """A reproduction of a live PyTorch object could not be checked against that object."""

@@ -115,7 +115,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
             {"learning_rate": "lr", **{name: name for name in _BERTADAM_ARGUMENTS}}
         ),
         torch_state_keys=("next_m", "next_v"),
-        mask_argument="weight_decay_mask",
+        mask_argument="mask",
     ),
     Algorithm(
         name="adamw",

@@ -52,6 +52,8 @@ import jax
 import numpy as np
 import optax
 
+from optax_bertadam import _validation
+
 PyTree = Any
 
 # /2: verified checkpoints (checksums of every array and of the metadata).
@@ -135,11 +137,6 @@ def _brief(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
-def _listing(items: list[str], limit: int = 12) -> str:
-    shown = "; ".join(items[:limit])
-    return shown + (f"; ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
 def _differences(saved: list[str], wanted: list[str]) -> str:
     """What differs between two descriptions: changed entries, then state types, then leaves."""
     saved_at = dict(line.rpartition(": ")[::2] for line in saved)
@@ -149,7 +146,7 @@ def _differences(saved: list[str], wanted: list[str]) -> str:
         for path in saved_at
         if path in wanted_at and saved_at[path] != wanted_at[path]
     ]
-    parts = [f"Changed: {_listing(changed, 6)}."] if changed else []
+    parts = [f"Changed: {_validation.listing(changed, 6, '; ')}."] if changed else []
     for label, mine, other in (
         ("the checkpoint", saved_at, wanted_at), ("the restore target", wanted_at, saved_at)
     ):
@@ -157,9 +154,9 @@ def _differences(saved: list[str], wanted: list[str]) -> str:
         types = [line for line in only if not line.endswith("]")]
         leaves = [line for line in only if line.endswith("]")]
         if types:
-            parts.append(f"State types only in {label}: {_listing(types, 6)}.")
+            parts.append(f"State types only in {label}: {_validation.listing(types, 6, '; ')}.")
         if leaves:
-            parts.append(f"Leaves only in {label}: {_listing(leaves, 6)}.")
+            parts.append(f"Leaves only in {label}: {_validation.listing(leaves, 6, '; ')}.")
     return " ".join(parts) or "The same entries, in another order."
 
 
@@ -351,7 +348,7 @@ def _restore(read, where: str, params_template, tx, opt_state_template):
     if wrong:
         raise _damaged(
             where, f"{len(wrong)} of {len(abstract)} arrays (arrays/) differ from the checksums "
-            f"recorded at save: {_listing(wrong, 6)}")
+            f"recorded at save: {_validation.listing(wrong, 6, '; ')}")
     state = jax.tree.unflatten(treedef, [restored[key] for key in sorted(restored)])
     return state["params"], state["opt_state"], int(meta["step"])
 

@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_bertadam import _validation, catalogue
 from optax_bertadam import lr as lr_lib
 from optax_bertadam.torch_state import (
     _flax_paths,
-    _listing,
     _resolve_names,
     _to_numpy,
     torch_parameter_names,
@@ -235,7 +235,7 @@ class ComparisonReport:
         text = f"{text} Error {_fmt(error)} > bound {bound:.0e}."
         others = self.over_bound(d.step, d.stage)[1:]
         if others:
-            text += f" Also over the bound at this stage: {_listing(others, 8)}."
+            text += f" Also over the bound at this stage: {_validation.listing(others, 8)}."
         if d.stage in ("gradients", "update"):
             ratio = self.gradient_ratio(d.step, d.name)
             if ratio is not None and ratio <= ROUNDOFF_RATIO * np.finfo(self.dtype).eps:
@@ -689,7 +689,7 @@ def compare_training(
     if shape_errors:
         raise ValueError(
             "the torch parameters do not match the JAX parameters (is a transform missing?): "
-            + _listing(shape_errors)
+            + _validation.listing(shape_errors)
         )
 
     def torch_tree(get):
@@ -784,7 +784,7 @@ def compare_training(
         )
         torch_optimizer.step()
         if scheduler is not None:
-            if type(scheduler).__name__ == "ReduceLROnPlateau":
+            if catalogue.is_loss_driven(scheduler):
                 scheduler.step(t_loss)
             else:
                 scheduler.step()
@@ -852,7 +852,7 @@ def _check_ignore(ignore: Iterable[str] | Callable[[str], bool], names: Sequence
     ignore = [str(n) for n in ignore]
     unknown = sorted(set(ignore) - set(names))
     if unknown:
-        raise ValueError(f"ignore names tensors that are not compared: {_listing(unknown)}")
+        raise ValueError(f"ignore names tensors that are not compared: {_validation.listing(unknown)}")
     return ignore
 
 

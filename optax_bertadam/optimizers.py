@@ -30,7 +30,7 @@ def bertadam(
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
     *,
-    weight_decay_mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
     clip_mode: str = "per_tensor",
     schedule_kwargs: Mapping[str, Any] | None = None,
     clamp_lr_at_zero: bool = False,
@@ -70,7 +70,7 @@ def bertadam(
       e: epsilon added to ``sqrt(v)``, ``>= 0``.
       weight_decay: decoupled weight decay, ``>= 0``.
       max_grad_norm: clipping threshold; ``<= 0`` (upstream uses ``-1``) disables clipping.
-      weight_decay_mask: bool tree (or function of the params returning one), True where decay
+      mask: bool tree (or function of the params returning one), True where decay
         applies, e.g. :func:`optax_bertadam.decay_mask`; checked against the params at ``init``.
       clip_mode: ``"per_tensor"`` (BertAdam) or ``"global"`` (torch's formula over the whole tree).
       schedule_kwargs: ``decay_rate``, ``decay_steps``, ``degree``, ``warm_degree`` for the
@@ -133,7 +133,7 @@ def bertadam(
     return optax.chain(
         clip,
         transforms.scale_by_bias_free_adam(b1, b2, e, moment_dtype=moment_dtype),
-        transforms.add_decayed_weights(weight_decay, weight_decay_mask),
+        transforms.add_decayed_weights(weight_decay, mask),
         transforms.scale_by_scheduled_learning_rate(base_rate, multiplier),
     )
 
@@ -147,13 +147,6 @@ def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}={value!r} is invalid: expected True or False")
     return bool(value)
-
-
-def _check_learning_rate(value: Any) -> float | Callable[[Any], Any]:
-    """A rate ``>= 0`` or a schedule ``count -> rate``."""
-    if callable(value):
-        return value
-    return _validation.check_range("learning_rate", value, low=0.0)
 
 
 def _check_patterns(name: str, patterns: Any) -> list[str] | None:
@@ -234,7 +227,7 @@ def adamw(
       >>> [round(u, 4) for u in updates["w"].tolist()]  # -0.1 * sign(g) - 0.1 * 0.5 * p
       [-0.15, 0.05]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
     b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
     b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
     eps = _validation.check_range("eps", eps, low=0.0)
@@ -393,7 +386,7 @@ def adafactor(
             "schedule count -> rate"
         )
     if learning_rate is not None:
-        learning_rate = _check_learning_rate(learning_rate)
+        learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
     if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence) or len(eps) != 2:
         raise TypeError(f"eps={eps!r} is invalid: expected a pair (eps1, eps2), e.g. (1e-30, 1e-3)")
     eps1 = _validation.check_range("eps[0]", eps[0], low=0.0)
@@ -598,7 +591,7 @@ def adam_weight_decay(
       >>> [round(u, 6) for u in updates["kernel"].tolist()], updates["bias"].tolist()
       ([-0.01, -0.01], [-0.0, -0.0])
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
     beta_1 = _validation.check_range("beta_1", beta_1, low=0.0, high=1.0, high_inclusive=False)
     beta_2 = _validation.check_range("beta_2", beta_2, low=0.0, high=1.0, high_inclusive=False)
     epsilon = _validation.check_range("epsilon", epsilon, low=0.0)
@@ -924,7 +917,7 @@ def adam(
     >>> [round(u, 6) for u in updates["w"].tolist()]  # L2 alone: -lr * sign of the gradient
     [-0.1, -0.1]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
     b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
     b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
     eps = _validation.check_range("eps", eps, low=0.0)
@@ -997,7 +990,7 @@ def sgd(
     # A Python 0 means no buffer; an array (inject_hyperparams: concrete at init, traced in
     # update) may become nonzero, so it keeps one and the state's structure stays the same.
     with_buffer = not (isinstance(momentum, (int, float)) and momentum == 0)
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
     momentum = _validation.check_range("momentum", momentum, low=0.0)
     dampening = _validation.check_real("dampening", dampening)
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)

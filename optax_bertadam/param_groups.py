@@ -19,7 +19,6 @@ import numpy as np
 import optax
 
 from optax_bertadam import _validation, algorithms, masks, optimizers, transforms
-from optax_bertadam.schedules import pytorch as torch_schedules
 
 PyTree = Any
 Selector = Any  # a regex string, a predicate (path, leaf) -> bool, or a tree of bools
@@ -188,11 +187,6 @@ def clip_groups_together(
     return optax.chain(optax.masked(clip, clipped if callable(labels) else clipped(None)), groups)
 
 
-def _listing(names: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
 def param_groups(
     factory: Callable[..., optax.GradientTransformation],
     groups: Sequence[Mapping[str, Any]],
@@ -288,7 +282,7 @@ def param_groups(
             )
         schedule = lr_lambda
     if schedule is not None:
-        schedule = torch_schedules._check_jnp_function("schedule", schedule)
+        schedule = _validation.check_jnp_function("schedule", schedule)
     base = translate_arguments(factory, defaults, "param_groups")
     selectors, kwargs_of, frozen = [], {}, []
     for index, group in enumerate(groups):
@@ -315,7 +309,7 @@ def param_groups(
         kwargs = {**base, **translate_arguments(factory, overrides, where)}
         if group_schedule is not None:
             if group_schedule is not schedule:
-                group_schedule = torch_schedules._check_jnp_function(f"{where}: schedule", group_schedule)
+                group_schedule = _validation.check_jnp_function(f"{where}: schedule", group_schedule)
             rate = kwargs.get("learning_rate")
             if rate is None or callable(rate):
                 raise ValueError(
@@ -346,18 +340,18 @@ def param_groups(
         empty = [i for i, flags in enumerate(chosen) if not any(flags)]
         if empty:
             raise ValueError(
-                f"groups{empty} select no parameter; the parameters are: {_listing(names)}"
+                f"groups{empty} select no parameter; the parameters are: {_validation.listing(names, 10)}"
             )
         owners = [[i for i, flags in enumerate(chosen) if flags[j]] for j in range(len(names))]
         doubled = [f"{n} (groups {o})" for n, o in zip(names, owners, strict=True) if len(o) > 1]
         if doubled:
             raise ValueError(
-                "some parameters appear in more than one parameter group: " + _listing(doubled)
+                "some parameters appear in more than one parameter group: " + _validation.listing(doubled, 10)
             )
         orphans = [n for n, o in zip(names, owners, strict=True) if not o]
         if orphans:
             raise ValueError(
-                "some parameters are in no parameter group: " + _listing(orphans)
+                "some parameters are in no parameter group: " + _validation.listing(orphans, 10)
                 + ' (add them to a group, or to one with "frozen": True to leave them untouched)'
             )
         return jax.tree.unflatten(treedef, [o[0] for o in owners])
@@ -473,7 +467,7 @@ def layerwise_lr_decay_groups(
     if not layer_matches:
         raise ValueError(
             f"params has no encoder layers matching layers={layers!r}; the paths are: "
-            f"{_listing(names)}"
+            f"{_validation.listing(names, 10)}"
         )
     by_prefix: dict[str, set[int]] = {}
     for m in layer_matches:

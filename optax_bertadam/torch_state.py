@@ -40,17 +40,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_bertadam import _validation, catalogue
 from optax_bertadam.masks import parameter_name
 
 PyTree = Any
 Transform = Callable[[str, np.ndarray], np.ndarray]
 
-# Per-parameter state keys of the PyTorch optimizers this module knows; a NamedTuple field with
+# Per-parameter state keys of the PyTorch optimizers of the catalogue; a NamedTuple field with
 # one of these names is filled from the key of the same name.
-TORCH_STATE_KEYS = (
-    "next_m", "next_v", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
-    "exp_avg_sq_row", "exp_avg_sq_col",
-)
+TORCH_STATE_KEYS = catalogue.torch_state_keys()
 # transformers.Adafactor factors the second moment of a parameter of rank >= 2 into the mean
 # over its last axis ("row") and over the one before ("col"), and keeps the full "exp_avg_sq" only
 # for the others; a state with these fields keeps (1,) placeholders where torch keeps nothing.
@@ -61,7 +59,8 @@ _DERIVED_KEYS = ("RMS",)
 # torch.optim.Adam/AdamW keep `step` as a float32 tensor; BertAdam keeps a Python int.
 _TENSOR_STEP_KEYS = ("exp_avg",)
 # States made of these keys only keep no `step` (torch.optim.SGD).
-_STEPLESS_KEYS = ("momentum_buffer",)
+_STEPLESS_KEYS = tuple(key for record in catalogue.OPTIMIZERS if not record.writes_step
+                       for key in record.state_keys)
 
 # optax's own states name their moments otherwise; this package's states use the torch names.
 _OPTAX_FIELD_MAPS: Mapping[type, Mapping[str, str]] = {
@@ -125,12 +124,6 @@ def _to_step(value: Any, where: str) -> int:
     return int(step)
 
 
-def _listing(items: Iterable[Any], limit: int = 20) -> str:
-    items = list(items)
-    shown = ", ".join(map(str, items[:limit]))
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
 def transpose_kernels(path: str, array: np.ndarray) -> np.ndarray:
     """A ``transform`` for Linear layers: transpose 2-D tensors whose Flax path ends in ``kernel``.
 
@@ -186,7 +179,7 @@ def torch_parameter_names(named_parameters: Iterable[tuple[str, Any]], optimizer
                 unnamed.append(f"param_groups[{g}]['params'][{i}]")
     if unnamed:
         raise ValueError(
-            f"optimizer holds parameters that named_parameters does not name: {_listing(unnamed)}"
+            f"optimizer holds parameters that named_parameters does not name: {_validation.listing(unnamed)}"
         )
     return names
 
@@ -215,7 +208,7 @@ def _resolve_names(
     stateful_set = set(flax_paths if stateful is None else stateful)
     duplicates = sorted({n for n in param_names if param_names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"param_names has duplicate names: {_listing(duplicates)}")
+        raise ValueError(f"param_names has duplicate names: {_validation.listing(duplicates)}")
     if name_map is None:
         mapping = {path: path.replace("/", ".") for path in flax_paths}
     else:
@@ -223,26 +216,26 @@ def _resolve_names(
     problems = []
     unmapped = [p for p in flax_paths if p not in mapping and p in stateful_set]
     if unmapped:
-        problems.append(f"Flax parameters with no torch name in name_map: {_listing(unmapped)}")
+        problems.append(f"Flax parameters with no torch name in name_map: {_validation.listing(unmapped)}")
     unknown_paths = sorted(set(mapping) - set(flax_paths)) if all_paths_known else []
     if unknown_paths:
-        problems.append(f"name_map keys that are not Flax parameters: {_listing(unknown_paths)}")
+        problems.append(f"name_map keys that are not Flax parameters: {_validation.listing(unknown_paths)}")
     targets = [mapping[p] for p in flax_paths if p in mapping]
     doubled = sorted({t for t in targets if targets.count(t) > 1})
     if doubled:
-        problems.append(f"torch names mapped from several Flax parameters: {_listing(doubled)}")
+        problems.append(f"torch names mapped from several Flax parameters: {_validation.listing(doubled)}")
     resolved = {p: mapping[p] for p in flax_paths if p in mapping and p in stateful_set}
     missing = [t for t in resolved.values() if t not in known_names]
     if missing:
-        problems.append(f"torch names not among param_names: {_listing(missing)}")
+        problems.append(f"torch names not among param_names: {_validation.listing(missing)}")
     trained_elsewhere = [f"{mapping[p]} (Flax {p})" for p in flax_paths
                          if p not in stateful_set and mapping.get(p) in known_names - stateless_names]
     if trained_elsewhere:
         problems.append("torch parameters of the optimizer whose Flax parameter the optax state "
-                        f"keeps no moments for (frozen in tx?): {_listing(trained_elsewhere)}")
+                        f"keeps no moments for (frozen in tx?): {_validation.listing(trained_elsewhere)}")
     unused = [n for n in param_names if n not in set(targets) and n not in stateless_names]
     if unused:
-        problems.append(f"torch parameters no Flax parameter maps to: {_listing(unused)}")
+        problems.append(f"torch parameters no Flax parameter maps to: {_validation.listing(unused)}")
     if problems:
         raise ValueError("the parameter names do not match: " + "; ".join(problems))
     return resolved
@@ -356,7 +349,7 @@ def load_torch_state_dict(
         without = [n for n, s in torch_state.items() if not len(s)]
         raise ValueError(
             "state_dict has no state for some parameters (never updated: no gradient?), which one "
-            f"optax count cannot represent: {_listing(without)}"
+            f"optax count cannot represent: {_validation.listing(without)}"
         )
     steps = {n: _to_step(s["step"], f"state of {n!r}") for n, s in with_state.items() if "step" in s}
     if len(set(steps.values())) > 1:
@@ -365,7 +358,7 @@ def load_torch_state_dict(
             by_step.setdefault(s, []).append(n)
         raise ValueError(
             "the parameters' steps differ, which one optax count cannot represent: "
-            + "; ".join(f"step {s}: {_listing(names, 5)}" for s, names in sorted(by_step.items()))
+            + "; ".join(f"step {s}: {_validation.listing(names, 5)}" for s, names in sorted(by_step.items()))
         )
     torch_step = next(iter(steps.values()), None)
     if scheduler_state is not None:
@@ -475,7 +468,7 @@ def load_torch_state_dict(
     if shape_errors:
         raise ValueError(
             "state_dict tensors do not match the Flax parameters (is a transform missing?): "
-            + _listing(shape_errors)
+            + _validation.listing(shape_errors)
         )
     return state
 
@@ -652,7 +645,7 @@ def to_torch_state_dict(
             if twice:
                 raise ValueError(
                     f"opt_state is ambiguous: it holds torch key {key!r} twice for "
-                    f"{_listing(twice, 5)} (two optimizers chained?)"
+                    f"{_validation.listing(twice, 5)} (two optimizers chained?)"
                 )
             if by_path:
                 values.setdefault(key, {}).update(by_path)
@@ -711,7 +704,7 @@ def to_torch_state_dict(
     if shape_errors:
         raise ValueError(
             "opt_state tensors do not match the torch parameter shapes (is a transform missing?): "
-            + _listing(shape_errors)
+            + _validation.listing(shape_errors)
         )
     return {
         "state": {pid: per_name[name] for pid, name in zip(ids, param_names, strict=True)

@@ -263,7 +263,7 @@ def add_decayed_weights(
 
     def init_fn(params):
         if mask is not None:
-            check_mask_matches(resolve_mask(mask, params), params, "weight_decay_mask")
+            check_mask_matches(resolve_mask(mask, params), params, "mask")
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
@@ -280,7 +280,7 @@ def add_decayed_weights(
         param_leaves = jax.tree.leaves(params)
         if not len(mask_leaves) == len(update_leaves) == len(param_leaves):
             raise ValueError(
-                f"weight_decay_mask has {len(mask_leaves)} leaves but the updates have "
+                f"mask has {len(mask_leaves)} leaves but the updates have "
                 f"{len(update_leaves)} and the parameters {len(param_leaves)}"
             )
         decayed = [
@@ -466,14 +466,50 @@ jax.tree_util.register_pytree_node(
 
 
 @dataclasses.dataclass(frozen=True)
+class BoundSchedule:
+    """A module-level function of the count with its other arguments bound: ``function(count, *arguments)``.
+
+    A value (frozen dataclass) where a closure would be a new object per build: two schedules
+    built from the same arguments compare equal, so optimizers built twice (by hand and by
+    :func:`optax_bertadam.from_torch`, say) have equal state tree structures and load each other's
+    checkpoints.
+
+    >>> import jax.numpy as jnp
+    >>> def halve_every(count, period):
+    ...     return 0.5 ** (jnp.asarray(count) // period)
+    >>> BoundSchedule(halve_every, (2,)) == BoundSchedule(halve_every, (2,))
+    True
+    >>> float(BoundSchedule(halve_every, (2,))(5))
+    0.25
+    """
+
+    function: Callable[..., Array]
+    arguments: tuple[Any, ...] = ()
+
+    def __call__(self, count: Array) -> Array:
+        """``function(count, *arguments)``."""
+        return self.function(count, *self.arguments)
+
+
+@dataclasses.dataclass(frozen=True)
 class ScaledSchedule:
     """A base rate times a scheduler's multiplier, kept apart: ``learning_rate * multiplier(count)``.
 
-    PyTorch's split of a scheduled rate: the optimizer's (per group) ``lr`` and a scheduler's
-    factor (``LambdaLR``: ``initial_lr * lr_lambda(k)``). Passed as ``learning_rate`` to any
-    optimizer of this package, it is called like a schedule; :func:`scale_by_scheduled_learning_rate`
-    keeps the base as its state's ``learning_rate`` and the multiplier as its ``schedule``.
-    A value (frozen dataclass), so that equal rates give equal state tree structures.
+    PyTorch's split of a scheduled rate: the optimizer's (per group) ``lr``, its ``initial_lr``
+    under a scheduler, and the scheduler's factor (``LambdaLR``: ``initial_lr * lr_lambda(k)``;
+    ``StepLR``: ``initial_lr * gamma ** (k // step_size)``). The one type of such rates: every
+    multiplicative ``torch.optim.lr_scheduler`` reproduction (:func:`~optax_bertadam.step_lr`, ...)
+    returns one, and so does :func:`~optax_bertadam.from_torch`. Passed as ``learning_rate`` to
+    any optimizer of this package, it is called like a schedule;
+    :func:`scale_by_scheduled_learning_rate` keeps the base as its state's ``learning_rate`` and
+    the multiplier as its ``schedule``. A value (frozen dataclass), so that equal rates give
+    equal state tree structures.
+
+    Attributes:
+      learning_rate: the base rate (PyTorch's ``initial_lr``).
+      multiplier: ``count -> factor``.
+      scheduler: the PyTorch class it reproduces, e.g. ``"StepLR"`` (``None``: none in
+        particular); a label only, not compared.
 
     >>> float(ScaledSchedule(0.5, lambda k: 1.0 / (k + 1))(1))
     0.25
@@ -481,6 +517,7 @@ class ScaledSchedule:
 
     learning_rate: float
     multiplier: Callable[[Array], Array]
+    scheduler: str | None = dataclasses.field(default=None, compare=False)
 
     def __call__(self, count: Array) -> Array:
         """The rate of update ``count``.

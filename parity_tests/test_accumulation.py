@@ -105,7 +105,7 @@ def test_bertadam(dtype):
         return opt, None, lambda: opt.get_lr()[0]
 
     def make_inner(params):
-        return ob.bertadam(0.02, warmup=0.1, t_total=80, weight_decay_mask=ob.decay_mask(params))
+        return ob.bertadam(0.02, warmup=0.1, t_total=80, mask=ob.decay_mask(params))
 
     harness.check_result(run(dtype, make_inner, make_torch), dtype)
 

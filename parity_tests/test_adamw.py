@@ -132,7 +132,7 @@ def test_argument_errors(kwargs, error, match):
 def test_mask_mismatch_is_reported_at_init():
     params = {"w": jnp.ones(3), "b": jnp.ones(2)}
     tx = optimizers.adamw(1e-3, weight_decay=0.1, mask={"w": True})
-    with pytest.raises(ValueError, match="weight_decay_mask does not match the parameters"):
+    with pytest.raises(ValueError, match=r"^mask does not match the parameters"):
         tx.init(params)
 
 

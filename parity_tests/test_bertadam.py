@@ -28,7 +28,7 @@ def run_bertadam(dtype, *, masked=True, **kwargs):
 
     def make_optax(params):
         mask = ob.decay_mask(params) if masked else None
-        return ob.bertadam(weight_decay_mask=mask, **kwargs)
+        return ob.bertadam(mask=mask, **kwargs)
 
     def make_torch(named):
         groups = harness.torch_param_groups(named, weight_decay if masked else None)
@@ -119,7 +119,7 @@ def test_against_the_real_pytorch_pretrained_bert(kwargs, dtype):
         from pytorch_pretrained_bert.optimization import BertAdam as UpstreamBertAdam
 
     def make_optax(params):
-        return ob.bertadam(0.02, weight_decay_mask=ob.decay_mask(params), **kwargs)
+        return ob.bertadam(0.02, mask=ob.decay_mask(params), **kwargs)
 
     def make_torch(named):
         opt = UpstreamBertAdam(harness.torch_param_groups(named, 0.01), lr=0.02, **kwargs)

@@ -378,3 +378,184 @@ def test_user_keys_of_a_group_are_left_alone():
                                     "name": "weights"}, {"params": [model.bias]}], lr=0.1)
     tx = ob.from_torch(optimizer, named_parameters=model.named_parameters(), params=jax_params())
     assert [float(lr) for lr in ob.get_last_lr(tx.init(jax_params()))] == pytest.approx([0.1, 0.1])
+
+
+# ------------------------------------------------------- what an outside suite found (issue 17)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["LambdaLR warmup from 0", "MultiplicativeLR"])
+def test_a_jnp_multiplier_scales_the_initial_lr_not_the_scheduled_one(kind, dtype):
+    """A warmup LambdaLR has already set every group's lr to initial_lr * f(0) = 0: the rate of
+    update k is initial_lr * f(k) (it used to be lr * f(k), 0 forever). For a MultiplicativeLR
+    the jnp function is the running product of its factors."""
+
+    def torch_multiplier(k):
+        return min(1.0, k / 4)
+
+    def make_torch(named):
+        optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02)
+        if kind == "MultiplicativeLR":
+            scheduler = lr_scheduler.MultiplicativeLR(optimizer, lambda k: 0.8)
+        else:
+            scheduler = lr_scheduler.LambdaLR(optimizer, torch_multiplier)
+        side = TorchSide(optimizer, scheduler, scheduler.get_last_lr)
+        side.named = list(named.items())
+        return side
+
+    def make_optax(params, side):
+        if kind == "MultiplicativeLR":
+            multiplier = ob.multiplicative_lr(1.0, lambda k: jnp.asarray(0.8), num_steps=STEPS).multiplier
+        else:
+            # In the default float dtype: k is the state's int32 count, and int32 / 4 is float32
+            # even under jax.enable_x64.
+            multiplier = lambda k: jnp.minimum(1.0, jnp.asarray(k, dtype=float) / 4)
+        return ob.from_torch(side.optimizer, multiplier, named_parameters=side.named, params=params)
+
+    param_error, lr_error = run_group_parity(make_torch, make_optax, dtype=dtype, steps=STEPS,
+                                             shapes=SMALL_SHAPES)
+    assert_within("param error", param_error, PARAM_TOL[dtype])
+    assert_within("lr error", lr_error, LR_TOL[dtype])
+
+
+@pytest.mark.parametrize("strategy", ["cos", "linear"])
+def test_a_one_cycle_lr_restored_from_an_older_torch_is_read(strategy):
+    """torch < 2.2 kept OneCycleLR's annealing as `anneal_func` (a state dict of that time restores
+    it); torch runs it, so from_torch reads it too."""
+
+    def make_torch(named):
+        optimizer = torch.optim.SGD(two_groups(named), lr=0.02, momentum=0.9)
+        scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=[0.1, 0.05], total_steps=STEPS,
+                                            anneal_strategy=strategy)
+        del scheduler._anneal_func_type
+        scheduler.anneal_func = getattr(scheduler, f"_annealing_{strategy}")
+        side = TorchSide(optimizer, scheduler, scheduler.get_last_lr)
+        side.named = list(named.items())
+        return side
+
+    def make_optax(params, side):
+        return ob.from_torch(side.optimizer, side.scheduler, named_parameters=side.named, params=params)
+
+    param_error, lr_error = run_group_parity(make_torch, make_optax, steps=STEPS, shapes=SMALL_SHAPES)
+    assert_within("param error", param_error, PARAM_TOL["float32"])
+    assert_within("lr error", lr_error, LR_TOL["float32"])
+
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=10)
+    del scheduler._anneal_func_type
+    scheduler.anneal_func = lambda start, end, pct: start
+    with pytest.raises(ValueError, match=r"OneCycleLR.anneal_func=.* is not supported: expected torch's own"):
+        ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(), params=jax_params())
+
+
+def test_deepspeed_bertadam_is_recognised_by_its_groups_wherever_it_lives(tmp_path, monkeypatch):
+    """A user's own copy of DeepSpeedExamples' optimization.py (a module of theirs, not torch_ref)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    import torch_ref.bertadam
+
+    source = pathlib.Path(torch_ref.bertadam.__file__).read_text()
+    (tmp_path / "my_training").mkdir()
+    (tmp_path / "my_training" / "__init__.py").write_text("")
+    (tmp_path / "my_training" / "optimization.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = importlib.util.spec_from_file_location(
+        "my_training.optimization", tmp_path / "my_training" / "optimization.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "my_training.optimization", module)
+    spec.loader.exec_module(module)
+    assert type(module.BertAdam).__module__ != "torch_ref"
+
+    def make_torch(named):
+        optimizer = module.BertAdam(two_groups(named, lr=0.05), lr=0.02, warmup=0.2, t_total=20,
+                                    schedule="warmup_cosine", max_grad_norm=0.5)
+        side = TorchSide(optimizer, None, bert_next_lrs_of_copy(optimizer))
+        side.named = list(named.items())
+        return side
+
+    def make_optax(params, side):
+        return ob.from_torch(side.optimizer, None, named_parameters=side.named, params=params)
+
+    param_error, lr_error = run_group_parity(make_torch, make_optax, steps=STEPS, shapes=SMALL_SHAPES)
+    assert_within("param error", param_error, PARAM_TOL["float32"])
+    assert_within("lr error", lr_error, LR_TOL["float32"])
+
+
+def bert_next_lrs_of_copy(optimizer):
+    def next_lrs():
+        return [optimizer._scheduled_lr(g, optimizer.state[g["params"][0]].get("step", 0))
+                for g in optimizer.param_groups]
+
+    return next_lrs
+
+
+def test_a_live_check_that_cannot_run_says_so():
+    """A scheduler that cannot be copied: the reproduction stands but a warning says it is unchecked."""
+    import threading
+
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    scheduler.lock = threading.Lock()  # deepcopy cannot copy a lock
+    with pytest.warns(ob.UncheckedReproductionWarning, match=r"could not check.*StepLR.*copying"):
+        tx = ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
+                           params=jax_params())
+    assert float(ob.get_lr(tx.init(jax_params()))) == pytest.approx(0.1)
+
+
+def test_the_published_bertadam_schedules_have_one_implementation():
+    """from_torch reads pytorch_pretrained_bert's schedule objects into the one implementation of
+    those schedules (schedules.bert.pretrained_bert_schedule): within a few float32 ulps of the
+    published double-precision rate at every count of a long run (a naive float32
+    progress = count / t_total was 9.1e-7 of the peak off here)."""
+    from pytorch_pretrained_bert.optimization import (
+        WarmupCosineSchedule,
+        WarmupCosineWithWarmupRestartsSchedule,
+    )
+
+    from optax_bertadam.catalogue import pretrained_bert_multiplier
+    from optax_bertadam.torch_state import _set_counts
+
+    model = small_model()
+    t_total = 50_000
+    counts = np.arange(t_total + 200)
+    for schedule in (WarmupCosineSchedule(warmup=0.1, t_total=t_total, cycles=2.5),
+                     WarmupCosineWithWarmupRestartsSchedule(warmup=0.05, t_total=t_total, cycles=3)):
+        optimizer = PublishedBertAdam(model.parameters(), lr=1.0, schedule=schedule)
+        tx = ob.from_torch(optimizer, None, named_parameters=model.named_parameters(), params=jax_params())
+        state = tx.init(jax_params())
+        want = np.asarray([schedule.get_lr(int(k), nowarn=True) for k in counts])
+        sampled = counts[::997]
+        got = np.asarray([float(ob.get_lr(_set_counts(state, int(k)))) for k in sampled])
+        error = float(np.max(np.abs(got - want[sampled])))
+        everywhere = np.asarray(jax.vmap(pretrained_bert_multiplier(schedule))(jnp.asarray(counts)))
+        error = max(error, float(np.max(np.abs(everywhere - want))))
+        assert_within(f"{type(schedule).__name__} rate error (of the peak)", error, 5e-7)
+
+
+@pytest.mark.parametrize("make", [
+    lambda o: (lr_scheduler.StepLR(o, 2, 0.5), ob.step_lr(0.1, 2, 0.5)),
+    lambda o: (lr_scheduler.ChainedScheduler([lr_scheduler.LinearLR(o, 0.25, total_iters=4),
+                                              lr_scheduler.MultiStepLR(o, [3, 9], 0.3)]),
+               ob.chained_scheduler([ob.linear_lr(0.1, 0.25, total_iters=4),
+                                     ob.multi_step_lr(0.1, [3, 9], 0.3)])),
+], ids=["StepLR", "ChainedScheduler"])
+def test_a_hand_built_schedule_and_from_torch_give_one_state_layout(make):
+    """ob.adamw(ob.step_lr(...)) and from_torch of the same StepLR hold the same state: base rate
+    as the state's learning_rate, the multiplier as a value (one type, ScaledSchedule), so a
+    checkpoint of one has the structure the other expects."""
+    model = small_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.01, eps=1e-8)
+    scheduler, schedule = make(optimizer)
+    params = jax_params()
+    converted = ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
+                              params=params).init(params)
+    group_state = converted.inner_states[0].inner_state
+    by_hand = ob.adamw(schedule, weight_decay=0.01, eps=1e-8).init(params)
+    assert jax.tree.structure(group_state) == jax.tree.structure(by_hand)
+    for a, b in zip(jax.tree.leaves(group_state), jax.tree.leaves(by_hand), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(by_hand[-1].learning_rate) == pytest.approx(0.1)  # the base, not 1

@@ -53,7 +53,7 @@ def torch_bertadam(named, dtype=None, moment_dtype=None, **kwargs):
 
 
 def optax_bertadam(params, **kwargs):
-    return ob.bertadam(weight_decay_mask=ob.decay_mask(params), **{**BERTADAM, **kwargs})
+    return ob.bertadam(mask=ob.decay_mask(params), **{**BERTADAM, **kwargs})
 
 
 def jitted_step(tx):

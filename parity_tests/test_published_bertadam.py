@@ -102,7 +102,7 @@ def test_published_bertadam_with_each_schedule(case, dtype):
 
     def make_optax(params):
         rate = bert.pretrained_bert_schedule(name, 0.02, T_TOTAL, kwargs["warmup"], cycles=cycles)
-        return ob.bertadam(rate, weight_decay_mask=ob.decay_mask(params))
+        return ob.bertadam(rate, mask=ob.decay_mask(params))
 
     def make_torch(named):
         groups = harness.torch_param_groups(named, 0.01)

@@ -59,12 +59,12 @@ def test_bad_arguments_are_refused_when_built(kwargs, error, fragments):
 
 
 def test_a_mismatched_mask_fails_at_init_naming_the_mask():
-    tx = ob.bertadam(1e-3, weight_decay_mask={"dense": {"kernel": True, "bias": False}})
-    with pytest.raises(ValueError, match="weight_decay_mask does not match the parameters"):
+    tx = ob.bertadam(1e-3, mask={"dense": {"kernel": True, "bias": False}})
+    with pytest.raises(ValueError, match=r"^mask does not match the parameters"):
         tx.init(PARAMS)
     bad_leaf = jax.tree.map(lambda _: 1.0, PARAMS)
-    with pytest.raises(TypeError, match="weight_decay_mask is invalid: its leaves must be"):
-        ob.bertadam(1e-3, weight_decay_mask=bad_leaf).init(PARAMS)
+    with pytest.raises(TypeError, match=r"^mask is invalid: its leaves must be"):
+        ob.bertadam(1e-3, mask=bad_leaf).init(PARAMS)
 
 
 def test_decay_mask_names():
@@ -80,8 +80,8 @@ def test_decay_mask_names():
 
 def test_a_callable_mask_is_resolved_on_the_params():
     grads = jax.tree.map(jnp.ones_like, PARAMS)
-    tx_tree = ob.bertadam(1e-2, weight_decay_mask=ob.decay_mask(PARAMS))
-    tx_fn = ob.bertadam(1e-2, weight_decay_mask=ob.decay_mask)
+    tx_tree = ob.bertadam(1e-2, mask=ob.decay_mask(PARAMS))
+    tx_fn = ob.bertadam(1e-2, mask=ob.decay_mask)
     u1, _ = tx_tree.update(grads, tx_tree.init(PARAMS), PARAMS)
     u2, _ = tx_fn.update(grads, tx_fn.init(PARAMS), PARAMS)
     jax.tree.map(np.testing.assert_array_equal, u1, u2)
@@ -134,7 +134,7 @@ def test_flax_nnx_optimizer_with_mask_and_get_lr():
     model = Tiny(nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)
     tx = ob.bertadam(1e-2, warmup=0.25, t_total=20, weight_decay=0.1,
-                     weight_decay_mask=ob.decay_mask(params))
+                     mask=ob.decay_mask(params))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     @nnx.jit

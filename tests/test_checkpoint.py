@@ -39,7 +39,7 @@ def grads_at(step, dtype=jnp.float32):
 
 
 def bertadam(params):
-    return ob.bertadam(0.02, warmup=0.1, t_total=10, weight_decay_mask=ob.decay_mask(params))
+    return ob.bertadam(0.02, warmup=0.1, t_total=10, mask=ob.decay_mask(params))
 
 
 OPTIMIZERS = {
@@ -196,7 +196,7 @@ def damage_matrix_state():
                                               jnp.float32),
                         "bias": jnp.linspace(-1.0, 1.0, 8)},
               "LayerNorm": {"scale": jnp.ones(8)}, "temperature": jnp.float32(0.5)}
-    tx = ob.bertadam(0.02, warmup=0.1, t_total=10, weight_decay_mask=ob.decay_mask(params))
+    tx = ob.bertadam(0.02, warmup=0.1, t_total=10, mask=ob.decay_mask(params))
     state = tx.init(params)
     _, state = tx.update(jax.tree.map(lambda p: 0.1 * p + 0.01, params), state, params)
     return params, tx, state

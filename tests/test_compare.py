@@ -208,7 +208,7 @@ BERTADAM = dict(lr=1e-2, warmup=0.1, t_total=STEPS, schedule="warmup_linear", we
 def bertadam_pair(model, params, mask=None):
     tx = ob.bertadam(BERTADAM["lr"], BERTADAM["warmup"], BERTADAM["t_total"], BERTADAM["schedule"],
                      weight_decay=BERTADAM["weight_decay"],
-                     weight_decay_mask=ob.decay_mask(params) if mask is None else mask)
+                     mask=ob.decay_mask(params) if mask is None else mask)
     optimizer = torch_ref.BertAdam(torch_groups(model, BERTADAM["weight_decay"]), **BERTADAM)
     return optimizer, None, tx
 
@@ -498,3 +498,34 @@ def test_module_imports_without_torch_or_matplotlib():
             "bad = [m for m in ('torch', 'matplotlib', 'flax', 'torch_ref') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss-driven schedulers are recognised by the catalogue, not by class name (issue 17).
+# ----------------------------------------------------------------------------------------------
+
+
+def loss_driven_pair(kind):
+    def pair(model, params, mask=None):
+        import transformers
+
+        optimizer = torch.optim.AdamW(torch_groups(model, 0.1), lr=1e-2, eps=1e-6)
+        if kind == "GreedyLR":
+            scheduler = transformers.optimization.GreedyLR(optimizer, patience=1, factor=0.5,
+                                                           min_lr=1e-4, cooldown=1)
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+        name_map = {path: flax_to_torch_name(path) for path in ob.parameter_names(params)}
+        tx = ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
+                           params=params, name_map=name_map, transform=ob.transpose_kernels)
+        return optimizer, scheduler, tx
+
+    return pair
+
+
+@pytest.mark.parametrize("kind", ["GreedyLR", "ReduceLROnPlateau"])
+def test_a_loss_driven_scheduler_is_stepped_with_the_loss(kind):
+    report = run_mlp(torch.float32, pair=loss_driven_pair(kind), stop=False)
+    assert report.first_divergence is None, str(report)
+    assert len(report.steps) == STEPS
+    assert report.steps[-1].lr_error is not None

@@ -140,7 +140,7 @@ def test_valid_hyperparameters_build_init_update_and_match_torch(drawn, tree, dt
     with jax.enable_x64(dtype == "float64"):
         jax_dtype = jnp.dtype(dtype)
         params = jax.tree.map(lambda v: jnp.asarray(v, jax_dtype), init)
-        tx = ob.bertadam(weight_decay_mask=mask, **kwargs)
+        tx = ob.bertadam(mask=mask, **kwargs)
         state = tx.init(params)
 
         @jax.jit

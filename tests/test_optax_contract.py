@@ -173,8 +173,8 @@ def test_a_mask_of_another_tree_is_still_refused_inside_partition():
     params = make_params()
     wrong = {"encoder": ob.decay_mask(params["encoder"])}
     labels = jax.tree.map(lambda _: "all", params)
-    tx = optax.partition({"all": ob.bertadam(1e-3, weight_decay_mask=wrong)}, labels)
-    with pytest.raises(ValueError, match="weight_decay_mask does not match"):
+    tx = optax.partition({"all": ob.bertadam(1e-3, mask=wrong)}, labels)
+    with pytest.raises(ValueError, match="mask does not match"):
         tx.init(params)
 
 

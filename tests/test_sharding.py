@@ -47,7 +47,7 @@ def _optimizers(params):
 
     candidates = {
         "bertadam": lambda: ob.bertadam(
-            0.02, warmup=0.25, t_total=STEPS, weight_decay_mask=ob.decay_mask(params)
+            0.02, warmup=0.25, t_total=STEPS, mask=ob.decay_mask(params)
         ),
         "bertadam_global_clip": lambda: ob.bertadam(
             0.02, warmup=0.25, t_total=STEPS, clip_mode="global", max_grad_norm=0.5

@@ -93,7 +93,7 @@ def bertadam_torch(named):
 
 def bertadam_optax(params):
     kwargs = {("learning_rate" if k == "lr" else k): v for k, v in BERTADAM.items()}
-    return ob.bertadam(weight_decay_mask=ob.decay_mask(params), **kwargs)
+    return ob.bertadam(mask=ob.decay_mask(params), **kwargs)
 
 
 ADAMW = dict(lr=3e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.1)

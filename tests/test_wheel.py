@@ -23,7 +23,7 @@ import sys
 import jax, jax.numpy as jnp, optax
 import optax_bertadam as ob
 assert ob.__file__.startswith(sys.prefix), ob.__file__  # the installed wheel, not the checkout
-tx = ob.bertadam(1e-3, warmup=0.1, t_total=100, weight_decay_mask=ob.decay_mask)
+tx = ob.bertadam(1e-3, warmup=0.1, t_total=100, mask=ob.decay_mask)
 params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
 state = tx.init(params)
 updates, state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)

@@ -23,7 +23,6 @@ from optax_bertadam.schedules.classic import (
 )
 from optax_bertadam.schedules.pytorch import (
     PYTORCH_SCHEDULERS,
-    ChainableSchedule,
     CycleSchedules,
     chained_scheduler,
     constant_lr,
@@ -63,7 +62,6 @@ __all__ = [
     "ScheduleRecord",
     "schedule_record",
     "PYTORCH_SCHEDULERS",
-    "ChainableSchedule",
     "CycleSchedules",
     "chained_scheduler",
     "constant_lr",

@@ -37,11 +37,6 @@ Array = Any
 Schedule = Callable[[Array], Array]
 
 
-def _check_learning_rate(name: str, value: Any) -> float:
-    _validation.check_finite(name, value)
-    return _validation.check_range(name, value, low=0.0)
-
-
 def cosine_warmup(base_lr: float, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1) -> Schedule:
     r"""Linear warmup, then cosine decay from ``base_lr`` to ``min_lr_ratio * base_lr``.
 
@@ -75,7 +70,7 @@ def cosine_warmup(base_lr: float, warmup_steps: int, max_steps: int, min_lr_rati
       >>> [round(float(schedule(k)), 6) for k in (0, 1, 2, 6, 10, 12)]  # update 0 at base_lr
       [1.0, 0.5, 1.0, 0.55, 0.1, 0.231802]
     """
-    base_lr = _check_learning_rate("base_lr", base_lr)
+    base_lr = _validation.check_learning_rate("base_lr", base_lr)
     warmup_steps = _validation.check_int("warmup_steps", warmup_steps, low=0)
     max_steps = _validation.check_int("max_steps", max_steps, low=1)
     if max_steps <= warmup_steps:
@@ -124,7 +119,7 @@ def linear_decay(base_lr: float, max_steps: int) -> Schedule:
       >>> [round(float(schedule(k)), 6) for k in range(6)]
       [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
-    base_lr = _check_learning_rate("base_lr", base_lr)
+    base_lr = _validation.check_learning_rate("base_lr", base_lr)
     max_steps = _validation.check_int("max_steps", max_steps, low=1)
 
     def schedule(count: Array) -> Array:
@@ -157,7 +152,7 @@ def polynomial_decay(base_lr: float, max_steps: int, power: float) -> Schedule:
       >>> [round(float(schedule(k)), 6) for k in range(6)]
       [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
-    base_lr = _check_learning_rate("base_lr", base_lr)
+    base_lr = _validation.check_learning_rate("base_lr", base_lr)
     max_steps = _validation.check_int("max_steps", max_steps, low=1)
     _validation.check_finite("power", power)
     power = _validation.check_range("power", power, low=0.0)
@@ -195,7 +190,7 @@ def inverse_sqrt(base_lr: float, warmup_steps: int) -> Schedule:
       >>> [round(float(schedule(k)), 6) for k in (0, 1, 4, 16, 64)]
       [1.0, 1.0, 1.0, 0.5, 0.25]
     """
-    base_lr = _check_learning_rate("base_lr", base_lr)
+    base_lr = _validation.check_learning_rate("base_lr", base_lr)
     warmup_steps = _validation.check_int("warmup_steps", warmup_steps, low=1)
 
     def schedule(count: Array) -> Array:
@@ -231,7 +226,7 @@ def constant_with_linear_cooldown(base_lr: float, max_steps: int, cooldown_steps
       >>> [round(float(schedule(k)), 6) for k in (0, 6, 7, 8, 10, 11)]
       [1.0, 1.0, 0.75, 0.5, 0.0, 0.0]
     """
-    base_lr = _check_learning_rate("base_lr", base_lr)
+    base_lr = _validation.check_learning_rate("base_lr", base_lr)
     max_steps = _validation.check_int("max_steps", max_steps, low=1)
     cooldown_steps = _validation.check_int("cooldown_steps", cooldown_steps, low=0)
     if cooldown_steps > max_steps:
@@ -279,7 +274,7 @@ def noam(model_size: float, warmup: int, factor: float = 1.0) -> Schedule:
     _validation.check_finite("model_size", model_size)
     model_size = _validation.check_range("model_size", model_size, low=0.0, low_inclusive=False)
     warmup = _validation.check_int("warmup", warmup, low=1)
-    factor = _check_learning_rate("factor", factor)
+    factor = _validation.check_learning_rate("factor", factor)
     scale = factor * model_size**-0.5
     warmup_slope = warmup**-1.5
 
@@ -319,7 +314,7 @@ def lambda_lr(learning_rate: float, lr_lambda: Callable[[Array], Array]) -> Sche
       >>> [round(float(schedule(k)), 6) for k in range(4)]
       [0.1, 0.05, 0.025, 0.0125]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     if not callable(lr_lambda):
         raise TypeError(f"lr_lambda={lr_lambda!r} is invalid: expected a function of the update count")
     try:

@@ -32,7 +32,6 @@ count; the rest is computed in the default float dtype (float32, or float64 unde
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -46,6 +45,7 @@ from optax_bertadam import _validation
 from optax_bertadam.schedules._common import as_float as _as_float
 from optax_bertadam.schedules.classic import lambda_lr, sequential_lr
 from optax_bertadam.schedules.transformers import reduce_lr_on_plateau
+from optax_bertadam.transforms import BoundSchedule, ScaledSchedule
 
 Array = Any
 Schedule = Callable[[Array], Array]
@@ -69,11 +69,6 @@ def _divide_like_python(numerator: Array, denominator: float) -> Array:
     # troughs) the divisor is made an array that depends on the numerator, which XLA divides for
     # real; NaN numerators stay NaN either way.
     return numerator / jnp.where(jnp.isnan(numerator), 1.0, denominator)
-
-
-def _check_learning_rate(name: str, value: Any) -> float:
-    _validation.check_finite(name, value)
-    return _validation.check_range(name, value, low=0.0)
 
 
 def _check_gamma(value: Any) -> float:
@@ -121,61 +116,6 @@ def _per_count(scalar_fn: Callable[[Array], Array]) -> Callable[[Array], Array]:
     return fn
 
 
-def _check_jnp_function(name: str, function: Any, argument_dtype: Any = int) -> Callable:
-    """Trace ``function`` once now, so that one that does not trace fails when built."""
-    if not callable(function):
-        raise TypeError(f"{name}={function!r} is invalid: expected a function of the update count")
-    try:
-        result = jax.eval_shape(
-            function, jax.ShapeDtypeStruct((), jnp.asarray(0, dtype=argument_dtype).dtype)
-        )
-    except Exception as error:  # any failure to trace is the caller's function's fault
-        raise TypeError(
-            f"{name}={function!r} is invalid: expected a function written with jax.numpy "
-            f"(jnp.where for branches, not `if`); tracing it failed with {type(error).__name__}: {error}"
-        ) from error
-    if getattr(result, "shape", None) != ():
-        raise ValueError(
-            f"{name}={function!r} is invalid: expected a function returning a scalar, got shape "
-            f"{getattr(result, 'shape', result)!r}"
-        )
-    return function
-
-
-@dataclasses.dataclass(frozen=True)
-class ChainableSchedule:
-    """A schedule ``count -> learning_rate * multiplier(count)`` of a multiplicative scheduler.
-
-    PyTorch's ``StepLR``, ``MultiStepLR``, ``ConstantLR``, ``LinearLR``, ``ExponentialLR``,
-    ``PolynomialLR`` and ``MultiplicativeLR`` only ever multiply the current rate, so several of
-    them combine by multiplying their factors: :func:`chained_scheduler` needs the
-    ``multiplier``. It is called like any optax schedule.
-
-    Attributes:
-      learning_rate: the optimizer's ``lr`` (PyTorch's ``initial_lr``).
-      multiplier: the rate as a multiple of ``learning_rate``, a function of the count.
-      scheduler: the PyTorch class it reproduces, e.g. ``"StepLR"``.
-
-    Example:
-      >>> import optax_bertadam as ob
-      >>> schedule = ob.step_lr(0.1, step_size=2, gamma=0.5)
-      >>> schedule.scheduler, float(schedule.multiplier(2)), round(float(schedule(2)), 6)
-      ('StepLR', 0.5, 0.05)
-    """
-
-    learning_rate: float
-    multiplier: Callable[[Array], Array]
-    scheduler: str
-
-    def __call__(self, count: Array) -> Array:
-        """The rate of update ``count``.
-
-        Returns:
-          ``learning_rate * multiplier(count)``, a 0-d array.
-        """
-        return self.learning_rate * self.multiplier(count)
-
-
 class CycleSchedules(NamedTuple):
     """The rate and, when the scheduler cycles it, the momentum of a cyclical schedule.
 
@@ -198,7 +138,38 @@ class CycleSchedules(NamedTuple):
 # --------------------------------------------------------------------- multiplicative schedulers
 
 
-def step_lr(learning_rate: float, step_size: int, gamma: float = 0.1) -> ChainableSchedule:
+# The factors of the multiplicative schedulers, module-level so that a schedule is a value
+# (BoundSchedule) and equal arguments give equal schedules.
+
+
+def _step_lr_factor(count: Array, step_size: int, gamma: float) -> Array:
+    return _power(gamma, _as_int(count) // step_size)
+
+
+def _multi_step_lr_factor(count: Array, milestones: tuple[int, ...], gamma: float) -> Array:
+    passed = jnp.searchsorted(np.asarray(milestones, dtype=np.int64), _as_int(count), side="right")
+    return _power(gamma, passed)
+
+
+def _constant_lr_factor(count: Array, factor: float, total_iters: int) -> Array:
+    return jnp.where(_as_int(count) < total_iters, _as_float(factor), _as_float(1.0))
+
+
+def _linear_lr_factor(count: Array, start_factor: float, end_factor: float, total_iters: int) -> Array:
+    done = _as_float(jnp.minimum(_as_int(count), total_iters))
+    return start_factor + (end_factor - start_factor) * done / total_iters
+
+
+def _exponential_lr_factor(count: Array, gamma: float) -> Array:
+    return _power(gamma, _as_int(count))
+
+
+def _polynomial_lr_factor(count: Array, total_iters: int, power: float) -> Array:
+    remaining = _as_float(total_iters - jnp.minimum(_as_int(count), total_iters)) / total_iters
+    return remaining**power
+
+
+def step_lr(learning_rate: float, step_size: int, gamma: float = 0.1) -> ScaledSchedule:
     r"""Decay by ``gamma`` every ``step_size`` updates: ``torch.optim.lr_scheduler.StepLR``.
 
     .. math::
@@ -213,23 +184,20 @@ def step_lr(learning_rate: float, step_size: int, gamma: float = 0.1) -> Chainab
       gamma: the factor of each decay (>= 0).
 
     Returns:
-      A :class:`ChainableSchedule` (a pure, jittable function of the update count).
+      A :class:`~optax_bertadam.ScaledSchedule` (a pure, jittable function of the update count).
 
     >>> schedule = step_lr(0.1, step_size=2, gamma=0.5)
     >>> [round(float(schedule(k)), 6) for k in range(5)]
     [0.1, 0.1, 0.05, 0.05, 0.025]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     step_size = _validation.check_int("step_size", step_size, low=1)
     gamma = _check_gamma(gamma)
 
-    def multiplier(count: Array) -> Array:
-        return _power(gamma, _as_int(count) // step_size)
-
-    return ChainableSchedule(learning_rate, multiplier, "StepLR")
+    return ScaledSchedule(learning_rate, BoundSchedule(_step_lr_factor, (step_size, gamma)), "StepLR")
 
 
-def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float = 0.1) -> ChainableSchedule:
+def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float = 0.1) -> ScaledSchedule:
     r"""Decay by ``gamma`` at each milestone: ``torch.optim.lr_scheduler.MultiStepLR``.
 
     .. math::
@@ -244,13 +212,13 @@ def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float 
       gamma: the factor of each decay (>= 0).
 
     Returns:
-      A :class:`ChainableSchedule`.
+      A :class:`~optax_bertadam.ScaledSchedule`.
 
     >>> schedule = multi_step_lr(1.0, milestones=[2, 4, 4], gamma=0.5)
     >>> [float(schedule(k)) for k in range(6)]
     [1.0, 1.0, 0.5, 0.5, 0.125, 0.125]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     try:
         milestones = list(milestones)
     except TypeError:
@@ -260,16 +228,12 @@ def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float 
         for index, milestone in enumerate(milestones)
     )
     gamma = _check_gamma(gamma)
-    boundaries = np.asarray(checked, dtype=np.int64)
-
-    def multiplier(count: Array) -> Array:
-        passed = jnp.searchsorted(boundaries, _as_int(count), side="right")
-        return _power(gamma, passed)
-
-    return ChainableSchedule(learning_rate, multiplier, "MultiStepLR")
+    return ScaledSchedule(
+        learning_rate, BoundSchedule(_multi_step_lr_factor, (tuple(checked), gamma)), "MultiStepLR"
+    )
 
 
-def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5) -> ChainableSchedule:
+def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5) -> ScaledSchedule:
     r"""``factor * lr`` for the first ``total_iters`` updates: ``torch.optim.lr_scheduler.ConstantLR``.
 
     .. math::
@@ -284,25 +248,24 @@ def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int 
         rate stays at ``f * lr`` forever, or restarts at ``lr`` inside ``SequentialLR``).
 
     Returns:
-      A :class:`ChainableSchedule`.
+      A :class:`~optax_bertadam.ScaledSchedule`.
 
     >>> schedule = constant_lr(1.0, factor=0.5, total_iters=2)
     >>> [float(schedule(k)) for k in range(4)]
     [0.5, 0.5, 1.0, 1.0]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     factor = _validation.check_range("factor", factor, low=0.0, high=1.0, low_inclusive=False)
     total_iters = _validation.check_int("total_iters", total_iters, low=1)
 
-    def multiplier(count: Array) -> Array:
-        return jnp.where(_as_int(count) < total_iters, _as_float(factor), _as_float(1.0))
-
-    return ChainableSchedule(learning_rate, multiplier, "ConstantLR")
+    return ScaledSchedule(
+        learning_rate, BoundSchedule(_constant_lr_factor, (factor, total_iters)), "ConstantLR"
+    )
 
 
 def linear_lr(
     learning_rate: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
-) -> ChainableSchedule:
+) -> ScaledSchedule:
     r"""Linear ramp of the multiplier from ``start_factor`` to ``end_factor``: ``LinearLR``.
 
     .. math::
@@ -318,27 +281,27 @@ def linear_lr(
       total_iters: ``T`` (>= 1; PyTorch's closed form divides by it).
 
     Returns:
-      A :class:`ChainableSchedule`.
+      A :class:`~optax_bertadam.ScaledSchedule`.
 
     >>> schedule = linear_lr(1.0, start_factor=0.25, end_factor=1.0, total_iters=3)
     >>> [float(schedule(k)) for k in range(5)]
     [0.25, 0.5, 0.75, 1.0, 1.0]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     start_factor = _validation.check_range(
         "start_factor", start_factor, low=0.0, high=1.0, low_inclusive=False
     )
     end_factor = _validation.check_range("end_factor", end_factor, low=0.0, high=1.0)
     total_iters = _validation.check_int("total_iters", total_iters, low=1)
 
-    def multiplier(count: Array) -> Array:
-        done = _as_float(jnp.minimum(_as_int(count), total_iters))
-        return start_factor + (end_factor - start_factor) * done / total_iters
+    return ScaledSchedule(
+        learning_rate,
+        BoundSchedule(_linear_lr_factor, (start_factor, end_factor, total_iters)),
+        "LinearLR",
+    )
 
-    return ChainableSchedule(learning_rate, multiplier, "LinearLR")
 
-
-def exponential_lr(learning_rate: float, gamma: float) -> ChainableSchedule:
+def exponential_lr(learning_rate: float, gamma: float) -> ScaledSchedule:
     r"""Decay by ``gamma`` every update: ``torch.optim.lr_scheduler.ExponentialLR``.
 
     .. math::
@@ -349,22 +312,19 @@ def exponential_lr(learning_rate: float, gamma: float) -> ChainableSchedule:
       gamma: the factor per update (>= 0).
 
     Returns:
-      A :class:`ChainableSchedule`.
+      A :class:`~optax_bertadam.ScaledSchedule`.
 
     >>> schedule = exponential_lr(1.0, gamma=0.5)
     >>> [float(schedule(k)) for k in range(4)]
     [1.0, 0.5, 0.25, 0.125]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     gamma = _check_gamma(gamma)
 
-    def multiplier(count: Array) -> Array:
-        return _power(gamma, _as_int(count))
-
-    return ChainableSchedule(learning_rate, multiplier, "ExponentialLR")
+    return ScaledSchedule(learning_rate, BoundSchedule(_exponential_lr_factor, (gamma,)), "ExponentialLR")
 
 
-def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0) -> ChainableSchedule:
+def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0) -> ScaledSchedule:
     r"""Polynomial decay to 0 at ``total_iters``: ``torch.optim.lr_scheduler.PolynomialLR``.
 
     .. math::
@@ -379,27 +339,25 @@ def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0
       power: ``p`` (>= 0; a negative power makes PyTorch divide by 0 at ``T``).
 
     Returns:
-      A :class:`ChainableSchedule`.
+      A :class:`~optax_bertadam.ScaledSchedule`.
 
     >>> schedule = polynomial_lr(1.0, total_iters=4, power=2.0)
     >>> [float(schedule(k)) for k in range(6)]
     [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     total_iters = _validation.check_int("total_iters", total_iters, low=1)
     _validation.check_finite("power", power)
     power = _validation.check_range("power", power, low=0.0)
 
-    def multiplier(count: Array) -> Array:
-        remaining = _as_float(total_iters - jnp.minimum(_as_int(count), total_iters)) / total_iters
-        return remaining**power
-
-    return ChainableSchedule(learning_rate, multiplier, "PolynomialLR")
+    return ScaledSchedule(
+        learning_rate, BoundSchedule(_polynomial_lr_factor, (total_iters, power)), "PolynomialLR"
+    )
 
 
 def multiplicative_lr(
     learning_rate: float, lr_lambda: Callable[[Array], Array], num_steps: int = 0
-) -> ChainableSchedule:
+) -> ScaledSchedule:
     r"""The rate times ``lr_lambda(k)`` at every update ``k >= 1``: ``MultiplicativeLR``.
 
     .. math::
@@ -420,14 +378,14 @@ def multiplicative_lr(
       num_steps: counts up to which the products are tabulated when built (>= 0).
 
     Returns:
-      A :class:`ChainableSchedule`.
+      A :class:`~optax_bertadam.ScaledSchedule`.
 
     >>> schedule = multiplicative_lr(1.0, lambda k: jnp.where(k < 3, 0.5, 1.0), num_steps=10)
     >>> [float(schedule(k)) for k in range(5)]
     [1.0, 0.5, 0.25, 0.25, 0.25]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
-    lr_lambda = _check_jnp_function("lr_lambda", lr_lambda)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
+    lr_lambda = _validation.check_jnp_function("lr_lambda", lr_lambda)
     num_steps = _validation.check_int("num_steps", num_steps, low=0)
     with jax.enable_x64(True):
         factors = np.asarray(jax.vmap(lr_lambda)(jnp.arange(1, num_steps + 1)), dtype=np.float64)
@@ -449,10 +407,23 @@ def multiplicative_lr(
         )
         return product
 
-    return ChainableSchedule(learning_rate, _per_count(multiplier), "MultiplicativeLR")
+    return ScaledSchedule(learning_rate, _per_count(multiplier), "MultiplicativeLR")
 
 
-def chained_scheduler(schedulers: Sequence[ChainableSchedule]) -> ChainableSchedule:
+# The multiplicative schedulers: each step multiplies the current rate, so that their factors
+# compose by multiplication inside a ChainedScheduler.
+_MULTIPLICATIVE = ("StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR", "PolynomialLR",
+                   "MultiplicativeLR", "ChainedScheduler")
+
+
+def _product_of(count: Array, multipliers: tuple[Callable[[Array], Array], ...]) -> Array:
+    product = multipliers[0](count)
+    for other in multipliers[1:]:
+        product = product * other(count)
+    return product
+
+
+def chained_scheduler(schedulers: Sequence[ScaledSchedule]) -> ScaledSchedule:
     r"""Several multiplicative schedulers at once: ``torch.optim.lr_scheduler.ChainedScheduler``.
 
     .. math::
@@ -469,10 +440,10 @@ def chained_scheduler(schedulers: Sequence[ChainableSchedule]) -> ChainableSched
     the count alone reproduces.
 
     Args:
-      schedulers: one or more :class:`ChainableSchedule`.
+      schedulers: one or more :class:`~optax_bertadam.ScaledSchedule`.
 
     Returns:
-      A :class:`ChainableSchedule`.
+      A :class:`~optax_bertadam.ScaledSchedule`.
 
     >>> warmup = constant_lr(1.0, factor=0.5, total_iters=2)
     >>> decay = exponential_lr(1.0, gamma=0.5)
@@ -484,7 +455,7 @@ def chained_scheduler(schedulers: Sequence[ChainableSchedule]) -> ChainableSched
     if not schedulers:
         raise ValueError("schedulers=[] is invalid: expected at least one scheduler")
     for index, member in enumerate(schedulers):
-        if not isinstance(member, ChainableSchedule):
+        if not isinstance(member, ScaledSchedule) or member.scheduler not in _MULTIPLICATIVE:
             name = getattr(member, "scheduler", type(member).__name__)
             raise TypeError(
                 f"schedulers[{index}]={member!r} is invalid: ChainedScheduler reproduces "
@@ -500,14 +471,7 @@ def chained_scheduler(schedulers: Sequence[ChainableSchedule]) -> ChainableSched
                 "optimizer, build them with the same learning_rate"
             )
     multipliers = tuple(member.multiplier for member in schedulers)
-
-    def multiplier(count: Array) -> Array:
-        product = multipliers[0](count)
-        for other in multipliers[1:]:
-            product = product * other(count)
-        return product
-
-    return ChainableSchedule(learning_rate, multiplier, "ChainedScheduler")
+    return ScaledSchedule(learning_rate, BoundSchedule(_product_of, (multipliers,)), "ChainedScheduler")
 
 
 # --------------------------------------------------------------------------- cosine schedulers
@@ -560,9 +524,9 @@ def cosine_annealing_lr(learning_rate: float, T_max: int, eta_min: float = 0.0) 
     >>> [round(float(schedule(k)), 6) for k in range(5)]
     [1.0, 0.5, 0.0, 0.5, 1.0]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     t_max = _validation.check_int("T_max", T_max, low=1)
-    eta_min = _check_learning_rate("eta_min", eta_min)
+    eta_min = _validation.check_learning_rate("eta_min", eta_min)
     first_steps = _cosine_first_steps(learning_rate, t_max, eta_min)
     # The rate one step past each trough, in PyTorch's order of operations.
     restart_lr = eta_min + (learning_rate - eta_min) * (1 - math.cos(math.pi / t_max)) / 2
@@ -628,10 +592,10 @@ def cosine_annealing_warm_restarts(
     >>> [round(float(schedule(k)), 6) for k in range(7)]
     [1.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 1.0]
     """
-    learning_rate = _check_learning_rate("learning_rate", learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     t_0 = _validation.check_int("T_0", T_0, low=1)
     t_mult = _validation.check_int("T_mult", T_mult, low=1)
-    eta_min = _check_learning_rate("eta_min", eta_min)
+    eta_min = _validation.check_learning_rate("eta_min", eta_min)
     starts, lengths = [0], [t_0]
     while t_mult > 1 and starts[-1] + lengths[-1] < 2**62:
         starts.append(starts[-1] + lengths[-1])
@@ -712,8 +676,8 @@ def cyclic_lr(
     >>> [round(float(cycle.momentum(k)), 6) for k in range(3)]
     [0.9, 0.85, 0.8]
     """
-    base_lr = _check_learning_rate("base_lr", base_lr)
-    max_lr = _check_learning_rate("max_lr", max_lr)
+    base_lr = _validation.check_learning_rate("base_lr", base_lr)
+    max_lr = _validation.check_learning_rate("max_lr", max_lr)
     up = _validation.check_int("step_size_up", step_size_up, low=1)
     down = up if step_size_down is None else _validation.check_int("step_size_down", step_size_down, low=0)
     gamma = _check_gamma(gamma)
@@ -721,7 +685,7 @@ def cyclic_lr(
         mode = _validation.check_choice("mode", mode, _CYCLIC_MODES)
         scale_mode = "iterations" if mode == "exp_range" else "cycle"
     else:
-        scale_fn = _check_jnp_function("scale_fn", scale_fn)
+        scale_fn = _validation.check_jnp_function("scale_fn", scale_fn)
         scale_mode = _validation.check_choice("scale_mode", scale_mode, ("cycle", "iterations"))
     if not isinstance(cycle_momentum, bool):
         raise TypeError(f"cycle_momentum={cycle_momentum!r} is invalid: expected True or False")
@@ -826,7 +790,7 @@ def one_cycle_lr(
     >>> [round(float(cycle.momentum(k)), 6) for k in range(3)]
     [0.95, 0.85, 0.883333]
     """
-    max_lr = _check_learning_rate("max_lr", max_lr)
+    max_lr = _validation.check_learning_rate("max_lr", max_lr)
     if total_steps is not None:
         total_steps = _validation.check_int("total_steps", total_steps, low=1)
     elif epochs is not None and steps_per_epoch is not None:

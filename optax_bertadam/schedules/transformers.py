@@ -55,11 +55,6 @@ WARMUP_TYPES = ("linear", "cosine", "1-sqrt")
 DECAY_TYPES = ("linear", "cosine", "1-sqrt")
 
 
-def _check_learning_rate(learning_rate: Any) -> float:
-    _validation.check_finite("learning_rate", learning_rate)
-    return _validation.check_range("learning_rate", learning_rate, low=0.0)
-
-
 def _check_steps(name: str, value: Any) -> int:
     return _validation.check_int(name, value, low=0)
 
@@ -136,7 +131,7 @@ def get_constant_schedule(learning_rate: float) -> Schedule:
       >>> [round(float(schedule(k)), 6) for k in range(3)]
       [0.1, 0.1, 0.1]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
 
     def schedule(count: Array) -> Array:
         return jnp.full(jnp.shape(count), learning_rate, dtype=float)
@@ -166,7 +161,7 @@ def get_constant_schedule_with_warmup(learning_rate: float, num_warmup_steps: in
       >>> [round(float(schedule(k)), 6) for k in range(6)]
       [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
 
     def schedule(count: Array) -> Array:
@@ -204,7 +199,7 @@ def get_linear_schedule_with_warmup(
       >>> [round(float(schedule(k)), 6) for k in range(8)]
       [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
     num_training_steps = _check_steps("num_training_steps", num_training_steps)
     decay_length = max(1, num_training_steps - num_warmup_steps)
@@ -321,7 +316,7 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
       >>> [round(float(schedule(k)), 6) for k in range(11)]
       [0.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 1.0, 0.853553, 0.5, 0.146447, 0.0]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
     num_training_steps = _check_steps("num_training_steps", num_training_steps)
     num_cycles = _check_num_cycles(num_cycles)
@@ -385,7 +380,7 @@ def get_polynomial_decay_schedule_with_warmup(
       >>> [round(float(schedule(k)), 6) for k in range(8)]
       [0.0, 0.5, 1.0, 0.60625, 0.325, 0.15625, 0.1, 0.1]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
     num_training_steps = _check_steps("num_training_steps", num_training_steps)
     lr_end = _validation.check_finite("lr_end", lr_end)
@@ -445,7 +440,7 @@ def get_inverse_sqrt_schedule(
       >>> [round(float(schedule(k)), 6) for k in (0, 1, 2, 3, 8)]
       [0.0, 0.5, 1.0, 0.816497, 0.5]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
     if timescale is None:
         timescale = num_warmup_steps or 10_000
@@ -500,7 +495,7 @@ def get_cosine_with_min_lr_schedule_with_warmup(
       >>> [round(float(schedule(k)), 6) for k in range(7)]
       [0.0, 0.5, 1.0, 0.868198, 0.55, 0.231802, 0.1]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
     num_training_steps = _check_steps("num_training_steps", num_training_steps)
     num_cycles = _check_num_cycles(num_cycles)
@@ -561,7 +556,7 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
       >>> [round(float(schedule(k)), 6) for k in range(7)]
       [0.5, 1.0, 0.868198, 0.55, 0.231802, 0.1, 0.231802]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
     num_training_steps = _check_steps("num_training_steps", num_training_steps)
     num_cycles = _check_num_cycles(num_cycles)
@@ -632,7 +627,7 @@ def get_wsd_schedule(
       >>> [round(float(schedule(k)), 6) for k in range(9)]
       [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
     num_warmup_steps = _check_steps("num_warmup_steps", num_warmup_steps)
     num_decay_steps = _check_steps("num_decay_steps", num_decay_steps)
     if num_training_steps is None and num_stable_steps is None:

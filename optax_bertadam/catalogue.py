@@ -1,0 +1,741 @@
+"""The catalogue of PyTorch-side classes: one record for each class the library can read.
+
+A record says how to recognise a live object (by what it is: its class, or for a class users copy
+into their own code, its parameter groups), how to read its hyperparameters group by group,
+which factory of this package reproduces it, the per-parameter keys of its ``state`` and whether
+a metric drives it. :func:`~optax_bertadam.from_torch`, the state migration and
+:func:`~optax_bertadam.compare_training` read these records; nothing else in the library keeps a
+list of PyTorch classes. Nothing here imports torch: the records read attributes of live objects.
+
+Teaching the library a new PyTorch class is one record here plus the factory that reproduces it.
+
+>>> from optax_bertadam import catalogue
+>>> [record.name for record in catalogue.OPTIMIZERS][:3]
+['torch.optim.AdamW', 'torch.optim.Adam', 'torch.optim.SGD']
+>>> catalogue.scheduler_record_by_name("ReduceLROnPlateau").loss_driven
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from optax_bertadam import _validation, optimizers, transforms
+from optax_bertadam.schedules import bert as bert_schedules
+from optax_bertadam.schedules import pytorch as torch_schedules
+from optax_bertadam.schedules import transformers as hf_schedules
+from optax_bertadam.schedules.classic import sequential_lr
+
+Schedule = Callable[[Any], Any]
+# Per group: the rate (count -> lr; None keeps the optimizer's) and the cycled momentum (or None).
+GroupRates = list[tuple[Schedule | None, Schedule | None]]
+
+
+def class_of(obj: Any) -> str:
+    """``module.qualname`` of ``obj``'s class, as error messages name it."""
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def is_instance_of(obj: Any, module: str, qualname: str) -> bool:
+    """``obj`` is exactly the class ``qualname`` of the package ``module`` (or a submodule of it).
+
+    Exactly: a subclass may change ``step()``, which the records cannot see.
+    """
+    kind = type(obj)
+    return kind.__qualname__ == qualname and (
+        kind.__module__ == module or kind.__module__.startswith(module + ".")
+    )
+
+
+def scalar(value: Any) -> Any:
+    """A 0-d tensor hyperparameter (torch allows ``lr=torch.tensor(...)``) as a Python number.
+
+    Other values (a user's own group keys) are returned as they are.
+    """
+    if hasattr(value, "item") and not isinstance(value, (bool, int, float)) and np.ndim(value) == 0:
+        return value.item()
+    return value
+
+
+# ---------------------------------------------------------------------------------- optimizers
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupOptimizer:
+    """What one parameter group of a live optimizer becomes: ``factory(lr, **kwargs)``.
+
+    Attributes:
+      factory: the optimizer of this package.
+      kwargs: its arguments other than the learning rate, read from the group.
+      momentum_name: the argument a scheduler's cycled momentum goes to (``"b1"``,
+        ``"momentum"``), or ``None`` when the optimizer has none.
+      own_multiplier: a schedule the optimizer applies itself on top of the group's ``lr``
+        (BertAdam's ``schedule``/``t_total``), or ``None``.
+    """
+
+    factory: Callable[..., Any]
+    kwargs: Mapping[str, Any]
+    momentum_name: str | None
+    own_multiplier: Schedule | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerRecord:
+    """One PyTorch-side optimizer class.
+
+    Attributes:
+      name: the name users know it by, e.g. ``"torch.optim.AdamW"``.
+      recognises: ``optimizer -> bool``: whether a live object is this class.
+      read_group: ``(optimizer, group, index) -> GroupOptimizer``: one parameter group's own
+        hyperparameters (never the optimizer's defaults), refusing what is not reproduced.
+      factories: the optimizers of this package that reproduce it.
+      state_keys: the per-parameter keys of its ``state`` that this package's states hold.
+      writes_step: whether its per-parameter state has a ``step`` (``torch.optim.SGD``: no).
+    """
+
+    name: str
+    recognises: Callable[[Any], bool]
+    read_group: Callable[[Any, Mapping[str, Any], int], GroupOptimizer]
+    factories: tuple[Callable[..., Any], ...]
+    state_keys: tuple[str, ...] = ()
+    writes_step: bool = True
+
+
+def _refuse_flag(group: Mapping[str, Any], index: int, class_name: str, flag: str) -> None:
+    if group.get(flag):
+        raise ValueError(
+            f"{class_name}(param_groups[{index}]['{flag}']=True) is not supported by from_torch"
+            + (": negate the gradients instead" if flag == "maximize" else "")
+        )
+
+
+def _group_values(group: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: scalar(v) for k, v in group.items() if k != "params"}
+
+
+def _read_adam(decoupled_by_class: bool, class_name: str):
+    def read(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+        del optimizer
+        g = _group_values(group)
+        _refuse_flag(g, index, class_name, "maximize")
+        b1, b2 = (scalar(b) for b in g["betas"])
+        decoupled = decoupled_by_class or bool(g.get("decoupled_weight_decay", False))
+        common = dict(b1=b1, b2=b2, eps=g["eps"], weight_decay=g["weight_decay"])
+        if decoupled and not g.get("amsgrad", False):
+            return GroupOptimizer(optimizers.adamw, {**common, "correct_bias": True}, "b1")
+        return GroupOptimizer(
+            optimizers.adam,
+            {**common, "amsgrad": bool(g.get("amsgrad", False)), "decoupled_weight_decay": decoupled},
+            "b1",
+        )
+
+    return read
+
+
+def _read_sgd(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    del optimizer
+    g = _group_values(group)
+    _refuse_flag(g, index, "SGD", "maximize")
+    return GroupOptimizer(optimizers.sgd, dict(
+        momentum=g["momentum"], dampening=g["dampening"], weight_decay=g["weight_decay"],
+        nesterov=bool(g["nesterov"]),
+    ), "momentum")
+
+
+def _read_adafactor(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    del optimizer, index
+    g = _group_values(group)
+    return GroupOptimizer(optimizers.adafactor, dict(
+        eps=tuple(g["eps"]), clip_threshold=g["clip_threshold"], decay_rate=g["decay_rate"],
+        beta1=g["beta1"], weight_decay=g["weight_decay"],
+        scale_parameter=bool(g["scale_parameter"]), relative_step=bool(g["relative_step"]),
+        warmup_init=bool(g["warmup_init"]),
+    ), None)
+
+
+# The group keys of DeepSpeedExamples' BertAdam (bing_bert's optimization.py, which users copy
+# into their own code): recognised by these, its schedule a name, not by where it lives.
+_DEEPSPEED_BERTADAM_KEYS = frozenset(
+    ("lr", "schedule", "warmup", "t_total", "b1", "b2", "e", "weight_decay", "max_grad_norm")
+)
+
+
+def _is_deepspeed_bertadam(optimizer: Any) -> bool:
+    groups = getattr(optimizer, "param_groups", None)
+    return bool(groups) and all(
+        _DEEPSPEED_BERTADAM_KEYS <= set(g) and isinstance(g["schedule"], str) for g in groups
+    )
+
+
+def _read_deepspeed_bertadam(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    del index
+    g = _group_values(group)
+    moment_dtype = getattr(optimizer, "moment_dtype", None)
+    multiplier = bert_schedules.bert_multiplier(
+        g["schedule"], g["t_total"], g["warmup"], schedule_kwargs=g.get("schedule_kwargs") or None
+    )
+    return GroupOptimizer(optimizers.bertadam, dict(
+        b1=g["b1"], b2=g["b2"], e=g["e"], weight_decay=g["weight_decay"],
+        max_grad_norm=g["max_grad_norm"], clip_mode=g.get("clip_mode", "per_tensor"),
+        moment_dtype=None if moment_dtype is None else jnp.dtype(str(moment_dtype).split(".")[-1]),
+    ), None, multiplier)
+
+
+# pytorch_pretrained_bert 0.6.2's schedule classes, by the schedule name
+# :func:`~optax_bertadam.schedules.bert.pretrained_bert_schedule` knows them by.
+_PRETRAINED_BERT_SCHEDULE_CLASSES = {
+    "ConstantLR": "none",
+    "WarmupConstantSchedule": "warmup_constant",
+    "WarmupLinearSchedule": "warmup_linear",
+    "WarmupCosineSchedule": "warmup_cosine",
+    "WarmupCosineWithWarmupRestartsSchedule": "warmup_cosine_with_warmup_restarts",
+}
+
+
+def pretrained_bert_multiplier(schedule: Any) -> Schedule:
+    """The multiplier (rate at ``lr = 1``) of a ``pytorch_pretrained_bert`` 0.6.2 schedule object.
+
+    The one implementation of those schedules is
+    :func:`~optax_bertadam.schedules.bert.pretrained_bert_schedule`; this reads the object's
+    class, ``t_total``, ``warmup`` and ``cycles`` into it.
+    """
+    name = type(schedule).__qualname__
+    if not is_instance_of(schedule, "pytorch_pretrained_bert", name) or (
+        name not in _PRETRAINED_BERT_SCHEDULE_CLASSES
+    ):
+        why = (" (its rate jumps from 0 to 1 at every restart, at a step decided by the "
+               "double-precision rounding of progress * cycles, which float32 cannot reproduce)"
+               if name == "WarmupCosineWithHardRestartsSchedule" else "")
+        raise ValueError(
+            f"pytorch_pretrained_bert.BertAdam schedule {class_of(schedule)} is not supported{why}; "
+            f"supported: {_validation.listing(_PRETRAINED_BERT_SCHEDULE_CLASSES)}"
+        )
+    t_total = float(schedule.t_total)
+    cycles = getattr(schedule, "cycles", None)
+    warmup = float(schedule.warmup)
+    if name == "WarmupCosineWithWarmupRestartsSchedule" and warmup >= 0:
+        warmup /= float(cycles)  # the object keeps warmup * cycles; the function takes warmup
+    return bert_schedules.pretrained_bert_schedule(
+        _PRETRAINED_BERT_SCHEDULE_CLASSES[name], 1.0,
+        t_total=-1 if t_total < 0 else int(t_total), warmup=warmup,
+        cycles=None if cycles is None or name == "ConstantLR" else float(cycles),
+    )
+
+
+def _read_pretrained_bertadam(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    del optimizer
+    g = _group_values(group)
+    try:
+        multiplier = pretrained_bert_multiplier(group["schedule"])
+    except ValueError as error:
+        raise ValueError(f"param_groups[{index}]['schedule']: {error}") from None
+    return GroupOptimizer(optimizers.bertadam, dict(
+        b1=g["b1"], b2=g["b2"], e=g["e"], weight_decay=g["weight_decay"],
+        max_grad_norm=g["max_grad_norm"],
+    ), None, multiplier)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Exactly:
+    """Recognises the class ``qualname`` of the package ``module`` (see :func:`is_instance_of`)."""
+
+    module: str
+    qualname: str
+
+    def __call__(self, obj: Any) -> bool:
+        return is_instance_of(obj, self.module, self.qualname)
+
+
+_exactly = _Exactly
+
+
+#: Every PyTorch-side optimizer the library reads, in the order they are tried.
+OPTIMIZERS: tuple[OptimizerRecord, ...] = (
+    OptimizerRecord(
+        "torch.optim.AdamW", _exactly("torch.optim", "AdamW"), _read_adam(True, "AdamW"),
+        (optimizers.adamw, optimizers.adam), ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    ),
+    OptimizerRecord(
+        "torch.optim.Adam", _exactly("torch.optim", "Adam"), _read_adam(False, "Adam"),
+        (optimizers.adam, optimizers.adamw), ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    ),
+    OptimizerRecord(
+        "torch.optim.SGD", _exactly("torch.optim", "SGD"), _read_sgd, (optimizers.sgd,),
+        ("momentum_buffer",), writes_step=False,
+    ),
+    OptimizerRecord(
+        "transformers.Adafactor", _exactly("transformers", "Adafactor"), _read_adafactor,
+        (optimizers.adafactor,), ("exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"),
+    ),
+    OptimizerRecord(
+        "BertAdam of DeepSpeedExamples (bing_bert optimization.py)", _is_deepspeed_bertadam,
+        _read_deepspeed_bertadam, (optimizers.bertadam,), ("next_m", "next_v"),
+    ),
+    OptimizerRecord(
+        "pytorch_pretrained_bert.BertAdam", _exactly("pytorch_pretrained_bert", "BertAdam"),
+        _read_pretrained_bertadam, (optimizers.bertadam,), ("next_m", "next_v"),
+    ),
+)
+
+
+def optimizer_record(optimizer: Any) -> OptimizerRecord:
+    """The record of a live optimizer.
+
+    Raises:
+      ValueError: no record recognises it (the message lists what is supported).
+    """
+    for record in OPTIMIZERS:
+        if record.recognises(optimizer):
+            return record
+    raise ValueError(
+        f"optimizer {class_of(optimizer)} is not supported by from_torch; supported: "
+        f"{_validation.listing((r.name for r in OPTIMIZERS), None)}"
+    )
+
+
+def torch_state_keys() -> tuple[str, ...]:
+    """Every per-parameter state key of a catalogued optimizer, each once."""
+    return tuple(dict.fromkeys(key for record in OPTIMIZERS for key in record.state_keys))
+
+
+# ---------------------------------------------------------------------------------- schedulers
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerContext:
+    """What a scheduler reader needs besides the scheduler.
+
+    Attributes:
+      optimizer: the live optimizer the scheduler drives.
+      momentum_name: the argument a cycled momentum goes to (``None``: the optimizer has none).
+      read: reads a member scheduler (of a ``SequentialLR`` or ``ChainedScheduler``) through
+        its own record.
+    """
+
+    optimizer: Any
+    momentum_name: str | None
+    read: Callable[[Any], GroupRates]
+
+    @property
+    def groups(self) -> list[Mapping[str, Any]]:
+        return list(self.optimizer.param_groups)
+
+    def base_lrs(self, scheduler: Any) -> list[float]:
+        """The groups' ``initial_lr`` as the scheduler recorded them."""
+        if hasattr(scheduler, "base_lrs"):
+            return [float(scalar(lr)) for lr in scheduler.base_lrs]
+        return [float(scalar(g["initial_lr"])) for g in self.groups]
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerRecord:
+    """One PyTorch-side learning-rate scheduler class.
+
+    Attributes:
+      name: the name users know it by, e.g. ``"torch.optim.lr_scheduler.StepLR"``.
+      recognises: ``scheduler -> bool``.
+      read: ``(scheduler, context) -> per-group (rate, momentum)`` for a scheduler driven by
+        the update count; for a loss-driven one ``(scheduler, context) -> (rule, initial rates)``
+        (a :class:`~optax_bertadam.schedules.transformers.LossDrivenRule`).
+      factory: the schedule (or loss-driven transform) of this package that reproduces it.
+      loss_driven: ``scheduler.step(metric)`` takes a metric; the rate follows it.
+      multiplier: for a multiplicative scheduler (each step multiplies the current rate), its
+        factor as a :class:`~optax_bertadam.ScaledSchedule` at rate 1, read from the object:
+        what a ``ChainedScheduler`` composes.
+    """
+
+    name: str
+    recognises: Callable[[Any], bool]
+    read: Callable[[Any, SchedulerContext], Any]
+    factory: Callable[..., Any] | None
+    loss_driven: bool = False
+    multiplier: Callable[[Any], transforms.ScaledSchedule] | None = None
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+
+def refuse_user_function(where: str, function: Any) -> ValueError:
+    """The error for a scheduler built on a Python function of the user's, which cannot be read."""
+    return ValueError(
+        f"{where}={function!r} is a function of your own, which from_torch cannot read: write it "
+        "with jax.numpy (jnp.where for branches) and pass it as from_torch(optimizer, "
+        "scheduler=multiplier), a function count -> factor of each group's initial lr, as "
+        "LambdaLR's lr_lambda; or build the optimizer with ob.param_groups(factory, groups, "
+        "schedule=multiplier)"
+    )
+
+
+def _check_per_group_lists(scheduler: Any, context: SchedulerContext) -> None:
+    groups = context.groups
+    for attribute in ("base_lrs", "max_lrs", "base_momentums", "max_momentums", "min_lrs"):
+        values = getattr(scheduler, attribute, None)
+        if isinstance(values, (list, tuple)) and len(values) != len(groups):
+            raise ValueError(
+                f"{type(scheduler).__qualname__}.{attribute} has {len(values)} entries but the "
+                f"optimizer has {len(groups)} param groups (a group added after the scheduler was "
+                "built)"
+            )
+
+
+def _scaled_by_multiplier(record_multiplier: Callable[[Any], transforms.ScaledSchedule]):
+    def read(scheduler: Any, context: SchedulerContext) -> GroupRates:
+        multiplier = record_multiplier(scheduler).multiplier
+        name = type(scheduler).__qualname__
+        return [(transforms.ScaledSchedule(lr, multiplier, name), None)
+                for lr in context.base_lrs(scheduler)]
+
+    return read
+
+
+def _multiplier_of_member(scheduler: Any) -> transforms.ScaledSchedule:
+    record = scheduler_record(scheduler)
+    if record.multiplier is None:
+        raise ValueError(
+            f"scheduler {class_of(scheduler)} cannot be a member of ChainedScheduler here: only the "
+            "multiplicative schedulers compose ("
+            f"{_validation.listing(r.short_name for r in SCHEDULERS if r.multiplier is not None)})"
+        )
+    return record.multiplier(scheduler)
+
+
+def _refuse_multiplicative_lr(scheduler: Any) -> transforms.ScaledSchedule:
+    raise refuse_user_function("MultiplicativeLR.lr_lambdas", scheduler.lr_lambdas)
+
+
+_MULTIPLIERS: Mapping[str, Callable[[Any], transforms.ScaledSchedule]] = {
+    "StepLR": lambda s: torch_schedules.step_lr(1.0, s.step_size, s.gamma),
+    "MultiStepLR": lambda s: torch_schedules.multi_step_lr(1.0, sorted(s.milestones.elements()), s.gamma),
+    "ConstantLR": lambda s: torch_schedules.constant_lr(1.0, s.factor, s.total_iters),
+    "LinearLR": lambda s: torch_schedules.linear_lr(1.0, s.start_factor, s.end_factor, s.total_iters),
+    "ExponentialLR": lambda s: torch_schedules.exponential_lr(1.0, s.gamma),
+    "PolynomialLR": lambda s: torch_schedules.polynomial_lr(1.0, s.total_iters, s.power),
+    "ChainedScheduler": lambda s: torch_schedules.chained_scheduler(
+        [_multiplier_of_member(member) for member in s._schedulers]
+    ),
+    "MultiplicativeLR": _refuse_multiplicative_lr,
+}
+
+
+# transformers' LambdaLR functions (functools.partial of these) -> our multipliers at rate 1.
+_TRANSFORMERS_LAMBDAS: Mapping[str, Callable[..., Schedule]] = {
+    "_get_constant_schedule_with_warmup_lr_lambda": hf_schedules.get_constant_schedule_with_warmup,
+    "_get_linear_schedule_with_warmup_lr_lambda": hf_schedules.get_linear_schedule_with_warmup,
+    "_get_cosine_with_hard_restarts_schedule_with_warmup_lr_lambda":
+        hf_schedules.get_cosine_with_hard_restarts_schedule_with_warmup,
+    "_get_inverse_sqrt_schedule_lr_lambda": hf_schedules.get_inverse_sqrt_schedule,
+    "_get_cosine_with_min_lr_schedule_with_warmup_lr_rate_lambda":
+        hf_schedules.get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+    "_get_wsd_scheduler_lambda": hf_schedules.get_wsd_schedule,
+}
+
+
+def transformers_multiplier(function: Any, where: str) -> Schedule | None:
+    """The multiplier of a transformers ``get_scheduler`` LambdaLR function; None: not one."""
+    if getattr(function, "__module__", None) == "transformers.optimization" and getattr(
+        function, "__name__", None
+    ) == "_get_constant_lambda":
+        return transforms.constant_schedule
+    if not isinstance(function, functools.partial) or function.args:
+        return None
+    inner = function.func
+    if getattr(inner, "__module__", None) != "transformers.optimization":
+        return None
+    name, kwargs = inner.__name__, dict(function.keywords)
+    if name == "_get_cosine_schedule_with_warmup_lr_lambda":
+        # One transformers function serves "cosine" and "cosine_with_min_lr".
+        min_lr_rate = kwargs.pop("min_lr_rate", 0.0)
+        if min_lr_rate:
+            return hf_schedules.get_cosine_with_min_lr_schedule_with_warmup(
+                1.0, min_lr_rate=min_lr_rate, **kwargs
+            )
+        return hf_schedules.get_cosine_schedule_with_warmup(1.0, **kwargs)
+    if name == "_get_polynomial_decay_schedule_with_warmup_lr_lambda":
+        # transformers divides by the optimizer's default lr (lr_init): the multiplier of group i
+        # is (lr_init - lr_end) * remaining**power / lr_init + lr_end / lr_init.
+        lr_init = kwargs.pop("lr_init")
+        rate = hf_schedules.get_polynomial_decay_schedule_with_warmup(lr_init, **kwargs)
+        return transforms.ScheduleProduct(rate, lambda count: 1.0 / lr_init)
+    if name in _TRANSFORMERS_LAMBDAS:
+        return _TRANSFORMERS_LAMBDAS[name](1.0, **kwargs)
+    known = sorted([*_TRANSFORMERS_LAMBDAS, "_get_cosine_schedule_with_warmup_lr_lambda",
+                    "_get_polynomial_decay_schedule_with_warmup_lr_lambda", "_get_constant_lambda"])
+    raise ValueError(
+        f"{where} is transformers' {name}, which from_torch does not know (transformers changed?); "
+        f"supported: {_validation.listing(known)}"
+    )
+
+
+def _read_lambda_lr(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    rates = []
+    base_lrs = context.base_lrs(scheduler)
+    for index, function in enumerate(scheduler.lr_lambdas):
+        where = f"LambdaLR.lr_lambdas[{index}]"
+        multiplier = transformers_multiplier(function, where)
+        if multiplier is None:
+            raise refuse_user_function(where, function)
+        rates.append((transforms.ScaledSchedule(base_lrs[index], multiplier, "LambdaLR"), None))
+    return rates
+
+
+def _read_cosine_annealing(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    return [(torch_schedules.cosine_annealing_lr(lr, scheduler.T_max, scheduler.eta_min), None)
+            for lr in context.base_lrs(scheduler)]
+
+
+def _read_warm_restarts(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    return [(torch_schedules.cosine_annealing_warm_restarts(
+        lr, scheduler.T_0, scheduler.T_mult, scheduler.eta_min), None)
+        for lr in context.base_lrs(scheduler)]
+
+
+def _check_momentum(rates: GroupRates, context: SchedulerContext, scheduler_name: str) -> GroupRates:
+    if context.momentum_name is None and any(m is not None for _, m in rates):
+        raise ValueError(
+            f"{scheduler_name}(cycle_momentum=True) cycles a momentum this optimizer does not have "
+            "as momentum or betas[0]; pass cycle_momentum=False"
+        )
+    return rates
+
+
+def _read_cyclic(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    if scheduler._scale_fn_custom is not None:
+        raise refuse_user_function("CyclicLR.scale_fn", scheduler._scale_fn_custom)
+    up = int(round(scheduler.total_size * scheduler.step_ratio))
+    down = int(round(scheduler.total_size)) - up
+    base_lrs = context.base_lrs(scheduler)
+    rates = []
+    for g in range(len(context.groups)):
+        cycle = torch_schedules.cyclic_lr(
+            base_lrs[g], float(scheduler.max_lrs[g]), up, down, scheduler.mode,
+            scheduler.gamma, scale_mode=scheduler.scale_mode,
+            cycle_momentum=bool(scheduler.cycle_momentum),
+            base_momentum=float(scheduler.base_momentums[g]) if scheduler.cycle_momentum else 0.8,
+            max_momentum=float(scheduler.max_momentums[g]) if scheduler.cycle_momentum else 0.9,
+        )
+        rates.append((cycle.learning_rate, cycle.momentum))
+    return _check_momentum(rates, context, "CyclicLR")
+
+
+# OneCycleLR's annealing functions as torch < 2.2 kept them (``anneal_func``, a function that a
+# state dict of that time restores), by the strategy name torch keeps today.
+_ONE_CYCLE_ANNEAL_FUNCTIONS = {"_annealing_cos": "cos", "_annealing_linear": "linear"}
+
+
+def _one_cycle_anneal_strategy(scheduler: Any) -> str:
+    if hasattr(scheduler, "_anneal_func_type"):
+        return scheduler._anneal_func_type
+    function = getattr(scheduler, "anneal_func", None)
+    name = getattr(function, "__name__", None)
+    if name in _ONE_CYCLE_ANNEAL_FUNCTIONS:
+        return _ONE_CYCLE_ANNEAL_FUNCTIONS[name]
+    raise ValueError(
+        f"OneCycleLR.anneal_func={function!r} is not supported: expected torch's own "
+        f"{' or '.join(_ONE_CYCLE_ANNEAL_FUNCTIONS)} (anneal_strategy 'cos' or 'linear')"
+    )
+
+
+def _read_one_cycle(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    groups = context.groups
+    late = [i for i, g in enumerate(groups) if "max_lr" not in g]
+    if late:
+        raise ValueError(
+            f"OneCycleLR has no max_lr for param_groups{late} (groups added after the scheduler "
+            "was built)"
+        )
+    strategy = _one_cycle_anneal_strategy(scheduler)
+    phases = scheduler._schedule_phases
+    total = scheduler.total_steps
+    rates = []
+    for group in groups:
+        g = _group_values(group)
+        cycle = torch_schedules.one_cycle_lr(
+            float(g["max_lr"]), total_steps=total,
+            pct_start=(phases[0]["end_step"] + 1) / total,
+            anneal_strategy=strategy,
+            cycle_momentum=bool(scheduler.cycle_momentum),
+            base_momentum=float(g.get("base_momentum", 0.85)),
+            max_momentum=float(g.get("max_momentum", 0.95)),
+            div_factor=g["max_lr"] / g["initial_lr"],
+            final_div_factor=g["initial_lr"] / g["min_lr"],
+            three_phase=len(phases) == 3,
+        )
+        rates.append((cycle.learning_rate, cycle.momentum))
+    return _check_momentum(rates, context, "OneCycleLR")
+
+
+def _read_sequential(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    for position, member in enumerate(scheduler._schedulers):
+        member_name = type(member).__qualname__
+        if member_name in ("SequentialLR", "ChainedScheduler"):
+            # PyTorch undoes the members' construction steps one level deep only: a nested
+            # sequence or chain runs off by one update from what its parts compute.
+            raise ValueError(
+                f"SequentialLR._schedulers[{position}] is a {member_name}, which PyTorch steps "
+                "off by one inside a SequentialLR; not supported: flatten it (one "
+                "SequentialLR of single schedulers)"
+            )
+        if position and member_name == "MultiplicativeLR":
+            raise ValueError(
+                f"SequentialLR._schedulers[{position}] is a MultiplicativeLR, which PyTorch "
+                "cannot restart at its milestone; it may only come first"
+            )
+    members = [context.read(member) for member in scheduler._schedulers]
+    if any(momentum is not None for member in members for _, momentum in member):
+        raise ValueError("SequentialLR of CyclicLR/OneCycleLR with cycle_momentum is not supported")
+    return [
+        (sequential_lr([member[g][0] for member in members], list(scheduler._milestones)), None)
+        for g in range(len(context.groups))
+    ]
+
+
+def _read_adafactor_schedule(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    # A reporting scheduler: Adafactor with relative_step ignores group['lr'].
+    if any(g.get("relative_step") is False for g in context.groups):
+        raise ValueError(
+            "scheduler AdafactorSchedule is supported with relative_step=True only (it reports "
+            "Adafactor's own rate); with relative_step=False use a LambdaLR"
+        )
+    return [(None, None)] * len(context.groups)
+
+
+def _per_group(scheduler: Any, values: Sequence[Any], attribute: str, count: int) -> list[float]:
+    values = [float(scalar(v)) for v in values]
+    if len(values) != count:
+        raise ValueError(
+            f"{type(scheduler).__qualname__}.{attribute} has {len(values)} entries but the "
+            f"optimizer has {count} param groups (a group added after the scheduler was built)"
+        )
+    return values
+
+
+def _plateau_common(scheduler: Any) -> dict[str, Any]:
+    return dict(mode=scheduler.mode, factor=float(scheduler.factor), patience=scheduler.patience,
+                threshold=float(scheduler.threshold), threshold_mode=scheduler.threshold_mode,
+                cooldown=scheduler.cooldown, eps=float(scheduler.eps))
+
+
+def _read_plateau(scheduler: Any, context: SchedulerContext):
+    groups = context.groups
+    min_lrs = scheduler.min_lrs
+    if getattr(scheduler, "default_min_lr", None) is not None:
+        min_lrs = [scheduler.default_min_lr] * len(groups)  # what PyTorch does for new groups
+    # The rates start from the groups' current lr (a plateau scheduler keeps no initial rates).
+    initial = [float(scalar(g["lr"])) for g in groups]
+    rule = hf_schedules.plateau_rule(
+        initial, min_lr=_per_group(scheduler, min_lrs, "min_lrs", len(groups)),
+        **_plateau_common(scheduler),
+    )
+    return rule, initial
+
+
+def _read_greedy(scheduler: Any, context: SchedulerContext):
+    count = len(context.groups)
+    # GreedyLR's reset goes back to the rates it was built with, which may not be today's.
+    initial = _per_group(scheduler, scheduler._init_lrs, "_init_lrs", count)
+    # `verbose` only prints; it changes no number.
+    rule = hf_schedules.greedy_rule(
+        initial, min_lr=_per_group(scheduler, scheduler.min_lrs, "min_lrs", count),
+        max_lr=_per_group(scheduler, scheduler.max_lrs, "max_lrs", count), warmup=scheduler.warmup,
+        smooth=bool(scheduler.smooth), window_size=scheduler.window_size,
+        reset_start=scheduler.reset_start_original, **_plateau_common(scheduler),
+    )
+    return rule, initial
+
+
+def _torch_scheduler(name: str, read, factory, **kwargs) -> SchedulerRecord:
+    return SchedulerRecord(f"torch.optim.lr_scheduler.{name}",
+                           _exactly("torch.optim.lr_scheduler", name), read, factory, **kwargs)
+
+
+def _multiplicative(name: str, factory) -> SchedulerRecord:
+    return _torch_scheduler(name, _scaled_by_multiplier(_MULTIPLIERS[name]), factory,
+                            multiplier=_MULTIPLIERS[name])
+
+
+#: Every PyTorch-side scheduler the library reads.
+SCHEDULERS: tuple[SchedulerRecord, ...] = (
+    _multiplicative("StepLR", torch_schedules.step_lr),
+    _multiplicative("MultiStepLR", torch_schedules.multi_step_lr),
+    _multiplicative("ConstantLR", torch_schedules.constant_lr),
+    _multiplicative("LinearLR", torch_schedules.linear_lr),
+    _multiplicative("ExponentialLR", torch_schedules.exponential_lr),
+    _multiplicative("PolynomialLR", torch_schedules.polynomial_lr),
+    _multiplicative("ChainedScheduler", torch_schedules.chained_scheduler),
+    _multiplicative("MultiplicativeLR", torch_schedules.multiplicative_lr),
+    _torch_scheduler("LambdaLR", _read_lambda_lr, None),
+    _torch_scheduler("CosineAnnealingLR", _read_cosine_annealing, torch_schedules.cosine_annealing_lr),
+    _torch_scheduler("CosineAnnealingWarmRestarts", _read_warm_restarts,
+                     torch_schedules.cosine_annealing_warm_restarts),
+    _torch_scheduler("CyclicLR", _read_cyclic, torch_schedules.cyclic_lr),
+    _torch_scheduler("OneCycleLR", _read_one_cycle, torch_schedules.one_cycle_lr),
+    _torch_scheduler("SequentialLR", _read_sequential, sequential_lr),
+    _torch_scheduler("ReduceLROnPlateau", _read_plateau, hf_schedules.reduce_lr_on_plateau,
+                     loss_driven=True),
+    SchedulerRecord("transformers.AdafactorSchedule", _exactly("transformers", "AdafactorSchedule"),
+                    _read_adafactor_schedule, None),
+    SchedulerRecord("transformers.GreedyLR", _exactly("transformers", "GreedyLR"), _read_greedy,
+                    hf_schedules.greedy_lr, loss_driven=True),
+)
+
+
+def scheduler_record(scheduler: Any) -> SchedulerRecord:
+    """The record of a live scheduler.
+
+    Raises:
+      ValueError: no record recognises it (the message lists what is supported).
+    """
+    for record in SCHEDULERS:
+        if record.recognises(scheduler):
+            return record
+    raise ValueError(
+        f"scheduler {class_of(scheduler)} is not supported; supported: "
+        f"{_validation.listing((r.name for r in SCHEDULERS), None)}, or a jnp function count -> factor "
+        "of each group's initial lr"
+    )
+
+
+def scheduler_record_by_name(name: str) -> SchedulerRecord:
+    """The record whose name ends with ``name`` (``"StepLR"`` or its full name)."""
+    for record in SCHEDULERS:
+        if name in (record.name, record.short_name):
+            return record
+    raise ValueError(
+        f"name={name!r} is invalid: expected one of {_validation.listing((r.name for r in SCHEDULERS), None)}"
+    )
+
+
+def is_loss_driven(scheduler: Any) -> bool:
+    """Whether ``scheduler.step`` takes a metric (a catalogued loss-driven scheduler)."""
+    return any(record.loss_driven and record.recognises(scheduler) for record in SCHEDULERS)
+
+
+def read_scheduler(scheduler: Any, optimizer: Any, momentum_name: str | None) -> GroupRates:
+    """Per group, the rate and cycled momentum of a live scheduler driven by the update count."""
+    record = scheduler_record(scheduler)
+    if record.loss_driven:
+        raise ValueError(f"scheduler {record.name} is loss-driven: read it with read_loss_driven")
+    if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+        raise ValueError("scheduler is invalid: it drives another optimizer than optimizer")
+    context = SchedulerContext(
+        optimizer, momentum_name, lambda member: read_scheduler(member, optimizer, momentum_name)
+    )
+    _check_per_group_lists(scheduler, context)
+    return record.read(scheduler, context)
+
+
+def read_loss_driven(scheduler: Any, optimizer: Any) -> tuple[hf_schedules.LossDrivenRule, list[float]]:
+    """``(rule, initial rates)`` of a live loss-driven scheduler (``ReduceLROnPlateau``, ``GreedyLR``)."""
+    record = scheduler_record(scheduler)
+    if not record.loss_driven:
+        raise ValueError(f"scheduler {record.name} is not loss-driven")
+    if scheduler.optimizer is not optimizer:
+        raise ValueError("scheduler is invalid: it drives another optimizer than optimizer")
+    return record.read(scheduler, SchedulerContext(optimizer, None, lambda member: []))
