@@ -469,8 +469,8 @@ def chained_scheduler(schedulers: Sequence[ChainableSchedule]) -> ChainableSched
     :func:`chained_scheduler`), built with the same ``learning_rate`` (one optimizer).
     Schedulers that set the rate rather than multiply it (``LambdaLR``, ``CosineAnnealingLR``,
     ``CyclicLR``, ``OneCycleLR``, ``CosineAnnealingWarmRestarts``) are refused: inside a chain
-    PyTorch mixes their value with one step of the other members' factors, which no schedule of
-    the count alone reproduces.
+    PyTorch mixes their value with one step of the other members' factors, which no closed form
+    of the count reproduces; :func:`replay_torch_schedulers` reproduces such chains step by step.
 
     Args:
       schedulers: one or more :class:`ChainableSchedule`.
