@@ -148,3 +148,25 @@ def learning_rates_used(
 def dummy_optimizer(lr: float, dtype: torch.dtype = torch.float64) -> torch.optim.Optimizer:
     """``torch.optim.SGD`` over one zero parameter: something for a scheduler to drive."""
     return torch.optim.SGD([torch.zeros(1, dtype=dtype, requires_grad=True)], lr=lr)
+
+
+def live_schedulers(optimizer: torch.optim.Optimizer, scheduler: Any) -> Any:
+    """The live PyTorch schedulers a ``TorchScheduler`` tree describes, built over ``optimizer``.
+
+    ``scheduler`` is read by its attributes (``kind``, ``option(name)``, ``options``, ``members``,
+    ``milestones``): members are built in order before their composite, as a user builds them.
+    ``lr_lambda`` options are jax functions, called here on Python ints (as ``float``).
+    """
+    from torch.optim import lr_scheduler, swa_utils
+
+    if scheduler.kind in ("SequentialLR", "ChainedScheduler"):
+        members = [live_schedulers(optimizer, member) for member in scheduler.members]
+        if scheduler.kind == "ChainedScheduler":
+            return lr_scheduler.ChainedScheduler(members, optimizer=optimizer)
+        return lr_scheduler.SequentialLR(optimizer, members, list(scheduler.milestones))
+    options = {name: value for name, value in scheduler.options if name != "learning_rate"}
+    if "lr_lambda" in options:
+        function = options["lr_lambda"]
+        options["lr_lambda"] = lambda k: float(function(k))
+    cls = swa_utils.SWALR if scheduler.kind == "SWALR" else getattr(lr_scheduler, scheduler.kind)
+    return cls(optimizer, **options)

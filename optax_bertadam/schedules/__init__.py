@@ -5,7 +5,8 @@
 * :mod:`~optax_bertadam.schedules.classic`: the tutorial's cosine warmup and formulas, Noam,
   ``LambdaLR`` and ``SequentialLR``.
 * :mod:`~optax_bertadam.schedules.pytorch`: every ``torch.optim.lr_scheduler`` class
-  (:data:`PYTORCH_SCHEDULERS`), with the momentum of the cyclical ones.
+  (:data:`PYTORCH_SCHEDULERS`), with the momentum of the cyclical ones; ``SWALR``; and any
+  composition replayed as PyTorch steps it (:func:`replay_torch_schedulers`).
 * :mod:`~optax_bertadam.schedules.registry`: :data:`SCHEDULES`, one record of every schedule
   above (its factory, an example, its PyTorch counterpart); the tests run over it.
 """
@@ -24,6 +25,7 @@ from optax_bertadam.schedules.classic import (
 from optax_bertadam.schedules.pytorch import (
     PYTORCH_SCHEDULERS,
     CycleSchedules,
+    TorchScheduler,
     chained_scheduler,
     constant_lr,
     cosine_annealing_lr,
@@ -35,7 +37,9 @@ from optax_bertadam.schedules.pytorch import (
     multiplicative_lr,
     one_cycle_lr,
     polynomial_lr,
+    replay_torch_schedulers,
     step_lr,
+    swa_lr,
 )
 from optax_bertadam.schedules.registry import SCHEDULES, ScheduleRecord, schedule_record
 from optax_bertadam.schedules.transformers import (
@@ -74,7 +78,10 @@ __all__ = [
     "multiplicative_lr",
     "one_cycle_lr",
     "polynomial_lr",
+    "replay_torch_schedulers",
     "step_lr",
+    "swa_lr",
+    "TorchScheduler",
     "SCHEDULER_NAMES",
     "SCHEDULE_NAMES",
     "ReduceLROnPlateauState",

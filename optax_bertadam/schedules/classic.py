@@ -352,7 +352,9 @@ def sequential_lr(schedules: Sequence[Schedule], milestones: Sequence[int]) -> S
     ``lambda_lr(lr, f)`` for ``LambdaLR(optimizer, f)``, or a schedule of
     :mod:`optax_bertadam.schedules.pytorch`. PyTorch restarts a scheduler from its closed form;
     ``MultiplicativeLR`` and ``ChainedScheduler`` have none (the first continues from the previous
-    scheduler's rate, the second raises), so they are refused after the first position.
+    scheduler's rate, the second raises), so they are refused after the first position here;
+    :func:`optax_bertadam.schedules.pytorch.replay_torch_schedulers` reproduces the first, and
+    nested ``SequentialLR``/``ChainedScheduler`` members, as PyTorch steps them.
 
     Args:
       schedules: one or more schedules ``count -> learning rate``.

@@ -32,7 +32,12 @@ count; the rest is computed in the default float dtype (float32, or float64 unde
 
 from __future__ import annotations
 
+import bisect
+import collections
+import dataclasses
+import functools
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -436,8 +441,8 @@ def chained_scheduler(schedulers: Sequence[ScaledSchedule]) -> ScaledSchedule:
     :func:`chained_scheduler`), built with the same ``learning_rate`` (one optimizer).
     Schedulers that set the rate rather than multiply it (``LambdaLR``, ``CosineAnnealingLR``,
     ``CyclicLR``, ``OneCycleLR``, ``CosineAnnealingWarmRestarts``) are refused: inside a chain
-    PyTorch mixes their value with one step of the other members' factors, which no schedule of
-    the count alone reproduces.
+    PyTorch mixes their value with one step of the other members' factors, which no closed form
+    of the count reproduces; :func:`replay_torch_schedulers` reproduces such chains step by step.
 
     Args:
       schedulers: one or more :class:`~optax_bertadam.ScaledSchedule`.
@@ -600,8 +605,11 @@ def cosine_annealing_warm_restarts(
     while t_mult > 1 and starts[-1] + lengths[-1] < 2**62:
         starts.append(starts[-1] + lengths[-1])
         lengths.append(lengths[-1] * t_mult)
+    # Every start is below 2**62, so it fits int64; the last cycle's length (up to 2**62 * T_mult)
+    # may not, and it only divides: it is a float, as in PyTorch's T_cur / T_i, capped at 2**200
+    # (beyond, T_cur / T_i of any count an integer type holds is below 2**-136: cos is 1).
     starts_table = np.asarray(starts, dtype=np.int64)
-    lengths_table = np.asarray(lengths, dtype=np.int64)
+    lengths_table = np.asarray([float(min(length, 2**200)) for length in lengths], dtype=np.float64)
 
     def schedule(count: Array) -> Array:
         count = _as_int(count)
@@ -613,7 +621,7 @@ def cosine_annealing_warm_restarts(
             starts = jnp.asarray(np.minimum(starts_table, largest), count.dtype)
             cycle = jnp.searchsorted(starts, count, side="right") - 1
             t_cur = count - starts[cycle]
-            t_i = jnp.asarray(np.minimum(lengths_table, largest), count.dtype)[cycle]
+            t_i = _as_float(lengths_table)[cycle]
         angle = math.pi * _as_float(t_cur) / _as_float(t_i)
         return eta_min + (learning_rate - eta_min) * (1.0 + jnp.cos(angle)) / 2
 
@@ -866,6 +874,595 @@ def one_cycle_lr(
         return evaluate(count, 3)
 
     return CycleSchedules(learning_rate, momentum if cycle_momentum else None)
+
+
+# ------------------------------------------------------------------------------------ SWALR
+
+
+def swa_lr(
+    learning_rate: float, swa_lr: float, anneal_epochs: int = 10, anneal_strategy: str = "cos"
+) -> Schedule:
+    r"""Anneal to the constant ``swa_lr`` over ``anneal_epochs`` steps: ``swa_utils.SWALR``.
+
+    With ``t_k = min(1, k / max(1, A))`` (``k = max(1, k)`` when ``A = 0``) and
+    ``alpha = (1 - cos(pi t)) / 2`` (``'cos'``) or ``alpha = t`` (``'linear'``):
+
+    .. math::
+      \mathrm{lr}_k = \mathrm{swa\_lr} \cdot \alpha(t_k) + \mathrm{lr} \cdot (1 - \alpha(t_k))
+
+    Reproduces ``torch.optim.swa_utils.SWALR(optimizer, swa_lr, anneal_epochs, anneal_strategy)``
+    stepped once per update from when it takes over: ``k`` counts its ``step()`` calls (its
+    ``_step_count - 1``) and ``learning_rate`` is the group's ``lr`` when it took over (the
+    optimizer's ``lr`` if built on a fresh optimizer; in the usual SWA loop, the rate the other
+    scheduler left at the SWA start). PyTorch recovers ``lr`` from the current rate at every step
+    (``(lr_k - alpha swa_lr) / (1 - alpha)``); the closed form above agrees with that recursion
+    to ~1e-14 of the larger rate.
+
+    Args:
+      learning_rate: the rate when SWALR takes over (>= 0).
+      swa_lr: the rate annealed to, held after ``anneal_epochs`` steps (>= 0).
+      anneal_epochs: ``A``, the length of the annealing (integer >= 0).
+      anneal_strategy: ``'cos'`` or ``'linear'``.
+
+    Returns:
+      A pure, jittable function of the count of SWALR steps.
+
+    >>> schedule = swa_lr(1.0, swa_lr=0.5, anneal_epochs=2, anneal_strategy="linear")
+    >>> [float(schedule(k)) for k in range(4)]
+    [1.0, 0.75, 0.5, 0.5]
+    """
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
+    target = _validation.check_learning_rate("swa_lr", swa_lr)
+    anneal_epochs = _validation.check_int("anneal_epochs", anneal_epochs, low=0)
+    anneal_strategy = _validation.check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+
+    def schedule(count: Array) -> Array:
+        step = _as_int(count)
+        if anneal_epochs == 0:
+            step = jnp.maximum(step, 1)
+        t = jnp.clip(_as_float(step) / max(1, anneal_epochs), 0.0, 1.0)
+        alpha = (1 - jnp.cos(math.pi * t)) / 2 if anneal_strategy == "cos" else t
+        return target * alpha + learning_rate * (1 - alpha)
+
+    return schedule
+
+
+# ------------------------------------------------------------ PyTorch's stepping, replayed
+
+# Each class's constructor options (PyTorch's names), required ones first with no default.
+_REQUIRED = object()
+_REPLAY_OPTIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "LambdaLR": {"lr_lambda": _REQUIRED},
+    "MultiplicativeLR": {"lr_lambda": _REQUIRED},
+    "StepLR": {"step_size": _REQUIRED, "gamma": 0.1},
+    "MultiStepLR": {"milestones": _REQUIRED, "gamma": 0.1},
+    "ConstantLR": {"factor": 1.0 / 3, "total_iters": 5},
+    "LinearLR": {"start_factor": 1.0 / 3, "end_factor": 1.0, "total_iters": 5},
+    "ExponentialLR": {"gamma": _REQUIRED},
+    "PolynomialLR": {"total_iters": 5, "power": 1.0},
+    "CosineAnnealingLR": {"T_max": _REQUIRED, "eta_min": 0.0},
+    "CosineAnnealingWarmRestarts": {"T_0": _REQUIRED, "T_mult": 1, "eta_min": 0.0},
+    "CyclicLR": {"base_lr": _REQUIRED, "max_lr": _REQUIRED, "step_size_up": 2000,
+                 "step_size_down": None, "mode": "triangular", "gamma": 1.0,
+                 "cycle_momentum": True, "base_momentum": 0.8, "max_momentum": 0.9},
+    "OneCycleLR": {"max_lr": _REQUIRED, "total_steps": _REQUIRED, "pct_start": 0.3,
+                   "anneal_strategy": "cos", "cycle_momentum": True, "base_momentum": 0.85,
+                   "max_momentum": 0.95, "div_factor": 25.0, "final_div_factor": 1e4,
+                   "three_phase": False},
+    "SWALR": {"swa_lr": _REQUIRED, "anneal_epochs": 10, "anneal_strategy": "cos"},
+    "SequentialLR": {},
+    "ChainedScheduler": {},
+})
+_COMPOSITES = ("SequentialLR", "ChainedScheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchScheduler:
+    """A PyTorch scheduler as values, for :func:`replay_torch_schedulers`: one parameter group's.
+
+    Attributes:
+      kind: the class name: a ``torch.optim.lr_scheduler`` class (``ReduceLROnPlateau``
+        excepted) or ``"SWALR"`` (``torch.optim.swa_utils``).
+      options: its constructor arguments with PyTorch's names and defaults, as this group's
+        values (``max_lr=0.1``, not a list); ``lr_lambda`` a function of the integer count
+        written with ``jax.numpy``; ``learning_rate`` (optional) the scheduler's ``base_lrs``
+        entry when it differs from the group's ``initial_lr`` at its construction. A mapping is
+        stored as sorted ``(name, value)`` pairs.
+      members: the ``schedulers`` of a ``SequentialLR`` / ``ChainedScheduler``, in order.
+      milestones: a ``SequentialLR``'s milestones.
+
+    Example:
+      >>> warmup = TorchScheduler("LinearLR", {"start_factor": 0.5, "total_iters": 2})
+      >>> chain = TorchScheduler("ChainedScheduler", members=(
+      ...     warmup, TorchScheduler("CosineAnnealingLR", {"T_max": 4, "eta_min": 0.1})))
+      >>> chain.kind, [member.kind for member in chain.members]
+      ('ChainedScheduler', ['LinearLR', 'CosineAnnealingLR'])
+    """
+
+    kind: str
+    options: Any = ()
+    members: tuple[TorchScheduler, ...] = ()
+    milestones: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        options = dict(self.options.items() if isinstance(self.options, Mapping) else self.options)
+        if isinstance(options.get("milestones"), (list, tuple)):
+            options["milestones"] = tuple(options["milestones"])
+        object.__setattr__(self, "options", tuple(sorted(options.items())))
+        object.__setattr__(self, "members", tuple(self.members))
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+    def option(self, name: str) -> Any:
+        """The option ``name``, or PyTorch's default for it.
+
+        Returns:
+          The value (``None`` for an absent ``learning_rate``).
+        """
+        given = dict(self.options)
+        if name in given:
+            return given[name]
+        return _REPLAY_OPTIONS.get(self.kind, {}).get(name)
+
+
+def _check_torch_scheduler(scheduler: Any, where: str) -> None:
+    if not isinstance(scheduler, TorchScheduler):
+        raise TypeError(f"{where}={scheduler!r} is invalid: expected a TorchScheduler")
+    known = _REPLAY_OPTIONS.get(scheduler.kind)
+    if known is None:
+        raise ValueError(
+            f"{where}.kind={scheduler.kind!r} is invalid: expected one of {', '.join(_REPLAY_OPTIONS)}"
+        )
+    given = dict(scheduler.options)
+    for name in given:
+        if name not in known and name != "learning_rate":
+            raise ValueError(
+                f"{where}.options[{name!r}] is invalid for {scheduler.kind}: expected one of "
+                f"{', '.join(['learning_rate', *known])}"
+            )
+    for name, default in known.items():
+        if default is _REQUIRED and name not in given:
+            raise ValueError(f"{where}.options has no {name!r}: {scheduler.kind} requires it")
+    if "lr_lambda" in known:
+        _validation.check_jnp_function(f"{where}.options['lr_lambda']", given["lr_lambda"])
+    if scheduler.kind not in _COMPOSITES:
+        if scheduler.members or scheduler.milestones:
+            raise ValueError(f"{where} is a {scheduler.kind}: it has no members or milestones")
+        return
+    if not scheduler.members:
+        raise ValueError(f"{where}.members=() is invalid: expected at least one scheduler")
+    if scheduler.kind == "ChainedScheduler" and scheduler.milestones:
+        raise ValueError(f"{where} is a ChainedScheduler: it has no milestones")
+    if scheduler.kind == "SequentialLR":
+        if len(scheduler.milestones) != len(scheduler.members) - 1:
+            raise ValueError(
+                f"{where}.milestones={scheduler.milestones!r} is invalid: expected "
+                f"{len(scheduler.members) - 1}, one fewer than the members"
+            )
+        for index, milestone in enumerate(scheduler.milestones):
+            _validation.check_int(f"{where}.milestones[{index}]", milestone)
+        for index, member in enumerate(scheduler.members):
+            if index and member.kind in _COMPOSITES:
+                # At its milestone SequentialLR calls member._update_lr(0), which a composite
+                # does not have (PyTorch raises NotImplementedError from get_lr).
+                raise ValueError(
+                    f"{where}.members[{index}] is a {member.kind} after the first position of a "
+                    "SequentialLR, which PyTorch cannot restart at its milestone (it raises "
+                    "NotImplementedError there); it may only come first"
+                )
+    for index, member in enumerate(scheduler.members):
+        _check_torch_scheduler(member, f"{where}.members[{index}]")
+
+
+class _HostFunction:
+    """A jnp function of the integer count evaluated in float64 on the host, in chunks."""
+
+    _CHUNK = 4096
+
+    def __init__(self, function: Callable[[Array], Array]):
+        self._function = function
+        self._chunks: dict[int, np.ndarray] = {}
+
+    def __call__(self, k: int) -> float:
+        chunk, offset = divmod(k, self._CHUNK)
+        if chunk not in self._chunks:
+            with jax.enable_x64(True):
+                counts = jnp.arange(chunk * self._CHUNK, (chunk + 1) * self._CHUNK)
+                self._chunks[chunk] = np.asarray(jax.vmap(self._function)(counts), np.float64)
+        return float(self._chunks[chunk][offset])
+
+
+class _Group:
+    """One parameter group as the schedulers see it: ``lr``, the momentum and the keys they set."""
+
+    def __init__(self, lr: float):
+        self.lr = lr
+        self.momentum: float | None = None
+        self.keys: dict[str, float] = {}
+
+
+class _Leaf:
+    """One PyTorch scheduler object, stepped as its class steps (``LRScheduler`` and overrides)."""
+
+    # Classes with _get_closed_form_lr, used by _update_lr(0) at a SequentialLR milestone.
+    _CLOSED_FORM = ("StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
+                    "PolynomialLR", "CosineAnnealingLR")
+
+    def __init__(self, spec: TorchScheduler):
+        self.kind = spec.kind
+        self.o = {name: spec.option(name) for name in (*_REPLAY_OPTIONS[spec.kind], "learning_rate")}
+        self.base = 0.0
+        self.last_epoch = -1
+        self.step_count = 0
+        has_lambda = "lr_lambda" in _REPLAY_OPTIONS[self.kind]
+        self.lam = _HostFunction(self.o["lr_lambda"]) if has_lambda else None
+        if self.kind == "MultiStepLR":
+            self.milestones = collections.Counter(self.o["milestones"])
+        if self.kind == "CyclicLR":
+            up = float(self.o["step_size_up"])
+            down = float(self.o["step_size_down"]) if self.o["step_size_down"] is not None else up
+            self.total_size = up + down
+            self.step_ratio = up / self.total_size
+        if self.kind == "OneCycleLR":
+            total, pct = self.o["total_steps"], self.o["pct_start"]
+            # (end step, start lr key, end lr key, start momentum key, end momentum key)
+            rise = (float(pct * total) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum")
+            if self.o["three_phase"]:
+                self.phases = [
+                    rise,
+                    (float(2 * pct * total) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+                    (total - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
+                ]
+            else:
+                self.phases = [rise, (total - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+        self.held = False  # OneCycleLR stepped past total_steps (PyTorch raises)
+
+    def has_momentum(self) -> bool:
+        return self.kind in ("CyclicLR", "OneCycleLR") and bool(self.o["cycle_momentum"])
+
+    def construct(self, g: _Group) -> None:
+        o = self.o
+        if self.kind == "CyclicLR":
+            g.lr = o["base_lr"]
+            if o["cycle_momentum"]:
+                g.momentum = o["max_momentum"]
+                g.keys.update(max_momentum=o["max_momentum"], base_momentum=o["base_momentum"])
+        if self.kind == "OneCycleLR":
+            initial = o["max_lr"] / o["div_factor"]
+            g.keys.update(initial_lr=initial, max_lr=o["max_lr"], min_lr=initial / o["final_div_factor"])
+            if o["cycle_momentum"]:
+                g.momentum = o["max_momentum"]
+                g.keys.update(max_momentum=o["max_momentum"], base_momentum=o["base_momentum"])
+        if self.kind == "SWALR":
+            g.keys["swa_lr"] = o["swa_lr"]
+        g.keys.setdefault("initial_lr", g.lr)
+        self.base = g.keys["initial_lr"] if o["learning_rate"] is None else o["learning_rate"]
+        if self.kind == "CyclicLR":
+            self.base = o["base_lr"]
+        if self.kind == "CosineAnnealingWarmRestarts":
+            self.t_i, self.t_cur = o["T_0"], -1
+        self.last_epoch = -1
+        self.initial_step(g)
+
+    def initial_step(self, g: _Group) -> None:
+        self.step_count = 0
+        self.step(g, initial=True)
+
+    def step(self, g: _Group, initial: bool = False) -> None:
+        if self.kind == "CosineAnnealingWarmRestarts":  # its own step(), no _step_count
+            if self.last_epoch < 0:
+                epoch = 0
+                self.t_i, self.t_cur = self.o["T_0"], 0
+            else:
+                epoch = self.last_epoch + 1
+                self.t_cur += 1
+                if self.t_cur >= self.t_i:
+                    self.t_cur %= self.t_i
+                    self.t_i *= self.o["T_mult"]
+            self.last_epoch = epoch
+            g.lr = self.get_lr(g, initial)
+            return
+        self.step_count += 1
+        self.last_epoch += 1
+        g.lr = self.get_lr(g, initial)
+
+    def update_lr0(self, g: _Group) -> None:
+        self.last_epoch = 0
+        g.lr = self.closed_form() if self.kind in self._CLOSED_FORM else self.get_lr(g, False)
+
+    def undo(self) -> None:
+        self.last_epoch -= 1
+
+    def closed_form(self) -> float:
+        o, e, base = self.o, self.last_epoch, self.base
+        if self.kind == "StepLR":
+            return base * o["gamma"] ** (e // o["step_size"])
+        if self.kind == "MultiStepLR":
+            return base * o["gamma"] ** bisect.bisect_right(sorted(self.milestones.elements()), e)
+        if self.kind == "ConstantLR":
+            return base * (o["factor"] + (e >= o["total_iters"]) * (1 - o["factor"]))
+        if self.kind == "LinearLR":
+            s, f, t = o["start_factor"], o["end_factor"], o["total_iters"]
+            return base * (s + (f - s) * min(t, e) / t)
+        if self.kind == "ExponentialLR":
+            return base * o["gamma"] ** e
+        if self.kind == "PolynomialLR":
+            t = o["total_iters"]
+            return base * (1.0 - min(t, e) / t) ** o["power"]
+        eta = o["eta_min"]  # CosineAnnealingLR
+        return eta + (base - eta) * (1 + math.cos(math.pi * e / o["T_max"])) / 2
+
+    def get_lr(self, g: _Group, initial: bool) -> float:  # noqa: C901 (one branch per class)
+        o, e, lr, base, kind = self.o, self.last_epoch, g.lr, self.base, self.kind
+        if kind == "LambdaLR":
+            return base * self.lam(e)
+        if kind == "MultiplicativeLR":
+            return lr if initial else lr * self.lam(e)
+        if kind == "StepLR":
+            return lr if e == 0 or e % o["step_size"] != 0 else lr * o["gamma"]
+        if kind == "MultiStepLR":
+            return lr * o["gamma"] ** self.milestones[e] if e in self.milestones else lr
+        if kind == "ConstantLR":
+            if e == 0:
+                return lr * o["factor"]
+            return lr if e != o["total_iters"] else lr * (1.0 / o["factor"])
+        if kind == "LinearLR":
+            s, f, t = o["start_factor"], o["end_factor"], o["total_iters"]
+            if e == 0:
+                return lr * s
+            if initial or e > t:
+                return lr
+            return lr * (1.0 + (f - s) / (t * s + (e - 1) * (f - s)))
+        if kind == "ExponentialLR":
+            return lr if initial else lr * o["gamma"]
+        if kind == "PolynomialLR":
+            t = o["total_iters"]
+            if initial or e > t:
+                return lr
+            return lr * ((1.0 - e / t) / (1.0 - (e - 1) / t)) ** o["power"]
+        if kind == "CosineAnnealingLR":
+            t, eta = o["T_max"], o["eta_min"]
+            if initial:
+                return lr
+            if self.step_count == 1 and e > 0:
+                return eta + (base - eta) * (1 + math.cos(e * math.pi / t)) / 2
+            if (e - 1 - t) % (2 * t) == 0:
+                return lr + (base - eta) * (1 - math.cos(math.pi / t)) / 2
+            return (1 + math.cos(math.pi * e / t)) / (1 + math.cos(math.pi * (e - 1) / t)) * (lr - eta) + eta
+        if kind == "CosineAnnealingWarmRestarts":
+            eta = o["eta_min"]
+            return eta + (base - eta) * (1 + math.cos(math.pi * self.t_cur / self.t_i)) / 2
+        if kind == "CyclicLR":
+            return self._cyclic(g)
+        if kind == "OneCycleLR":
+            return self._one_cycle(g)
+        # SWALR
+        step = self.step_count - 1
+        if o["anneal_epochs"] == 0:
+            step = max(1, step)
+        anneal = _swa_alpha_cos if o["anneal_strategy"] == "cos" else _swa_alpha_linear
+        prev_alpha = anneal(max(0, min(1, (step - 1) / max(1, o["anneal_epochs"]))))
+        swa = g.keys["swa_lr"]
+        prev = swa if prev_alpha == 1 else (lr - prev_alpha * swa) / (1 - prev_alpha)
+        alpha = anneal(max(0, min(1, step / max(1, o["anneal_epochs"]))))
+        return swa * alpha + prev * (1 - alpha)
+
+    def _cyclic(self, g: _Group) -> float:
+        o, e = self.o, self.last_epoch
+        cycle = math.floor(1 + e / self.total_size)
+        x = 1.0 + e / self.total_size - cycle
+        factor = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        if o["mode"] == "triangular":
+            scale = 1.0
+        elif o["mode"] == "triangular2":
+            scale = 1 / (2.0 ** (cycle - 1))
+        else:
+            scale = o["gamma"] ** e
+        if o["cycle_momentum"]:
+            g.momentum = o["max_momentum"] - (o["max_momentum"] - o["base_momentum"]) * factor * scale
+        return self.base + (o["max_lr"] - self.base) * factor * scale
+
+    def _one_cycle(self, g: _Group) -> float:
+        o, step = self.o, self.last_epoch
+        if step > o["total_steps"] or self.held:
+            # PyTorch raises here; the rate (and momentum) hold their last values, as in one_cycle_lr.
+            self.held = True
+            return g.lr
+        if o["anneal_strategy"] == "cos":
+            def anneal(start, end, pct):
+                return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        else:
+            def anneal(start, end, pct):
+                return (end - start) * pct + start
+        start = 0.0
+        for index, (end, lr_a, lr_b, m_a, m_b) in enumerate(self.phases):
+            if step <= end or index == len(self.phases) - 1:
+                pct = (step - start) / (end - start)
+                if o["cycle_momentum"]:
+                    g.momentum = anneal(g.keys[m_a], g.keys[m_b], pct)
+                return anneal(g.keys[lr_a], g.keys[lr_b], pct)
+            start = end
+        raise AssertionError("unreachable")
+
+
+def _swa_alpha_cos(t: float) -> float:
+    return (1 - math.cos(math.pi * t)) / 2
+
+
+def _swa_alpha_linear(t: float) -> float:
+    return t
+
+
+class _Chain:
+    """``ChainedScheduler``: every member's ``step()`` in turn; no state, no construction step."""
+
+    def __init__(self, members: list[Any]):
+        self.members = members
+
+    def construct(self, g: _Group) -> None:
+        pass
+
+    def step(self, g: _Group, initial: bool = False) -> None:
+        for member in self.members:  # the chain's initial mode does not reach its members
+            member.step(g)
+
+    def initial_step(self, g: _Group) -> None:
+        self.step(g)
+
+    def undo(self) -> None:
+        for member in self.members:
+            member.undo()
+
+
+class _Sequence:
+    """``SequentialLR``: its construction undoes its members' steps (one level of recursion of
+    ``last_epoch -= 1`` per leaf) and steps the first; at a milestone ``_update_lr(0)``."""
+
+    def __init__(self, members: list[Any], milestones: tuple[int, ...]):
+        self.members, self.milestones = members, list(milestones)
+        self.last_epoch = 0
+
+    def construct(self, g: _Group) -> None:
+        self.last_epoch = 0
+        g.lr = g.keys["initial_lr"]
+        for member in self.members:
+            member.undo()
+        self.members[bisect.bisect_right(self.milestones, 0)].initial_step(g)
+
+    def step(self, g: _Group, initial: bool = False) -> None:
+        self.last_epoch += 1
+        index = bisect.bisect_right(self.milestones, self.last_epoch)
+        member = self.members[index]
+        if index > 0 and self.milestones[index - 1] == self.last_epoch:
+            member.update_lr0(g)
+        else:
+            member.step(g)
+
+    def initial_step(self, g: _Group) -> None:
+        self.step(g)
+
+    def undo(self) -> None:
+        for member in self.members:
+            member.undo()
+
+
+def _build(spec: TorchScheduler, g: _Group, leaves: list[_Leaf]) -> Any:
+    """The objects of ``spec``, constructed in order (members before their composite)."""
+    if spec.kind in _COMPOSITES:
+        members = [_build(member, g, leaves) for member in spec.members]
+        node = _Chain(members) if spec.kind == "ChainedScheduler" else _Sequence(members, spec.milestones)
+    else:
+        node = _Leaf(spec)
+        leaves.append(node)
+    node.construct(g)
+    return node
+
+
+class _Replay:
+    """The rates (and momenta) of counts ``0 .. n``, extended on demand; thread-safe."""
+
+    def __init__(self, learning_rate: float, spec: TorchScheduler):
+        self._lock = threading.Lock()
+        self._group = _Group(learning_rate)
+        leaves: list[_Leaf] = []
+        self._root = _build(spec, self._group, leaves)
+        self.cycles_momentum = any(leaf.has_momentum() for leaf in leaves)
+        self._rates = [self._group.lr]
+        self._momenta = [self._group.momentum]
+
+    def upto(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            while len(self._rates) <= count:
+                self._root.step(self._group)
+                self._rates.append(self._group.lr)
+                self._momenta.append(self._group.momentum)
+            return (np.asarray(self._rates[: count + 1], np.float64),
+                    np.asarray([np.nan if m is None else m for m in self._momenta[: count + 1]], np.float64))
+
+
+def _replayed(replay: _Replay, num_steps: int, which: int) -> Schedule:
+    table = replay.upto(num_steps)[which]
+
+    def on_host(counts: np.ndarray, as_bits: bool) -> np.ndarray:
+        counts = np.asarray(counts)
+        values = replay.upto(int(max(num_steps, counts.max(initial=0))))[which][np.clip(counts, 0, None)]
+        if as_bits:
+            return np.atleast_1d(values.astype(np.float64)).view(np.uint32).reshape(*values.shape, 2)
+        return values.astype(np.float32)
+
+    def beyond(count: Array) -> Array:
+        # The callback's thread does not share a jax.enable_x64 context, and there a float64
+        # result would be converted to float32: under x64 the doubles travel as their bits.
+        if jnp.asarray(0.0, dtype=float).dtype == jnp.float64:
+            shape = jax.ShapeDtypeStruct((*count.shape, 2), jnp.uint32)
+            bits = jax.pure_callback(functools.partial(on_host, as_bits=True), shape, count,
+                                     vmap_method="expand_dims")
+            return jax.lax.bitcast_convert_type(bits, jnp.float64)
+        shape = jax.ShapeDtypeStruct(count.shape, jnp.float32)
+        return jax.pure_callback(functools.partial(on_host, as_bits=False), shape, count,
+                                 vmap_method="expand_dims")
+
+    def scalar(count: Array) -> Array:
+        count = _as_int(count)
+        return jax.lax.cond(
+            count <= num_steps,
+            lambda c: _as_float(table)[jnp.clip(c, 0, num_steps)],
+            beyond,
+            count,
+        )
+
+    return _per_count(scalar)
+
+
+def replay_torch_schedulers(
+    learning_rate: float, scheduler: TorchScheduler, num_steps: int = 10_000
+) -> CycleSchedules:
+    r"""Any composition of PyTorch schedulers, stepped exactly as PyTorch steps it.
+
+    .. math::
+      (\mathrm{lr}_k, \mathrm{m}_k) = \text{group } \texttt{lr} \text{ (and momentum) after }
+      k \text{ calls of } \texttt{scheduler.step()}
+
+    Reproduces what PyTorch computes where no closed form does: ``CosineAnnealingLR`` (its
+    recursive form, which multiplies whatever rate the other members left) or ``SWALR`` inside a
+    ``ChainedScheduler``; ``SequentialLR`` / ``ChainedScheduler`` nested in one another
+    (PyTorch's ``SequentialLR`` undoes one construction step of every leaf but then steps its
+    first member, so a nested sequence or chain runs one step ahead, and its leaves see counts
+    their own schedules never do); a ``MultiplicativeLR`` after the first position of a
+    ``SequentialLR`` (it multiplies the previous member's last rate by ``lr_lambda(0)``); and the
+    momentum of ``CyclicLR`` / ``OneCycleLR`` members of a ``SequentialLR`` (each sets it while
+    active; the others leave it). The objects are constructed in the order PyTorch needs them
+    (members in order, before their composite), then stepped in Python double precision with
+    PyTorch's own operations, when built, for counts ``0 .. num_steps``: float64 agrees to the
+    last bit. A later count continues the replay on the host (``jax.pure_callback``, extending
+    the table once, so a long run costs one step each); pass the length of training as
+    ``num_steps`` to keep the schedule on the device. ``OneCycleLR`` stepped past its
+    ``total_steps`` (PyTorch raises) holds its last rate and momentum, as :func:`one_cycle_lr`.
+
+    Args:
+      learning_rate: the group's ``lr`` before any of the schedulers was built (the
+        ``initial_lr`` the first one records, to which ``SequentialLR`` resets the rate).
+      scheduler: the :class:`TorchScheduler` tree, one group's values. A ``ChainedScheduler``
+        or ``SequentialLR`` after the first position of a ``SequentialLR`` is refused (PyTorch
+        raises at its milestone).
+      num_steps: counts tabulated when built (integer >= 0).
+
+    Returns:
+      :class:`CycleSchedules`; ``momentum`` is ``None`` unless a member cycles it.
+
+    >>> chain = TorchScheduler("ChainedScheduler", members=(
+    ...     TorchScheduler("LinearLR", {"start_factor": 0.5, "total_iters": 2}),
+    ...     TorchScheduler("CosineAnnealingLR", {"T_max": 4, "eta_min": 0.1})))
+    >>> replay = replay_torch_schedulers(1.0, chain, num_steps=8)
+    >>> [round(float(replay.learning_rate(k)), 6) for k in range(6)]
+    [0.5, 0.65481, 0.55286, 0.232639, 0.1, 0.231802]
+    """
+    learning_rate = _validation.check_learning_rate("learning_rate", learning_rate)
+    _validation.check_static("learning_rate", learning_rate)
+    _check_torch_scheduler(scheduler, "scheduler")
+    num_steps = _validation.check_int("num_steps", num_steps, low=0)
+    replay = _Replay(learning_rate, scheduler)
+    rates = _replayed(replay, num_steps, 0)
+    return CycleSchedules(rates, _replayed(replay, num_steps, 1) if replay.cycles_momentum else None)
 
 
 # ------------------------------------------------------------------------------ the registry

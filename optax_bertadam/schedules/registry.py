@@ -435,6 +435,32 @@ _PYTORCH = (
         pytorch.cosine_annealing_warm_restarts,
         lambda lr, t, w: dict(learning_rate=lr, T_0=max(1, t // 4), T_mult=2, eta_min=lr / 100),
     ),
+    ScheduleRecord(
+        name="pytorch/SWALR",
+        factory=pytorch.swa_lr,
+        arguments=lambda lr, t, w: dict(learning_rate=lr, swa_lr=lr / 10, anneal_epochs=max(1, w),
+                                        anneal_strategy="cos"),
+        torch_counterpart="torch.optim.swa_utils.SWALR",
+    ),
+    ScheduleRecord(
+        # A nested SequentialLR whose first member chains a warmup with the recursive cosine.
+        name="pytorch/replay",
+        factory=pytorch.replay_torch_schedulers,
+        arguments=lambda lr, t, w: dict(
+            learning_rate=lr,
+            scheduler=pytorch.TorchScheduler("SequentialLR", members=(
+                pytorch.TorchScheduler("ChainedScheduler", members=(
+                    pytorch.TorchScheduler("LinearLR", dict(start_factor=0.1, total_iters=max(1, w))),
+                    pytorch.TorchScheduler("CosineAnnealingLR", dict(T_max=max(1, t - w),
+                                                                     eta_min=lr / 10)),
+                )),
+                pytorch.TorchScheduler("ExponentialLR", dict(gamma=0.9)),
+            ), milestones=(t,)),
+            num_steps=t + t // 2,
+        ),
+        torch_counterpart="torch_ref.schedules.live_schedulers",
+        torch_arguments=MappingProxyType({"num_steps": None}),
+    ),
     _torch_record(
         "OneCycleLR",
         pytorch.one_cycle_lr,
