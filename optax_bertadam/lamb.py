@@ -103,7 +103,8 @@ def clip_by_global_norm_ratio(
     eps = _validation.check_range("eps", eps, low=0.0)
 
     def init_fn(params):
-        if groups is not None:
+        disabled = _validation.is_concrete_scalar(max_norm) and max_norm == 0.0
+        if groups is not None and not disabled:
             transforms.check_mask_matches(
                 transforms.resolve_mask(groups, params), params, "groups"
             )
