@@ -109,13 +109,13 @@ class FusedLamb(Optimizer):
         # part2 reduces the blocks' partial sums; part3 takes the coefficient and steps.
         w_norm = torch.sqrt(torch.sum(p * p))
         u_norm = torch.sqrt(torch.sum(update * update))
-        coeff = torch.ones((), dtype=p.dtype)
+        coeff = torch.ones((), dtype=p.dtype, device=p.device)
         if w_norm != 0 and u_norm != 0:
             coeff = w_norm / u_norm
             if coeff > group["max_coeff"]:
-                coeff = torch.full((), group["max_coeff"], dtype=p.dtype)
+                coeff = torch.full((), group["max_coeff"], dtype=p.dtype, device=p.device)
             if coeff < group["min_coeff"]:
-                coeff = torch.full((), group["min_coeff"], dtype=p.dtype)
+                coeff = torch.full((), group["min_coeff"], dtype=p.dtype, device=p.device)
         p.sub_(step_size * coeff * update)
         return coeff
 
