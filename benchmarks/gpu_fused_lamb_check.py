@@ -101,9 +101,10 @@ def main() -> int:
         for n in SHAPES:
             reference = torch.stack([step[n] for step in real])
             scale = max(float(reference.abs().max()), 1e-30)
-            diff = max(float((a[n] - b[n]).abs().max()) for a, b in zip(real, twin))
+            diff = max(float((a[n] - b[n]).abs().max()) for a, b in zip(real, twin, strict=True))
             worst = max(worst, diff / scale)
-        coeff_diff = max(abs(a - b) for x, y in zip(real_coeffs, twin_coeffs) for a, b in zip(x, y))
+        coeff_diff = max(abs(a - b) for x, y in zip(real_coeffs, twin_coeffs, strict=True)
+                         for a, b in zip(x, y, strict=True))
         worst_overall = max(worst_overall, worst)
         print(f"{name:55s} param error {worst:.3e}   coefficient error {coeff_diff:.3e}")
     print(f"worst parameter error {worst_overall:.3e} (bound {TOL:.0e})")

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_bertadam import lr as lr_states
 from optax_bertadam import lamb, masks, optimizers, param_groups, torch_state, transforms
+from optax_bertadam import lr as lr_states
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
@@ -692,10 +692,10 @@ def from_torch(
     ``GreedyLR``; or a jnp function ``count -> factor`` of each group's ``lr`` (a ``LambdaLR``
     written with ``jax.numpy``).
     Refused (``ValueError`` naming it): ``maximize=True``, timm Lamb's ``decoupled_decay=True``,
-    a ``LambdaLR``/``MultiplicativeLR`` of a Python function of your own, a custom ``CyclicLR.scale_fn``, the restart schedules of
-    ``pytorch_pretrained_bert``, a loss-driven scheduler over ``Adafactor`` with
-    ``relative_step=True`` or ``beta1``, a scheduler whose per-group lists no longer match the
-    groups, and any other class.
+    a ``LambdaLR``/``MultiplicativeLR`` of a Python function of your own, a custom
+    ``CyclicLR.scale_fn``, the restart schedules of ``pytorch_pretrained_bert``, a loss-driven
+    scheduler over ``Adafactor`` with ``relative_step=True`` or ``beta1``, a scheduler whose
+    per-group lists no longer match the groups, and any other class.
 
     Args:
       optimizer: the live ``torch.optim.Optimizer``.

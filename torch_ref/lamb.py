@@ -61,7 +61,7 @@ class FusedLamb(Optimizer):
         if grad_norms is None:
             grad_norms = [None] * len(self.param_groups)
         del self.lamb_coeffs[:]
-        for group, group_grads, grad_norm in zip(self.param_groups, grads, grad_norms):
+        for group, group_grads, grad_norm in zip(self.param_groups, grads, grad_norms, strict=True):
             if group_grads is None:
                 group_grads = [None] * len(group["params"])
             combined_scale = scale
@@ -76,7 +76,7 @@ class FusedLamb(Optimizer):
                 if clip > 1:
                     combined_scale = clip * scale
             beta1, beta2 = group["betas"]
-            for p, grad in zip(group["params"], group_grads):
+            for p, grad in zip(group["params"], group_grads, strict=True):
                 if p.grad is None and grad is None:
                     continue
                 if grad is None:
