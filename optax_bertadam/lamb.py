@@ -467,6 +467,10 @@ def deepspeed_lamb(
     ``optimizer.step()`` with ``max_grad_norm > 0`` fails in DeepSpeed). Here the groups are the
     mask's two (decayed, not decayed), each divided by its own norm's ratio; without a mask, one
     group. DeepSpeed's loss ``scale`` is :func:`optax_bertadam.dynamic_loss_scale`'s business.
+    The DeepSpeed engine's ``gradient_clipping`` with ``"type": "Lamb"`` (fp16, the bing_bert
+    recipe) reaches FusedLamb through that ``scale``: every gradient divided by
+    ``max(1, (global_norm + 1e-6) / gradient_clipping)``, all groups together, i.e.
+    ``optax.chain(clip_by_global_norm_ratio(gradient_clipping, eps=1e-6), deepspeed_lamb(...))``.
 
     How it differs from ``optax.lamb``: optax corrects the moments' bias before the direction
     (``eps`` on the corrected scale) and takes the trust ratio of the corrected update, unclamped;
