@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_bertadam import _torch_scheduler_readers as scheduler_readers
-from optax_bertadam import _validation, optimizers, transforms
+from optax_bertadam import _validation, lamb, optimizers, transforms
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
@@ -98,6 +98,9 @@ class OptimizerRecord:
       factories: the optimizers of this package that reproduce it.
       state_keys: the per-parameter keys of its ``state`` that this package's states hold.
       writes_step: whether its per-parameter state has a ``step`` (``torch.optim.SGD``: no).
+      across_groups: ``optimizer -> GradientTransformation | None``: what the class does to the
+        gradients of all its groups together before any group's update (timm's Lamb divides
+        them by one global norm), applied to every trained parameter; ``None``: nothing.
     """
 
     name: str
@@ -106,6 +109,7 @@ class OptimizerRecord:
     factories: tuple[Callable[..., Any], ...]
     state_keys: tuple[str, ...] = ()
     writes_step: bool = True
+    across_groups: Callable[[Any], Any] | None = None
 
 
 def _refuse_flag(group: Mapping[str, Any], index: int, class_name: str, flag: str) -> None:
@@ -242,6 +246,45 @@ def _read_pretrained_bertadam(optimizer: Any, group: Mapping[str, Any], index: i
     ), None, multiplier)
 
 
+# The group keys of timm's Lamb (apex FusedLAMB's pure-PyTorch copy).
+_TIMM_LAMB_KEYS = frozenset(("lr", "bias_correction", "betas", "eps", "weight_decay", "grad_averaging",
+                             "trust_clip", "always_adapt"))
+
+
+def _is_timm_lamb(optimizer: Any) -> bool:
+    groups = getattr(optimizer, "param_groups", None)
+    return is_instance_of(optimizer, "timm.optim", "Lamb") and bool(groups) and all(
+        _TIMM_LAMB_KEYS <= set(g) for g in groups)
+
+
+def _read_timm_lamb(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    """A group of ``timm.optim.Lamb`` as :func:`optax_bertadam.nvidia_lamb`.
+
+    timm pre-normalises the gradients of all groups together by ``defaults['max_grad_norm']``
+    (a group's own key is not read): :func:`_timm_lamb_prenormalisation` does it before the
+    groups, so each group's copy has none. ``foreach`` only picks timm's arithmetic path.
+    """
+    del optimizer
+    g = _group_values(group)
+    if g.get("decoupled_decay", False):
+        raise ValueError(
+            f"timm Lamb(param_groups[{index}]['decoupled_decay']=True) is not supported by "
+            "from_torch: its trust ratio reads the parameters after an lr-dependent shrink"
+        )
+    b1, b2 = (scalar(b) for b in g["betas"])
+    return GroupOptimizer(lamb.nvidia_lamb, dict(
+        b1=b1, b2=b2, eps=g["eps"], weight_decay=g["weight_decay"],
+        grad_averaging=bool(g["grad_averaging"]), max_grad_norm=None,
+        bias_correction=bool(g["bias_correction"]), trust_clip=bool(g["trust_clip"]),
+        always_adapt=bool(g["always_adapt"]), caution=bool(g.get("caution", False)),
+    ), "b1")
+
+
+def _timm_lamb_prenormalisation(optimizer: Any) -> Any:
+    norm = scalar(optimizer.defaults.get("max_grad_norm"))
+    return None if norm is None else lamb.clip_by_global_norm_ratio(float(norm))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Exactly:
     """Recognises the class ``qualname`` of the package ``module`` (see :func:`is_instance_of`)."""
@@ -277,6 +320,10 @@ OPTIMIZERS: tuple[OptimizerRecord, ...] = (
     OptimizerRecord(
         "BertAdam of DeepSpeedExamples (bing_bert optimization.py)", _is_deepspeed_bertadam,
         _read_deepspeed_bertadam, (optimizers.bertadam,), ("next_m", "next_v"),
+    ),
+    OptimizerRecord(
+        "timm.optim.Lamb (apex FusedLAMB)", _is_timm_lamb, _read_timm_lamb, (lamb.nvidia_lamb,),
+        ("exp_avg", "exp_avg_sq"), across_groups=_timm_lamb_prenormalisation,
     ),
     OptimizerRecord(
         "pytorch_pretrained_bert.BertAdam", _exactly("pytorch_pretrained_bert", "BertAdam"),

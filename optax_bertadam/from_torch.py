@@ -239,14 +239,16 @@ def from_torch(
     ``transformers.Adafactor``, DeepSpeedExamples' ``BertAdam`` (bing_bert's
     ``optimization.py``, recognised by its parameter groups wherever it lives) and
     ``pytorch_pretrained_bert.BertAdam`` (its ConstantLR/WarmupConstant/WarmupLinear/WarmupCosine/
-    WarmupCosineWithWarmupRestarts schedule objects). Schedulers: StepLR, MultiStepLR,
+    WarmupCosineWithWarmupRestarts schedule objects), ``timm.optim.Lamb`` (apex ``FusedLAMB``;
+    its global pre-normalisation spans the groups). Schedulers: StepLR, MultiStepLR,
     ConstantLR, LinearLR, ExponentialLR, PolynomialLR, ChainedScheduler (of those),
     CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR (built-in modes), OneCycleLR,
     SequentialLR (of supported schedulers), every transformers ``get_scheduler`` LambdaLR,
     ``AdafactorSchedule``, ``ReduceLROnPlateau``, ``GreedyLR``; or a jnp function
     ``count -> factor`` of each group's ``initial_lr`` (a ``LambdaLR`` written with
     ``jax.numpy``).
-    Refused (``ValueError`` naming it): ``maximize=True``, a ``LambdaLR``/``MultiplicativeLR`` of a
+    Refused (``ValueError`` naming it): ``maximize=True``, timm Lamb's ``decoupled_decay=True``,
+    a ``LambdaLR``/``MultiplicativeLR`` of a
     Python function of your own, a custom ``CyclicLR.scale_fn``,
     ``pytorch_pretrained_bert``'s ``WarmupCosineWithHardRestartsSchedule``, a loss-driven
     scheduler over ``Adafactor`` with ``relative_step=True`` or ``beta1``, a scheduler whose
@@ -410,6 +412,11 @@ def from_torch(
     partition = param_groups.clip_groups_together(
         max_norm, clipped_together, label_tree, optax.partition(transformations, label_tree)
     )
+    across = record.across_groups(optimizer) if record.across_groups else None
+    if across is not None:
+        # Done to the gradients of every trained parameter together, before any group's update.
+        trained = lambda tree: jax.tree.map(lambda label: label != frozen, label_tree(tree))
+        partition = optax.chain(optax.masked(across, trained), partition)
     if loss_driven is None:
         return partition
     return _under_loss_driven_rule(partition, label_tree, loss_driven[0])
