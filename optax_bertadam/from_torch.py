@@ -30,7 +30,8 @@ PyTree = Any
 Schedule = Callable[[Any], Any]
 
 SUPPORTED_OPTIMIZERS = (
-    "torch.optim.AdamW", "torch.optim.Adam", "torch.optim.SGD", "transformers.Adafactor",
+    "torch.optim.AdamW", "torch.optim.Adam", "torch.optim.SGD", "torch.optim.Adagrad",
+    "torch.optim.RMSprop", "transformers.Adafactor",
     "torch_ref.BertAdam (DeepSpeed)", "pytorch_pretrained_bert.BertAdam",
 )
 _MULTIPLICATIVE = ("StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
@@ -519,6 +520,8 @@ def _group_optimizer(optimizer: Any, group: Mapping[str, Any], index: int) -> _G
             momentum=g["momentum"], dampening=g["dampening"], weight_decay=g["weight_decay"],
             nesterov=bool(g["nesterov"]),
         ), "momentum")
+    if module.startswith("torch.optim") and name in ("Adagrad", "RMSprop"):
+        return _adagrad_or_rmsprop(name, g, index)
     if module == "transformers.optimization" and name == "Adafactor":
         return _GroupOptimizer(optimizers.adafactor, dict(
             eps=tuple(g["eps"]), clip_threshold=g["clip_threshold"], decay_rate=g["decay_rate"],
@@ -545,6 +548,23 @@ def _group_optimizer(optimizer: Any, group: Mapping[str, Any], index: int) -> _G
         f"optimizer {module}.{name} is not supported by from_torch; supported: "
         f"{_listing(SUPPORTED_OPTIMIZERS)}"
     )
+
+
+def _adagrad_or_rmsprop(name: str, g: Mapping[str, Any], index: int) -> _GroupOptimizer:
+    """torch.optim.Adagrad / RMSprop: their group keys are this package's argument names.
+
+    ``foreach``/``differentiable``/``capturable`` change no number; ``maximize`` and Adagrad's
+    ``fused`` CPU kernel (its own arithmetic) are refused.
+    """
+    _refuse_flag(g, index, name, "maximize")
+    if name == "Adagrad":
+        _refuse_flag(g, index, name, "fused")
+        return _GroupOptimizer(optimizers.adagrad, {
+            key: g[key] for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+        }, None)
+    kwargs = {key: g[key] for key in ("alpha", "eps", "weight_decay", "momentum")}
+    return _GroupOptimizer(optimizers.rmsprop, {**kwargs, "centered": bool(g["centered"])},
+                           "momentum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -645,6 +665,8 @@ def from_torch(
 
     Supported optimizers: ``torch.optim.AdamW`` (amsgrad too), ``Adam`` (L2 decay, amsgrad,
     ``decoupled_weight_decay``), ``SGD`` (momentum, dampening, nesterov, weight_decay),
+    ``Adagrad`` (lr_decay, weight_decay, initial_accumulator_value, eps), ``RMSprop`` (alpha,
+    eps, weight_decay, momentum, centered),
     ``transformers.Adafactor``, DeepSpeed's ``torch_ref.BertAdam`` and
     ``pytorch_pretrained_bert.BertAdam`` (its ConstantLR/WarmupConstant/WarmupLinear/WarmupCosine
     schedule objects). Schedulers: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
