@@ -521,7 +521,7 @@ def _group_optimizer(optimizer: Any, group: Mapping[str, Any], index: int) -> _G
             nesterov=bool(g["nesterov"]),
         ), "momentum")
     if module.startswith("torch.optim") and name in ("Adagrad", "RMSprop"):
-        return _adagrad_or_rmsprop(name, g, index)
+        return _adagrad_or_rmsprop(optimizer, name, g, index)
     if module == "transformers.optimization" and name == "Adafactor":
         return _GroupOptimizer(optimizers.adafactor, dict(
             eps=tuple(g["eps"]), clip_threshold=g["clip_threshold"], decay_rate=g["decay_rate"],
@@ -550,7 +550,8 @@ def _group_optimizer(optimizer: Any, group: Mapping[str, Any], index: int) -> _G
     )
 
 
-def _adagrad_or_rmsprop(name: str, g: Mapping[str, Any], index: int) -> _GroupOptimizer:
+def _adagrad_or_rmsprop(optimizer: Any, name: str, g: Mapping[str, Any], index: int
+                        ) -> _GroupOptimizer:
     """torch.optim.Adagrad / RMSprop: their group keys are this package's argument names.
 
     ``foreach``/``differentiable``/``capturable`` change no number; ``maximize`` and Adagrad's
@@ -559,9 +560,12 @@ def _adagrad_or_rmsprop(name: str, g: Mapping[str, Any], index: int) -> _GroupOp
     _refuse_flag(g, index, name, "maximize")
     if name == "Adagrad":
         _refuse_flag(g, index, name, "fused")
-        return _GroupOptimizer(optimizers.adagrad, {
-            key: g[key] for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
-        }, None)
+        kwargs = {key: g[key] for key in ("lr_decay", "weight_decay", "eps")}
+        # torch fills every group's `sum` with the constructor's initial_accumulator_value: a
+        # group's own value is kept in the group but never read.
+        initial = _scalar(optimizer.defaults["initial_accumulator_value"])
+        return _GroupOptimizer(optimizers.adagrad, {**kwargs, "initial_accumulator_value": initial},
+                               None)
     kwargs = {key: g[key] for key in ("alpha", "eps", "weight_decay", "momentum")}
     return _GroupOptimizer(optimizers.rmsprop, {**kwargs, "centered": bool(g["centered"])},
                            "momentum")
