@@ -205,8 +205,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
             learning_rate=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1,
             eps=1e-8,
         )),
-        injectable=("learning_rate", "lr_decay", "weight_decay", "initial_accumulator_value",
-                    "eps"),
+        # initial_accumulator_value is read by init only: changing it mid-run changes nothing.
+        injectable=("learning_rate", "lr_decay", "weight_decay", "eps"),
         torch_class="torch.optim.Adagrad",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "lr_decay": "lr_decay", "weight_decay": "weight_decay",

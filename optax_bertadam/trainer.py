@@ -29,6 +29,7 @@ import jax
 import optax
 
 from optax_bertadam import masks, mixed_precision, optimizers, transforms
+from optax_bertadam.from_torch import from_torch as _from_torch
 from optax_bertadam.schedules import transformers as hf_schedules
 
 PyTree = Any
@@ -393,10 +394,17 @@ def _trainer_loss_reduction(trainer: Any) -> str:
     return "sum" if scaled else "mean"
 
 
+def _unwrap_accelerate(obj: Any, attribute: str) -> Any:
+    # train() hands the optimizer and scheduler to accelerate, which wraps them.
+    while obj is not None and type(obj).__module__.startswith("accelerate"):
+        obj = getattr(obj, attribute)
+    return obj
+
+
 def _trainer_optimizer(trainer: Any) -> Any:
     """The live optimizer, or (before ``train()``) the one ``create_optimizer`` would build."""
     if getattr(trainer, "optimizer", None) is not None:
-        return trainer.optimizer
+        return _unwrap_accelerate(trainer.optimizer, "optimizer")
     model = trainer.model
     decay = set(trainer.get_decay_parameter_names(model))
     named = list(model.named_parameters())
@@ -461,12 +469,16 @@ def from_trainer(
     >>> [round(float(lr), 6) for lr in ob.get_last_lr(tx.init(params))]  # decay group, no-decay
     [0.1, 0.1]
     """
-    from optax_bertadam import from_torch as from_torch_module
-
     args = trainer.args
     _optim_name(args)
     optimizer = _trainer_optimizer(trainer)
-    scheduler = getattr(trainer, "lr_scheduler", None)
+    scheduler = _unwrap_accelerate(getattr(trainer, "lr_scheduler", None), "scheduler")
+    if type(scheduler).__name__ in ("ReduceLROnPlateau", "GreedyLR"):
+        raise ValueError(
+            f"trainer.lr_scheduler={type(scheduler).__name__} is not supported: the Trainer steps "
+            "it with evaluation metrics, not once per optimizer step; use ob.reduce_lr_on_plateau "
+            "/ ob.greedy_lr with your metric"
+        )
     accumulation = int(getattr(args, "gradient_accumulation_steps", 1) or 1)
     dataset = getattr(trainer, "train_dataset", None)
     batches = None
@@ -479,6 +491,14 @@ def from_trainer(
                 f"{batches % accumulation} of each epoch, which is not reproduced; choose a "
                 "dataset size or batch size whose micro-batch count it divides"
             )
+    if scheduler is not None and _unwrap_accelerate(getattr(scheduler, "optimizer", None),
+                                                    "optimizer") is optimizer:
+        # The scheduler was built over accelerate's wrapper of the optimizer: a shallow copy
+        # pointing at the optimizer itself (the live scheduler is left alone).
+        import copy
+
+        scheduler = copy.copy(scheduler)
+        scheduler.optimizer = optimizer
     if scheduler is None:
         total = None if batches is None else training_steps_for(args, batches)
         total = _training_steps(args, total)
@@ -497,7 +517,7 @@ def from_trainer(
         else:
             scheduler = _schedule(args, 1.0, total)
     try:
-        tx = from_torch_module.from_torch(
+        tx = _from_torch(
             optimizer, scheduler, named_parameters=trainer.model.named_parameters(),
             params=params, name_map=name_map, transform=transform,
         )
