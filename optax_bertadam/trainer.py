@@ -77,8 +77,9 @@ def trainer_decay_mask(params: PyTree) -> PyTree:
     >>> from optax_bertadam.trainer import trainer_decay_mask
     >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
     ...           "LayerNorm_0": {"scale": jnp.ones(2)}, "final_norm": {"kernel": jnp.ones(2)}}
-    >>> trainer_decay_mask(params)
-    {'LayerNorm_0': {'scale': False}, 'dense': {'bias': False, 'kernel': True}, 'final_norm': {'kernel': False}}
+    >>> mask = trainer_decay_mask(params)
+    >>> mask["dense"], mask["LayerNorm_0"], mask["final_norm"]
+    ({'bias': False, 'kernel': True}, {'scale': False}, {'kernel': False})
     """
 
     def decays(path, _):
@@ -361,7 +362,7 @@ def from_training_arguments(
     optim = _optim_name(args)
     loss_reduction = _loss_reduction(loss_reduction)
     num_training_steps = _training_steps(args, num_training_steps)
-    learning_rate = float(getattr(args, "learning_rate"))
+    learning_rate = float(args.learning_rate)
     schedule = _schedule(args, learning_rate, num_training_steps)
     weight_decay = float(getattr(args, "weight_decay", 0.0) or 0.0)
     mask = trainer_decay_mask(params) if decay_mask is None else decay_mask
