@@ -464,7 +464,9 @@ def from_trainer(
     ...         return {"loss": ((self.dense(x)[:, 0] - labels) ** 2).mean()}
     >>> args = TrainingArguments(learning_rate=0.1, max_steps=4, weight_decay=0.1, report_to=[],
     ...                          use_cpu=True, save_strategy="no")
-    >>> trainer = Trainer(Tiny(), args)
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed's accelerator notice, if any
+    ...     trainer = Trainer(Tiny(), args)
     >>> params = {"dense": {"weight": jnp.zeros((1, 2)), "bias": jnp.zeros(1)}}
     >>> tx = ob.from_trainer(trainer, params=params)
     >>> [round(float(lr), 6) for lr in ob.get_last_lr(tx.init(params))]  # decay group, no-decay
