@@ -244,6 +244,42 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         torch_state_keys=("exp_avg", "exp_avg_sq"),
         mask_argument="mask",
     ),
+    Algorithm(
+        name="adagrad",
+        factory=optimizers.adagrad,
+        example=MappingProxyType(dict(
+            learning_rate=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1,
+            eps=1e-8,
+        )),
+        # initial_accumulator_value is read by init only: changing it mid-run changes nothing.
+        injectable=("learning_rate", "lr_decay", "weight_decay", "eps"),
+        torch_class="torch.optim.Adagrad",
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "lr_decay": "lr_decay", "weight_decay": "weight_decay",
+            "initial_accumulator_value": "initial_accumulator_value", "eps": "eps",
+        }),
+        torch_state_keys=("sum",),
+        # torch's L2 term applies to every parameter of a group: the mask is the set of
+        # parameters in groups with weight_decay, the others a group with weight_decay=0.
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="rmsprop",
+        factory=optimizers.rmsprop,
+        example=MappingProxyType(dict(
+            learning_rate=0.01, alpha=0.9, eps=1e-6, weight_decay=0.01, momentum=0.8,
+            centered=True,
+        )),
+        static_args=("centered",),
+        injectable=("learning_rate", "alpha", "eps", "weight_decay", "momentum"),
+        torch_class="torch.optim.RMSprop",
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "alpha": "alpha", "eps": "eps", "weight_decay": "weight_decay",
+            "momentum": "momentum", "centered": "centered",
+        }),
+        torch_state_keys=("square_avg", "momentum_buffer", "grad_avg"),
+        mask_argument="mask",
+    ),
 )
 
 #: The building blocks and wrappers of the package (no PyTorch twin of their own: the

@@ -153,6 +153,31 @@ def _read_sgd(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOpti
     ), "momentum")
 
 
+def _read_adagrad(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    """``foreach``/``differentiable`` change no number; ``maximize`` and the ``fused`` CPU kernel
+    (its own arithmetic) are refused."""
+    g = _group_values(group)
+    _refuse_flag(g, index, "Adagrad", "maximize")
+    _refuse_flag(g, index, "Adagrad", "fused")
+    # torch fills every group's `sum` with the constructor's initial_accumulator_value: a group's
+    # own value is kept in the group but never read.
+    initial = scalar(optimizer.defaults["initial_accumulator_value"])
+    return GroupOptimizer(optimizers.adagrad, dict(
+        lr_decay=g["lr_decay"], weight_decay=g["weight_decay"], eps=g["eps"],
+        initial_accumulator_value=initial,
+    ), None)
+
+
+def _read_rmsprop(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    del optimizer
+    g = _group_values(group)
+    _refuse_flag(g, index, "RMSprop", "maximize")
+    return GroupOptimizer(optimizers.rmsprop, dict(
+        alpha=g["alpha"], eps=g["eps"], weight_decay=g["weight_decay"], momentum=g["momentum"],
+        centered=bool(g["centered"]),
+    ), "momentum")
+
+
 def _read_adafactor(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
     del optimizer, index
     g = _group_values(group)
@@ -312,6 +337,14 @@ OPTIMIZERS: tuple[OptimizerRecord, ...] = (
     OptimizerRecord(
         "torch.optim.SGD", _exactly("torch.optim", "SGD"), _read_sgd, (optimizers.sgd,),
         ("momentum_buffer",), writes_step=False,
+    ),
+    OptimizerRecord(
+        "torch.optim.Adagrad", _exactly("torch.optim", "Adagrad"), _read_adagrad,
+        (optimizers.adagrad,), ("sum",),
+    ),
+    OptimizerRecord(
+        "torch.optim.RMSprop", _exactly("torch.optim", "RMSprop"), _read_rmsprop,
+        (optimizers.rmsprop,), ("square_avg", "momentum_buffer", "grad_avg"),
     ),
     OptimizerRecord(
         "transformers.Adafactor", _exactly("transformers", "Adafactor"), _read_adafactor,
@@ -817,3 +850,113 @@ def read_loss_driven(scheduler: Any, optimizer: Any) -> tuple[hf_schedules.LossD
     if scheduler.optimizer is not optimizer:
         raise ValueError("scheduler is invalid: it drives another optimizer than optimizer")
     return record.read(scheduler, SchedulerContext(optimizer, None, lambda member: []))
+
+
+# ------------------------------------------------------------- the transformers Trainer's optim
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerOptimRecord:
+    """One ``TrainingArguments.optim`` name whose optimizer runs from plain torch/transformers.
+
+    A configuration becomes what a live optimizer would hold: :attr:`group` gives the parameter
+    group the Trainer's optimizer would have, which the record of that optimizer class
+    (:attr:`optimizer`) reads as it reads a live one. One path, two front doors.
+
+    Attributes:
+      name: the ``optim`` value, e.g. ``"adamw_torch"``.
+      optimizer: the name of the :class:`OptimizerRecord` of the class the Trainer builds.
+      group: ``(args, optim_args) -> group dict`` (without ``params``): the hyperparameters of a
+        group of that optimizer as the Trainer constructs it (``args.learning_rate``,
+        ``adam_beta1/2``, ``adam_epsilon``, the class's defaults, ``optim_args``).
+      optim_args: the ``args.optim_args`` keys the Trainer reads for it (others are ignored).
+    """
+
+    name: str
+    optimizer: str
+    group: Callable[[Any, Mapping[str, Any]], dict[str, Any]]
+    optim_args: tuple[str, ...] = ()
+
+    def read(self, args: Any, optim_args: Mapping[str, Any], weight_decay: float) -> GroupOptimizer:
+        """The :class:`GroupOptimizer` of a group with ``weight_decay`` (the decayed group)."""
+        group = {**self.group(args, optim_args), "weight_decay": weight_decay}
+        record = optimizer_record_by_name(self.optimizer)
+        # The readers take (optimizer, group, index); a configured optimizer's defaults are its
+        # group's values.
+        live = _ConfiguredOptimizer(defaults=group, param_groups=[group])
+        return record.read_group(live, group, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConfiguredOptimizer:
+    defaults: Mapping[str, Any]
+    param_groups: list[Mapping[str, Any]]
+
+
+def _adam_group(args: Any, optim_args: Mapping[str, Any]) -> dict[str, Any]:
+    del optim_args  # the Trainer passes none to AdamW
+    return dict(lr=float(args.learning_rate), betas=(float(args.adam_beta1), float(args.adam_beta2)),
+                eps=float(args.adam_epsilon), amsgrad=False, maximize=False)
+
+
+def _adafactor_group(args: Any, optim_args: Mapping[str, Any]) -> dict[str, Any]:
+    del optim_args
+    # The Trainer's own Adafactor arguments: an external rate, no parameter scaling.
+    return dict(lr=float(args.learning_rate), eps=(1e-30, 1e-3), clip_threshold=1.0,
+                decay_rate=-0.8, beta1=None, scale_parameter=False, relative_step=False,
+                warmup_init=False)
+
+
+def _sgd_group(args: Any, optim_args: Mapping[str, Any]) -> dict[str, Any]:
+    return {**dict(lr=float(args.learning_rate), momentum=0.0, dampening=0.0, nesterov=False,
+                   maximize=False), **optim_args}
+
+
+def _adagrad_group(args: Any, optim_args: Mapping[str, Any]) -> dict[str, Any]:
+    return {**dict(lr=float(args.learning_rate), lr_decay=0.0, eps=1e-10,
+                   initial_accumulator_value=0.0, maximize=False), **optim_args}
+
+
+def _rmsprop_group(args: Any, optim_args: Mapping[str, Any]) -> dict[str, Any]:
+    return {**dict(lr=float(args.learning_rate), alpha=0.99, eps=1e-8, momentum=0.0,
+                   centered=False, maximize=False), **optim_args}
+
+
+#: Every ``TrainingArguments.optim`` the library reproduces.
+TRAINER_OPTIMS: tuple[TrainerOptimRecord, ...] = (
+    TrainerOptimRecord("adamw_torch", "torch.optim.AdamW", _adam_group),
+    TrainerOptimRecord("adamw_torch_fused", "torch.optim.AdamW", _adam_group),
+    TrainerOptimRecord("adafactor", "transformers.Adafactor", _adafactor_group),
+    TrainerOptimRecord("sgd", "torch.optim.SGD", _sgd_group,
+                       ("momentum", "dampening", "weight_decay", "nesterov")),
+    TrainerOptimRecord("adagrad", "torch.optim.Adagrad", _adagrad_group,
+                       ("lr_decay", "weight_decay", "eps")),
+    TrainerOptimRecord("rmsprop", "torch.optim.RMSprop", _rmsprop_group,
+                       ("momentum", "alpha", "eps", "weight_decay", "centered")),
+)
+
+
+def optimizer_record_by_name(name: str) -> OptimizerRecord:
+    """The :class:`OptimizerRecord` called ``name``, e.g. ``"torch.optim.AdamW"``."""
+    for record in OPTIMIZERS:
+        if record.name == name:
+            return record
+    raise ValueError(
+        f"name={name!r} is invalid: expected one of {_validation.listing((r.name for r in OPTIMIZERS), None)}"
+    )
+
+
+def trainer_optim_record(optim: str) -> TrainerOptimRecord:
+    """The record of ``TrainingArguments.optim``.
+
+    Raises:
+      ValueError: naming ``args.optim`` and listing the supported names.
+    """
+    for record in TRAINER_OPTIMS:
+        if record.name == optim:
+            return record
+    raise ValueError(
+        f"args.optim={optim!r} is not supported: its optimizer needs a package other than "
+        f"torch/transformers or has no reproduction here; supported: "
+        f"{_validation.listing((r.name for r in TRAINER_OPTIMS), None)}"
+    )

@@ -236,8 +236,9 @@ def from_torch(
     The classes it reads are the records of :mod:`optax_bertadam.catalogue`. Optimizers:
     ``torch.optim.AdamW`` (amsgrad too), ``Adam`` (L2 decay, amsgrad,
     ``decoupled_weight_decay``), ``SGD`` (momentum, dampening, nesterov, weight_decay),
-    ``transformers.Adafactor``, DeepSpeedExamples' ``BertAdam`` (bing_bert's
-    ``optimization.py``, recognised by its parameter groups wherever it lives) and
+    ``Adagrad`` (lr_decay, weight_decay, initial_accumulator_value, eps), ``RMSprop`` (alpha,
+    eps, weight_decay, momentum, centered), ``transformers.Adafactor``, DeepSpeedExamples'
+    ``BertAdam`` (bing_bert's ``optimization.py``, recognised by its parameter groups wherever it lives) and
     ``pytorch_pretrained_bert.BertAdam`` (its ConstantLR/WarmupConstant/WarmupLinear/WarmupCosine/
     WarmupCosineWithWarmupRestarts schedule objects), ``timm.optim.Lamb`` (apex ``FusedLAMB``;
     its global pre-normalisation spans the groups). Schedulers: StepLR, MultiStepLR,

@@ -1029,3 +1029,214 @@ def sgd(
         optax.GradientTransformation(init_fn, update_fn),
         transforms.scale_by_scheduled_learning_rate(learning_rate),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.optim.Adagrad and torch.optim.RMSprop
+# ---------------------------------------------------------------------------------------------
+
+
+class AdagradState(NamedTuple):
+    """State of :func:`adagrad`'s accumulator, named as ``torch.optim.Adagrad`` names it.
+
+    Attributes:
+      count: updates applied so far (torch's ``state["step"]``; ``lr_decay`` reads it).
+      sum: the running sum of squared gradients per parameter (starts at
+        ``initial_accumulator_value``).
+    """
+
+    count: Any
+    sum: PyTree
+
+
+def adagrad(
+    learning_rate: float | Callable[[Any], Any] = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    *,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Adagrad``: per-coordinate rates from the sum of squared gradients.
+
+    Reproduces ``torch.optim.Adagrad(params, lr, lr_decay, weight_decay,
+    initial_accumulator_value, eps)`` (dense gradients). At update :math:`t = k + 1`:
+
+    .. math::
+      g &\leftarrow g + \text{weight\_decay}\cdot p \quad\text{(L2; where the mask is True)} \\
+      s &\leftarrow s + g^2 \qquad (s_0 = \text{initial\_accumulator\_value}) \\
+      p &\leftarrow p - \frac{\mathrm{lr}_k}{1 + k\,\text{lr\_decay}}\,
+          \frac{g}{\sqrt{s} + \text{eps}}
+
+    ``lr_decay`` divides the (scheduled) rate inside the step, as torch's ``clr`` does:
+    :func:`optax_bertadam.get_lr` reports ``lr_k`` (``param_groups[i]['lr']``, what a scheduler
+    and the transformers Trainer report), not ``clr``. ``maximize=True`` has no argument here:
+    negate the gradients. ``foreach``/``differentiable`` change no number.
+
+    Args:
+      learning_rate: ``lr`` (``>= 0``) or a schedule ``count -> rate``.
+      lr_decay: ``>= 0``; the step's rate is ``lr / (1 + k * lr_decay)``.
+      weight_decay: L2 coefficient, ``>= 0``.
+      initial_accumulator_value: the sum's starting value, ``>= 0``.
+      eps: added to ``sqrt(s)``, ``>= 0``.
+      mask: bool tree (or function of the params returning one), True where the L2 term applies
+        (torch expresses it as a group with ``weight_decay=0``).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state holds torch's ``sum`` (and ``step`` as
+      ``count``).
+
+    >>> import jax.numpy as jnp, optax_bertadam as ob
+    >>> tx = ob.adagrad(0.1, lr_decay=1.0)
+    >>> state = tx.init({"w": jnp.zeros(1)})
+    >>> u1, state = tx.update({"w": jnp.full(1, 3.0)}, state)
+    >>> u2, state = tx.update({"w": jnp.full(1, 4.0)}, state)
+    >>> [round(u1["w"].item(), 6), round(u2["w"].item(), 6)]  # -0.1 * 3/3, -0.1/2 * 4/5
+    [-0.1, -0.04]
+    """
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
+    lr_decay = _validation.check_range("lr_decay", lr_decay, low=0.0)
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+    initial_accumulator_value = _validation.check_range(
+        "initial_accumulator_value", initial_accumulator_value, low=0.0
+    )
+    eps = _validation.check_range("eps", eps, low=0.0)
+
+    def init_fn(params):
+        return AdagradState(
+            jnp.zeros([], jnp.int32),
+            jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        # clr = lr / (1 + (step - 1) * lr_decay), step counted from 1; in the default float dtype.
+        divisor = 1.0 + jnp.asarray(state.count, dtype=float) * lr_decay
+        sums = jax.tree.map(lambda s, g: (s + g * g).astype(s.dtype), state.sum, updates)
+        direction = jax.tree.map(
+            lambda g, s: ((g / (jnp.sqrt(s) + eps)) / divisor.astype(g.dtype)).astype(g.dtype),
+            updates, sums,
+        )
+        return direction, AdagradState(optax.safe_increment(state.count), sums)
+
+    return optax.chain(
+        transforms.add_decayed_weights(weight_decay, mask),
+        optax.GradientTransformation(init_fn, update_fn),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )
+
+
+class RMSpropState(NamedTuple):
+    """State of :func:`rmsprop`, named as ``torch.optim.RMSprop`` names it.
+
+    Attributes:
+      count: updates applied so far (torch's ``state["step"]``).
+      square_avg: running average of squared gradients.
+      grad_avg: running average of gradients (``centered=True``), else ``None``.
+      momentum_buffer: the momentum buffer (``momentum`` given), else ``None``.
+    """
+
+    count: Any
+    square_avg: PyTree
+    grad_avg: PyTree
+    momentum_buffer: PyTree
+
+
+def rmsprop(
+    learning_rate: float | Callable[[Any], Any] = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    *,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.RMSprop``: gradients divided by a running RMS, optionally centered, momentum.
+
+    Reproduces ``torch.optim.RMSprop(params, lr, alpha, eps, weight_decay, momentum, centered)``:
+
+    .. math::
+      g &\leftarrow g + \text{weight\_decay}\cdot p \quad\text{(L2; where the mask is True)} \\
+      v &\leftarrow \alpha v + (1 - \alpha) g^2, \qquad
+          \bar g \leftarrow \bar g + (1 - \alpha)(g - \bar g) \text{ (centered)} \\
+      a &= \sqrt{v - \bar g^2} + \text{eps} \text{ if centered else } \sqrt{v} + \text{eps} \\
+      b &\leftarrow \mu b + g / a \quad (b_0 = 0), \qquad
+          p \leftarrow p - \mathrm{lr}_k\,(b \text{ if } \mu > 0 \text{ else } g / a)
+
+    Unlike ``optax.rmsprop``, eps is added outside the square root and the momentum buffer
+    starts from zero and holds ``g / a`` before the rate, as torch's does. With ``momentum=0``
+    the state holds no buffer; a momentum given as an array (``optax.inject_hyperparams``, e.g.
+    ``OneCycleLR`` cycling it) keeps one. ``maximize=True`` has no argument here: negate the
+    gradients. ``foreach``/``differentiable``/``capturable`` change no number.
+
+    Args:
+      learning_rate: ``lr`` (``>= 0``) or a schedule ``count -> rate``.
+      alpha: smoothing constant, ``>= 0`` (torch's check).
+      eps: added to the root, ``>= 0``.
+      weight_decay: L2 coefficient, ``>= 0``.
+      momentum: :math:`\mu`, ``>= 0``.
+      centered: normalise by the estimated variance (subtract the squared mean gradient).
+      mask: bool tree (or function of the params returning one), True where the L2 term applies.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state holds torch's ``square_avg``,
+      ``grad_avg`` and ``momentum_buffer``.
+
+    >>> import jax.numpy as jnp, optax_bertadam as ob
+    >>> tx = ob.rmsprop(0.1, alpha=0.75)
+    >>> state = tx.init({"w": jnp.zeros(1)})
+    >>> updates, state = tx.update({"w": jnp.full(1, 2.0)}, state)
+    >>> round(updates["w"].item(), 5)  # -0.1 * 2 / sqrt(0.25 * 4)
+    -0.2
+    """
+    with_buffer = not (isinstance(momentum, (int, float)) and momentum == 0)
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
+    alpha = _validation.check_range("alpha", alpha, low=0.0)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+    momentum = _validation.check_range("momentum", momentum, low=0.0)
+    centered = _check_bool("centered", centered)
+
+    def init_fn(params):
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return RMSpropState(
+            jnp.zeros([], jnp.int32), zeros(), zeros() if centered else None,
+            zeros() if with_buffer else None,
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        # square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        square_avg = jax.tree.map(
+            lambda v, g: (alpha * v + (1.0 - alpha) * (g * g)).astype(v.dtype),
+            state.square_avg, updates,
+        )
+        if centered:
+            # grad_avg.lerp_(grad, 1 - alpha); square_avg.addcmul(grad_avg, grad_avg, value=-1)
+            grad_avg = jax.tree.map(
+                lambda m, g: (m + (1.0 - alpha) * (g - m)).astype(m.dtype), state.grad_avg, updates
+            )
+            avg = jax.tree.map(lambda v, m: jnp.sqrt(v - m * m) + eps, square_avg, grad_avg)
+        else:
+            grad_avg = None
+            avg = jax.tree.map(lambda v: jnp.sqrt(v) + eps, square_avg)
+        if with_buffer:
+            buffer = jax.tree.map(
+                lambda b, g, a: (momentum * b + g / a).astype(b.dtype),
+                state.momentum_buffer, updates, avg,
+            )
+            direction = jax.tree.map(lambda b, g: b.astype(g.dtype), buffer, updates)
+        else:
+            buffer = None
+            direction = jax.tree.map(lambda g, a: (g / a).astype(g.dtype), updates, avg)
+        return direction, RMSpropState(
+            optax.safe_increment(state.count), square_avg, grad_avg, buffer
+        )
+
+    return optax.chain(
+        transforms.add_decayed_weights(weight_decay, mask),
+        optax.GradientTransformation(init_fn, update_fn),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )

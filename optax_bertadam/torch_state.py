@@ -18,6 +18,8 @@ optax state                                torch per-parameter state
 ``AdafactorState.exp_avg_sq_row/_col``        ``transformers.Adafactor``: the same keys (rank >= 2;
                                              swapped when ``transform`` transposes the kernel)
 ``AdafactorState.exp_avg_sq``                 ``exp_avg_sq`` (parameters of rank < 2)
+``AdagradState.sum``                          ``torch.optim.Adagrad``: ``sum``
+``RMSpropState.square_avg/grad_avg/...``      ``torch.optim.RMSprop``: the same keys
 any field named ``next_m``, ``exp_avg``, ...  the torch key of the same name
 every integer ``count`` field                 ``step`` (the same for every parameter)
 =========================================  ==============================================
@@ -56,8 +58,8 @@ _FACTORED_KEYS = ("exp_avg_sq_row", "exp_avg_sq_col")
 # Per-parameter values torch recomputes at every step before using them (Adafactor's "RMS" of
 # the parameter): nothing to carry over.
 _DERIVED_KEYS = ("RMS",)
-# torch.optim.Adam/AdamW keep `step` as a float32 tensor; BertAdam keeps a Python int.
-_TENSOR_STEP_KEYS = ("exp_avg",)
+# torch.optim.Adam/AdamW/Adagrad/RMSprop keep `step` as a float32 tensor; BertAdam a Python int.
+_TENSOR_STEP_KEYS = ("exp_avg", "sum", "square_avg")
 # States made of these keys only keep no `step` (torch.optim.SGD).
 _STEPLESS_KEYS = tuple(key for record in catalogue.OPTIMIZERS if not record.writes_step
                        for key in record.state_keys)

@@ -74,6 +74,20 @@ def _l2_norms(leaves: list[Array]) -> list[Array]:
     return norms
 
 
+class ClipGradNormState(NamedTuple):
+    """State of :func:`clip_grad_norm`: the norm(s) the last update measured, before clipping.
+
+    Attributes:
+      grad_norm: with ``per_tensor=False`` a scalar, the global norm of the gradients
+        (``clip_grad_norm_``'s return value, what the transformers Trainer logs as
+        ``grad_norm``); with ``per_tensor=True`` a tree of scalars, each tensor's own norm
+        (BertAdam clips each tensor by it). Zeros before the first update. Accumulated in (at
+        least) float32, as torch's ``vector_norm``.
+    """
+
+    grad_norm: Any
+
+
 def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.GradientTransformation:
     r"""Clip gradients exactly as ``torch.nn.utils.clip_grad_norm_`` does.
 
@@ -84,24 +98,40 @@ def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.Gradie
     (``clip_grad_norm_(p, max_grad_norm)`` inside its loop over parameters). With
     ``per_tensor=False`` it is the global norm of the whole tree, i.e.
     ``clip_grad_norm_(model.parameters(), max_norm)``. Unlike ``optax.clip_by_global_norm``, the
-    coefficient carries torch's ``+1e-6`` and is applied even when it is 1.
+    coefficient carries torch's ``+1e-6`` and is applied even when it is 1. ``max_norm=inf``
+    measures without clipping (the coefficient is exactly 1), as the transformers Trainer does
+    with ``max_grad_norm=0``. The pre-clip norm is kept in the state:
+    :func:`get_grad_norm` reads it.
 
     Args:
-      max_norm: the largest norm allowed (> 0).
+      max_norm: the largest norm allowed (> 0; ``inf``: measure only).
       per_tensor: clip each tensor by its own norm (BertAdam) instead of the global norm.
 
     Returns:
-      An ``optax.GradientTransformation`` with an ``optax.EmptyState``.
+      An ``optax.GradientTransformation`` with a :class:`ClipGradNormState`.
 
     Example:
       >>> import jax.numpy as jnp, optax_bertadam as ob
       >>> grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([0.5])}
       >>> tx = ob.clip_grad_norm(1.0, per_tensor=True)
-      >>> updates, _ = tx.update(grads, tx.init(grads))
+      >>> updates, state = tx.update(grads, tx.init(grads))
       >>> [round(x, 4) for x in updates["a"].tolist()], updates["b"].tolist()
       ([0.6, 0.8], [0.5])
+      >>> float(ob.get_grad_norm(state)["a"])  # per tensor: each tensor's norm
+      5.0
     """
     max_norm = _validation.check_range("max_norm", max_norm, low=0.0, low_inclusive=False)
+
+    def norm_dtype(leaves):
+        return jnp.result_type(jnp.float32, *[jnp.asarray(x).dtype for x in leaves])
+
+    def init_fn(params):
+        if per_tensor:
+            return ClipGradNormState(jax.tree.map(
+                lambda p: jnp.zeros([], jnp.promote_types(jnp.asarray(p).dtype, jnp.float32)),
+                params,
+            ))
+        return ClipGradNormState(jnp.zeros([], norm_dtype(jax.tree.leaves(params))))
 
     def update_fn(updates, state, params=None):
         del params
@@ -109,13 +139,64 @@ def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.Gradie
         norms = _l2_norms(leaves)
         if per_tensor:
             coefficients = [_torch_clip_coefficient(norm, max_norm) for norm in norms]
+            measured = jax.tree.unflatten(treedef, norms)
+            # The state keeps init's dtypes (a jitted loop carries it unchanged).
+            measured = jax.tree.map(lambda n, old: n.astype(old.dtype), measured, state.grad_norm)
         else:
             total = jnp.sqrt(sum(jnp.square(norm) for norm in norms))
             coefficients = [_torch_clip_coefficient(total, max_norm)] * len(leaves)
+            measured = jnp.asarray(total).astype(jnp.asarray(state.grad_norm).dtype)
         clipped = [g * c.astype(g.dtype) for g, c in zip(leaves, coefficients, strict=True)]
-        return jax.tree.unflatten(treedef, clipped), state
+        return jax.tree.unflatten(treedef, clipped), ClipGradNormState(measured)
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def get_grad_norm(opt_state: Any) -> Any:
+    """The gradient norm the last update measured before clipping, found inside ``opt_state``.
+
+    Reads the :class:`ClipGradNormState` of :func:`clip_grad_norm` (the first one in tree order,
+    i.e. the first clipping transform of a chain), also inside ``optax.chain``,
+    ``optax.MultiSteps`` (updated at each real update only), ``optax.partition``,
+    :func:`optax_bertadam.from_trainer`'s transformation or ``flax.nnx.Optimizer``'s state.
+
+    * A global clip (``per_tensor=False``; the Trainer's ``max_grad_norm``, including its
+      measure-only ``max_grad_norm=0``, DeepSpeed BertAdam's ``clip_mode="global"``): a scalar,
+      what ``torch.nn.utils.clip_grad_norm_`` returns and the Trainer logs as ``grad_norm``.
+    * BertAdam's per-tensor clip (``per_tensor=True``): a tree of scalars with the gradients'
+      structure, each tensor's own norm (the norm each was clipped by); there is no global norm in
+      BertAdam, so none is invented. Inside ``optax.partition`` the leaves other groups own are
+      ``optax.MaskedNode``.
+
+    Args:
+      opt_state: an optax state.
+
+    Returns:
+      A scalar array, or a tree of scalars for a per-tensor clip.
+
+    Raises:
+      ValueError: if ``opt_state`` holds no clipping state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optax_bertadam as ob
+      >>> tx = optax.chain(ob.clip_grad_norm(1.0), optax.sgd(0.1))
+      >>> grads = {"a": jnp.array([3.0, 4.0])}
+      >>> _, state = tx.update(grads, tx.init(grads))
+      >>> float(ob.get_grad_norm(state))
+      5.0
+    """
+    is_clip = lambda node: isinstance(node, ClipGradNormState)  # noqa: E731
+    for node in jax.tree.leaves(opt_state, is_leaf=is_clip):
+        if is_clip(node):
+            return jax.tree.map(
+                lambda leaf: leaf.get_value() if callable(getattr(leaf, "get_value", None)) else leaf,
+                node.grad_norm, is_leaf=lambda leaf: callable(getattr(leaf, "get_value", None)),
+            )
+    raise ValueError(
+        "opt_state holds no gradient norm: no clip_grad_norm inside it (bertadam with "
+        "max_grad_norm > 0, from_training_arguments / from_trainer, or chain "
+        "ob.clip_grad_norm(max_norm) in front)"
+    )
 
 
 class ScaleByBiasFreeAdamState(NamedTuple):
