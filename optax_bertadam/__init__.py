@@ -1,5 +1,10 @@
 """optax-bertadam: BERT-era PyTorch optimizers and schedules as optax transformations."""
 
+from optax_bertadam._validation import (
+    NegativeLearningRateWarning,
+    OptaxBertAdamWarning,
+    WarmupIgnoredWarning,
+)
 from optax_bertadam.checkpoint import restore_train_state, save_train_state
 from optax_bertadam.compare import compare_training
 from optax_bertadam.from_torch import from_torch
@@ -52,6 +57,9 @@ from optax_bertadam.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "OptaxBertAdamWarning",
+    "WarmupIgnoredWarning",
+    "NegativeLearningRateWarning",
     "DynamicLossScaleState",
     "SkipNonfiniteState",
     "all_finite",

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_bertadam import _validation
 from optax_bertadam import lr as lr_lib
 from optax_bertadam.torch_state import (
     _flax_paths,
@@ -642,7 +643,7 @@ def compare_training(
     puts ``Linear`` weights in the Flax layout; ``print(report)`` shows the table and the
     explanation, ``report.plot("compare.png")`` and ``report.to_json("compare.json")`` save it.
     """
-    import torch  # only here: the module imports without torch
+    torch = _validation.import_torch("compare_training")  # only here: the module imports without torch
 
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {', '.join(map(repr, MODES))}")

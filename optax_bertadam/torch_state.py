@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_bertadam import _validation
 from optax_bertadam.masks import parameter_name
 
 PyTree = Any
@@ -632,7 +633,7 @@ def to_torch_state_dict(
       >>> tuple(optimizer.state[model.weight]["exp_avg"].shape), float(optimizer.state[model.bias]["step"])
       ((2, 3), 1.0)
     """
-    import torch  # only here: the rest of the module works without torch
+    torch = _validation.import_torch("to_torch_state_dict")  # only here: the module works without torch
 
     reference = optimizer.state_dict()
     ids = _group_ids(reference["param_groups"])

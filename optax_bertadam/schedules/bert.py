@@ -226,6 +226,7 @@ def validate_schedule_kwargs(schedule: str, schedule_kwargs: Mapping[str, Any] |
     return resolved
 
 
+@_validation.explains_torch_habits
 def bert_schedule(
     schedule: str,
     learning_rate: float,
@@ -328,6 +329,19 @@ def bert_multiplier(
     _validation.check_static("warmup", warmup)
     kwargs = validate_schedule_kwargs(schedule, schedule_kwargs)
     boundary = warmup_end_count(t_total, warmup) if t_total != -1 else 0
+    if t_total == -1 and warmup != -1:
+        _validation.warn(
+            f"warmup={warmup!r} has no effect without t_total: the rate stays constant (as "
+            "upstream BertAdam with t_total=-1); pass t_total=<number of updates> to warm up",
+            _validation.WarmupIgnoredWarning,
+        )
+    if schedule == "warmup_linear" and t_total != -1 and not clamp_at_zero:
+        _validation.warn(
+            f"schedule='warmup_linear' gives a negative learning rate after t_total={t_total} "
+            "updates (as upstream BertAdam): stop by then, or pass clamp_lr_at_zero=True "
+            "(clamp_at_zero=True for bert_schedule) to stay at 0",
+            _validation.NegativeLearningRateWarning,
+        )
     return BertScheduleMultiplier(
         schedule=schedule,
         t_total=t_total,

@@ -198,6 +198,7 @@ class CycleSchedules(NamedTuple):
 # --------------------------------------------------------------------- multiplicative schedulers
 
 
+@_validation.explains_torch_habits
 def step_lr(learning_rate: float, step_size: int, gamma: float = 0.1) -> ChainableSchedule:
     r"""Decay by ``gamma`` every ``step_size`` updates: ``torch.optim.lr_scheduler.StepLR``.
 
@@ -229,6 +230,7 @@ def step_lr(learning_rate: float, step_size: int, gamma: float = 0.1) -> Chainab
     return ChainableSchedule(learning_rate, multiplier, "StepLR")
 
 
+@_validation.explains_torch_habits
 def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float = 0.1) -> ChainableSchedule:
     r"""Decay by ``gamma`` at each milestone: ``torch.optim.lr_scheduler.MultiStepLR``.
 
@@ -269,6 +271,7 @@ def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float 
     return ChainableSchedule(learning_rate, multiplier, "MultiStepLR")
 
 
+@_validation.explains_torch_habits
 def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5) -> ChainableSchedule:
     r"""``factor * lr`` for the first ``total_iters`` updates: ``torch.optim.lr_scheduler.ConstantLR``.
 
@@ -300,6 +303,7 @@ def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int 
     return ChainableSchedule(learning_rate, multiplier, "ConstantLR")
 
 
+@_validation.explains_torch_habits
 def linear_lr(
     learning_rate: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
 ) -> ChainableSchedule:
@@ -338,6 +342,7 @@ def linear_lr(
     return ChainableSchedule(learning_rate, multiplier, "LinearLR")
 
 
+@_validation.explains_torch_habits
 def exponential_lr(learning_rate: float, gamma: float) -> ChainableSchedule:
     r"""Decay by ``gamma`` every update: ``torch.optim.lr_scheduler.ExponentialLR``.
 
@@ -364,6 +369,7 @@ def exponential_lr(learning_rate: float, gamma: float) -> ChainableSchedule:
     return ChainableSchedule(learning_rate, multiplier, "ExponentialLR")
 
 
+@_validation.explains_torch_habits
 def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0) -> ChainableSchedule:
     r"""Polynomial decay to 0 at ``total_iters``: ``torch.optim.lr_scheduler.PolynomialLR``.
 
@@ -397,6 +403,7 @@ def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0
     return ChainableSchedule(learning_rate, multiplier, "PolynomialLR")
 
 
+@_validation.explains_torch_habits
 def multiplicative_lr(
     learning_rate: float, lr_lambda: Callable[[Array], Array], num_steps: int = 0
 ) -> ChainableSchedule:
@@ -452,6 +459,7 @@ def multiplicative_lr(
     return ChainableSchedule(learning_rate, _per_count(multiplier), "MultiplicativeLR")
 
 
+@_validation.explains_torch_habits
 def chained_scheduler(schedulers: Sequence[ChainableSchedule]) -> ChainableSchedule:
     r"""Several multiplicative schedulers at once: ``torch.optim.lr_scheduler.ChainedScheduler``.
 
@@ -529,6 +537,7 @@ def _cosine_first_steps(learning_rate: float, t_max: int, eta_min: float) -> int
     return min(2 * t_max - 1, math.ceil(estimate))
 
 
+@_validation.explains_torch_habits
 def cosine_annealing_lr(learning_rate: float, T_max: int, eta_min: float = 0.0) -> Schedule:  # noqa: N803
     r"""Cosine from ``lr`` to ``eta_min`` over ``T_max`` updates and back: ``CosineAnnealingLR``.
 
@@ -598,6 +607,7 @@ def cosine_annealing_lr(learning_rate: float, T_max: int, eta_min: float = 0.0) 
     return schedule
 
 
+@_validation.explains_torch_habits
 def cosine_annealing_warm_restarts(
     learning_rate: float,
     T_0: int,  # noqa: N803
@@ -662,6 +672,7 @@ def cosine_annealing_warm_restarts(
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
+@_validation.explains_torch_habits
 def cyclic_lr(
     base_lr: float,
     max_lr: float,
@@ -769,6 +780,7 @@ def cyclic_lr(
     return CycleSchedules(learning_rate, momentum if cycle_momentum else None)
 
 
+@_validation.explains_torch_habits
 def one_cycle_lr(
     max_lr: float,
     total_steps: int | None = None,

@@ -121,6 +121,7 @@ def _min_lr_rate(learning_rate: float, min_lr: Any, min_lr_rate: Any) -> float:
     return min_lr / learning_rate
 
 
+@_validation.explains_torch_habits
 def get_constant_schedule(learning_rate: float) -> Schedule:
     """A constant rate: ``transformers.get_constant_schedule(optimizer)``.
 
@@ -144,6 +145,7 @@ def get_constant_schedule(learning_rate: float) -> Schedule:
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_constant_schedule_with_warmup(learning_rate: float, num_warmup_steps: int) -> Schedule:
     r"""Linear warmup from 0, then constant.
 
@@ -177,6 +179,7 @@ def get_constant_schedule_with_warmup(learning_rate: float, num_warmup_steps: in
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_linear_schedule_with_warmup(
     learning_rate: float, num_warmup_steps: int, num_training_steps: int
 ) -> Schedule:
@@ -219,6 +222,7 @@ def get_linear_schedule_with_warmup(
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_cosine_schedule_with_warmup(
     learning_rate: float,
     num_warmup_steps: int,
@@ -284,6 +288,7 @@ def _restart_boundaries(num_cycles: float, decay_length: int) -> np.ndarray:
     return np.asarray(boundaries, dtype=np.int32)
 
 
+@_validation.explains_torch_habits
 def get_cosine_with_hard_restarts_schedule_with_warmup(
     learning_rate: float,
     num_warmup_steps: int,
@@ -346,6 +351,7 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_polynomial_decay_schedule_with_warmup(
     learning_rate: float,
     num_warmup_steps: int,
@@ -418,6 +424,7 @@ def get_polynomial_decay_schedule_with_warmup(
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_inverse_sqrt_schedule(
     learning_rate: float, num_warmup_steps: int, timescale: float | None = None
 ) -> Schedule:
@@ -461,6 +468,7 @@ def get_inverse_sqrt_schedule(
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_cosine_with_min_lr_schedule_with_warmup(
     learning_rate: float,
     num_warmup_steps: int,
@@ -517,6 +525,7 @@ def get_cosine_with_min_lr_schedule_with_warmup(
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     learning_rate: float,
     num_warmup_steps: int,
@@ -584,6 +593,7 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     return schedule
 
 
+@_validation.explains_torch_habits
 def get_wsd_schedule(
     learning_rate: float,
     num_warmup_steps: int,
@@ -868,6 +878,7 @@ class ReduceLROnPlateauState(NamedTuple):
         )
 
 
+@_validation.explains_torch_habits
 def reduce_lr_on_plateau(
     learning_rate: float,
     mode: str = "min",
@@ -1107,6 +1118,7 @@ def _times_double(x: Array, value: float) -> Array:
     return x * high + x * low
 
 
+@_validation.explains_torch_habits
 def greedy_lr(
     learning_rate: float,
     mode: str = "min",
@@ -1374,6 +1386,7 @@ def _scheduler_name(name: Any) -> str:
     return value
 
 
+@_validation.explains_torch_habits
 def get_scheduler(
     name: Any,
     learning_rate: float,
