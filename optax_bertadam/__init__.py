@@ -36,6 +36,13 @@ from optax_bertadam.optimizers import (
 from optax_bertadam.param_groups import layerwise_lr_decay_groups, param_groups
 from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in schedules.__all__)
 from optax_bertadam.schedules import __all__ as _schedule_names
+from optax_bertadam.torch_params import (
+    ParameterMatch,
+    grads_from_torch,
+    match_parameters,
+    params_from_torch,
+    params_to_torch,
+)
 from optax_bertadam.torch_state import (
     load_torch_state_dict,
     to_torch_state_dict,
@@ -73,6 +80,11 @@ __all__ = [
     "to_torch_state_dict",
     "torch_parameter_names",
     "transpose_kernels",
+    "ParameterMatch",
+    "grads_from_torch",
+    "match_parameters",
+    "params_from_torch",
+    "params_to_torch",
     "KERAS_NO_DECAY",
     "AdafactorState",
     "AdamMomentsState",

@@ -315,9 +315,15 @@ class ComparisonReport:
             if self.first_divergence is not None:
                 keep.add(self.first_divergence.step)
             rows = sorted(keep)
+        # Name columns as wide as the longest name shown (whole names), at most 36 characters
+        # (longer ones cut in the middle by _short).
+        shown_names = [n for i in rows for n in (_worst(self.steps[i].gradient_errors, self.ignore)[0],
+                                                 _worst(self.steps[i].parameter_errors, self.ignore)[0])
+                       if n]
+        w = min(max([len("worst parameter"), *map(len, shown_names)]), 36)
         head = (
             f"{'step':>4}  {'torch loss':>11}  {'loss err':>8}  {'grad err':>8}  "
-            f"{'worst gradient':<24}  {'param err':>9}  {'worst parameter':<24}  {'lr err':>7}  stage"
+            f"{'worst gradient':<{w}}  {'param err':>9}  {'worst parameter':<{w}}  {'lr err':>7}  stage"
         )
         lines = [head, "-" * len(head)]
         shown = -1
@@ -330,8 +336,8 @@ class ComparisonReport:
             p_name, p_err = _worst(r.parameter_errors, self.ignore)
             lines.append(
                 f"{r.step:>4}  {r.torch_loss:>11.6g}  {_fmt(r.loss_error):>8}  "
-                f"{_fmt(g_err if g_name else None):>8}  {_short(g_name if g_err else None):<24}  "
-                f"{_fmt(p_err if p_name else None):>9}  {_short(p_name if p_err else None):<24}  "
+                f"{_fmt(g_err if g_name else None):>8}  {_short(g_name if g_err else None, w):<{w}}  "
+                f"{_fmt(p_err if p_name else None):>9}  {_short(p_name if p_err else None, w):<{w}}  "
                 f"{_fmt(r.lr_error):>7}  {r.stage or 'ok'}"
             )
         return "\n".join(lines)
@@ -392,14 +398,22 @@ class ComparisonReport:
                 f.write(text + "\n")
         return text
 
-    def plot(self, path: str, title: str | None = None) -> None:
+    def plot(self, path: str | None = None, title: str | None = None, *, ax: Any = None) -> None:
         """Write a PNG of the per-stage errors over the steps (log scale) with their bounds.
 
         One line per stage: the loss error, the worst gradient error, the worst rate error, the
         worst parameter error (ignored tensors left out); dashed lines are the bounds, a vertical
         line marks the first divergence. Errors of exactly 0 are drawn at a tenth of the dtype's
         epsilon.
+
+        Args:
+          path: the PNG to write (not with ``ax``).
+          title: the axis title (default: mode, dtype and the first divergence).
+          ax: a matplotlib ``Axes`` to draw into instead, e.g. one panel of a larger figure
+            (the caller saves it).
         """
+        if (path is None) == (ax is None):
+            raise ValueError(f"path={path!r}, ax={ax!r} is invalid: expected exactly one of them")
         from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
         steps = [r.step for r in self.steps]
@@ -424,8 +438,10 @@ class ComparisonReport:
                 "tab:red",
             ),
         }
-        fig = Figure(figsize=(8, 4.5), dpi=110)
-        ax = fig.add_subplot()
+        fig = None
+        if ax is None:
+            fig = Figure(figsize=(8, 4.5), dpi=110)
+            ax = fig.add_subplot()
         for key, (label, values, color) in lines.items():
             if all(v is None for v in values):
                 continue
@@ -446,14 +462,38 @@ class ComparisonReport:
         ax.set_title(title or f"{self.mode}, {self.dtype}: {status}", fontsize=10)
         ax.legend(fontsize=8, loc="best")
         ax.grid(True, which="major", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, format="png")
+        if fig is not None:
+            fig.tight_layout()
+            fig.savefig(path, format="png")
 
 
 def _short(name: str | None, width: int = 24) -> str:
+    """``name`` in ``width`` characters, cut in the middle: both ends say which tensor it is
+    (``encoder.layer.0…key.weight``). Whole components are kept where they fit."""
     if name is None:
         return "-"
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    if len(name) <= width:
+        return name
+    parts = name.replace("/", ".").split(".")
+    separator = "/" if "/" in name and "." not in name else "."
+    left: list[str] = []
+    right: list[str] = []
+    remaining = parts[:]
+    take_right = True
+    while remaining:
+        candidate = remaining[-1] if take_right else remaining[0]
+        trial_left = left + ([] if take_right else [candidate])
+        trial_right = ([candidate] if take_right else []) + right
+        if len(separator.join(trial_left)) + 1 + len(separator.join(trial_right)) > width:
+            break
+        left, right = trial_left, trial_right
+        remaining = remaining[:-1] if take_right else remaining[1:]
+        take_right = not take_right
+    if right and left:
+        return separator.join(left) + "…" + separator.join(right)
+    # One component longer than the column: cut its characters in the middle.
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[-(width - 1 - head):]
 
 
 def _json_safe(value: Any) -> Any:
