@@ -34,6 +34,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +294,11 @@ def make_optax_optimizer(settings: DemoSettings, params):
                                         t_total=settings.steps, warmup=settings.warmup)
         return ob.bertadam(rate, **common)
     kwargs = bert_schedule_kwargs(settings.schedule, settings.steps)
-    return ob.bertadam(settings.learning_rate, warmup=settings.warmup, t_total=settings.steps,
-                       schedule=settings.schedule, schedule_kwargs=kwargs or None, **common)
+    with warnings.catch_warnings():
+        # The run is exactly t_total updates long: warmup_linear never goes below zero here.
+        warnings.simplefilter("ignore", ob.NegativeLearningRateWarning)
+        return ob.bertadam(settings.learning_rate, warmup=settings.warmup, t_total=settings.steps,
+                           schedule=settings.schedule, schedule_kwargs=kwargs or None, **common)
 
 
 def key_bias_summary(report) -> dict[str, Any]:

@@ -468,30 +468,48 @@ class ComparisonReport:
 
 
 def _short(name: str | None, width: int = 24) -> str:
-    """``name`` in ``width`` characters, cut in the middle: both ends say which tensor it is
-    (``encoder.layer.0…key.weight``). Whole components are kept where they fit."""
+    """``name`` in ``width`` characters, cut in the middle: whole path components are left out
+    from the middle outwards, never the first, the last two or a layer number and the name
+    before it, so both ends and the layer still say which tensor it is
+    (``bert.encoder.layer.0…self.query.bias``)."""
     if name is None:
         return "-"
     if len(name) <= width:
         return name
-    parts = name.replace("/", ".").split(".")
     separator = "/" if "/" in name and "." not in name else "."
-    left: list[str] = []
-    right: list[str] = []
-    remaining = parts[:]
-    take_right = True
-    while remaining:
-        candidate = remaining[-1] if take_right else remaining[0]
-        trial_left = left + ([] if take_right else [candidate])
-        trial_right = ([candidate] if take_right else []) + right
-        if len(separator.join(trial_left)) + 1 + len(separator.join(trial_right)) > width:
+    parts = name.split(separator)
+    kept = [True] * len(parts)
+
+    def joined() -> str:
+        out, elided = "", False
+        for part, keep in zip(parts, kept, strict=True):
+            if not keep:
+                elided = True
+                continue
+            out += ("…" if elided else (separator if out else "")) + part
+            elided = False
+        return out
+
+    centre = (len(parts) - 1) / 2
+    # A layer number and the name before it ("layer.0") say which block: kept.
+    protected = {i for i, p in enumerate(parts) if p.isdigit()}
+    protected |= {i - 1 for i in protected}
+    candidates = sorted((i for i in range(1, len(parts) - 2) if i not in protected),
+                        key=lambda i: (abs(i - centre), i))
+    removed = []
+    for i in candidates:
+        if len(joined()) <= width:
             break
-        left, right = trial_left, trial_right
-        remaining = remaining[:-1] if take_right else remaining[1:]
-        take_right = not take_right
-    if right and left:
-        return separator.join(left) + "…" + separator.join(right)
-    # One component longer than the column: cut its characters in the middle.
+        kept[i] = False
+        removed.append(i)
+    for i in reversed(removed):  # put back what still fits, the outermost first
+        kept[i] = True
+        if len(joined()) > width:
+            kept[i] = False
+    text = joined()
+    if len(text) <= width:
+        return text
+    # Still too long (long components): cut the characters in the middle.
     head = (width - 1) // 2
     return name[:head] + "…" + name[-(width - 1 - head):]
 
