@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 . .venv/bin/activate
-pip install --quiet --disable-pip-version-check --no-compile -e ".[torch,demo]"
+pip install --quiet --disable-pip-version-check --no-compile -c constraints-ci.txt -e ".[torch,demo]"
 python -m bert_demo demo "$@"

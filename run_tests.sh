@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 . .venv/bin/activate
-# torch is pinned to 2.13.0 in the extras: an unpinned torch would pull several GB of CUDA wheels.
+# constraints-ci.txt pins the CPU build of torch (the extras give a range): an unpinned torch
+# would pull several GB of CUDA wheels.
 # --no-compile: no bytecode for every module of torch, jax and transformers at install time;
 # Python compiles the modules the tests import when they are first imported.
-pip install --quiet --disable-pip-version-check --no-compile -e ".[test]"
+pip install --quiet --disable-pip-version-check --no-compile -c constraints-ci.txt -e ".[test]"
+# timm for the model zoo tests, without its own dependencies (they would pull torchvision).
+pip install --quiet --disable-pip-version-check --no-compile --no-deps timm==1.0.31
 ruff check .
 # Hypothesis draws the same examples on every run here (profile "ci"): a red run is reproducible.
 # A developer explores further with `bash run_tests.sh --hypothesis-profile thorough` (new random

@@ -69,8 +69,13 @@ def all_schedules_for_plot(t_total: int = 1000, warmup_steps: int = 100) -> dict
             for record in SCHEDULES if not record.loss_driven}
 
 
-def plot_schedules(out_file: Path, t_total: int = 1000, warmup_steps: int = 100) -> list[str]:
-    """Draw every schedule of :func:`all_schedules_for_plot` into ``out_file``; return names."""
+def plot_schedules(out_file: Path, t_total: int = 1000, warmup_steps: int = 100,
+                   columns: int = 6) -> list[str]:
+    """Draw every schedule of :func:`all_schedules_for_plot` into ``out_file``, one small panel
+    per schedule (small multiples: no shared axis, no legend over the data), grouped by family
+    (one colour per family, named in the panel titles); return the names."""
+    import math
+
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -78,32 +83,30 @@ def plot_schedules(out_file: Path, t_total: int = 1000, warmup_steps: int = 100)
     plt = _pyplot()
     schedules = all_schedules_for_plot(t_total, warmup_steps)
     families = list(dict.fromkeys(label.split("/")[0] for label in schedules))
-    figure, axes = plt.subplots(len(families), 1, figsize=(9, 3.6 * len(families)),
-                                squeeze=False)
+    colours = {family: f"C{i}" for i, family in enumerate(families)}
+    rows = math.ceil(len(schedules) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.0 * rows),
+                                sharex=True, squeeze=False)
     # A little past t_total, to show what each schedule does after the end (warmup_linear
     # goes negative there, faithfully).
     counts = jnp.arange(int(t_total * 1.1) + 1)
-    # Several schedules coincide over stretches (the two *_decay_exp after warmup): varied
-    # line styles, and earlier curves drawn on top of later ones, keep each one visible.
-    line_styles = ("-", "--", "-.", ":")
-    for axis, family in zip(axes[:, 0], families, strict=True):
-        members = [(label, fn) for label, fn in schedules.items()
-                   if label.startswith(family + "/")]
-        for index, (label, fn) in enumerate(members):
-            rates = np.asarray(jax.vmap(fn)(counts))
-            axis.plot(np.asarray(counts), rates, label=label.split("/", 1)[1],
-                      linestyle=line_styles[index % len(line_styles)], linewidth=1.6,
-                      zorder=len(members) - index + 2)
-        axis.axvline(t_total, color="grey", linestyle=":", linewidth=1)
-        axis.axvline(warmup_steps, color="grey", linestyle=":", linewidth=1)
-        axis.set_title(f"{family} schedules (t_total={t_total}, warmup={warmup_steps} steps)")
-        axis.set_xlabel("update count")
-        axis.set_ylabel("learning rate / peak")
-        axis.legend(fontsize=8)
+    for axis, (label, fn) in zip(list(axes.flat)[: len(schedules)], schedules.items(), strict=True):
+        family, name = label.split("/", 1)
+        rates = np.asarray(jax.vmap(fn)(counts))
+        axis.plot(np.asarray(counts), rates, color=colours[family], linewidth=1.4)
+        axis.axhline(0.0, color="grey", linewidth=0.5)
+        axis.axvline(t_total, color="grey", linestyle=":", linewidth=0.8)
+        axis.axvline(warmup_steps, color="grey", linestyle=":", linewidth=0.8)
+        axis.set_title(f"{family}: {name}", fontsize=7.5, color=colours[family])
+        axis.tick_params(labelsize=6)
         axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(schedules):]:
+        axis.set_visible(False)
+    figure.suptitle(f"every schedule, learning rate / peak over the update count "
+                    f"(dotted: warmup end {warmup_steps}, t_total {t_total})", fontsize=10)
     figure.tight_layout()
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_file, dpi=110)
+    figure.savefig(out_file, dpi=90)
     plt.close(figure)
     return list(schedules)
 

@@ -28,6 +28,7 @@ import argparse
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
@@ -80,13 +81,11 @@ def port(torch_model: torch.nn.Module, exact_gelu: bool):
     """The Flax model holding the torch weights (kernels transposed), split for a pure loss."""
     model = FlaxClassifier(exact_gelu, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
-    weights = {n: p.detach().numpy() for n, p in torch_model.named_parameters()}
-
-    def load(path, _):
-        flax_path = ob.parameter_name(path)
-        return ob.transpose_kernels(flax_path, weights[torch_name(flax_path)])
-
-    return graphdef, jax.tree_util.tree_map_with_path(load, params)
+    # The Flax tree filled from torch (names by torch_name, kernels transposed), in torch's
+    # float64: ob.params_from_torch checks every name and shape on the way.
+    params = ob.params_from_torch(torch_model.named_parameters(), torch_name, ob.transpose_kernels,
+                                  dtype=jnp.float64, params=params)
+    return graphdef, params
 
 
 def run(exact_gelu: bool, decay_mask: bool, mode: str = "end_to_end"):

@@ -1,6 +1,11 @@
 """optax-bertadam: BERT-era PyTorch optimizers and schedules as optax transformations."""
 
-from optax_bertadam._validation import OptaxBertadamWarning, UncheckedReproductionWarning
+from optax_bertadam._validation import (
+    NegativeLearningRateWarning,
+    OptaxBertAdamWarning,
+    UncheckedReproductionWarning,
+    WarmupIgnoredWarning,
+)
 from optax_bertadam.checkpoint import restore_train_state, save_train_state
 from optax_bertadam.compare import compare_training
 from optax_bertadam.from_torch import from_torch
@@ -47,6 +52,13 @@ from optax_bertadam.optimizers import (
 from optax_bertadam.param_groups import layerwise_lr_decay_groups, param_groups
 from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in schedules.__all__)
 from optax_bertadam.schedules import __all__ as _schedule_names
+from optax_bertadam.torch_params import (
+    ParameterMatch,
+    grads_from_torch,
+    match_parameters,
+    params_from_torch,
+    params_to_torch,
+)
 from optax_bertadam.torch_state import (
     load_torch_state_dict,
     to_torch_state_dict,
@@ -71,7 +83,9 @@ from optax_bertadam.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "OptaxBertadamWarning",
+    "OptaxBertAdamWarning",
+    "WarmupIgnoredWarning",
+    "NegativeLearningRateWarning",
     "UncheckedReproductionWarning",
     "DynamicLossScaleState",
     "SkipNonfiniteState",
@@ -86,6 +100,11 @@ __all__ = [
     "to_torch_state_dict",
     "torch_parameter_names",
     "transpose_kernels",
+    "ParameterMatch",
+    "grads_from_torch",
+    "match_parameters",
+    "params_from_torch",
+    "params_to_torch",
     "KERAS_NO_DECAY",
     "AdafactorState",
     "AdamMomentsState",

@@ -23,7 +23,7 @@ from typing import Any
 import optax
 
 from optax_bertadam import lamb, mixed_precision, optimizers, transforms
-from optax_bertadam.schedules import transformers as hf_schedules
+from optax_bertadam.schedules import loss_driven
 
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
 
@@ -347,14 +347,14 @@ TRANSFORMS: tuple[Algorithm, ...] = (
     ),
     Algorithm(
         name="reduce_lr_on_plateau",
-        factory=hf_schedules.reduce_lr_on_plateau,
+        factory=loss_driven.reduce_lr_on_plateau,
         example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5)),
         static_args=("mode", "threshold_mode", "patience", "cooldown"),
         needs_value=True,
     ),
     Algorithm(
         name="greedy_lr",
-        factory=hf_schedules.greedy_lr,
+        factory=loss_driven.greedy_lr,
         example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5, min_lr=0.001,
                                       smooth=True, window_size=3)),
         static_args=("mode", "threshold_mode", "patience", "cooldown", "warmup", "smooth",

@@ -29,6 +29,7 @@ import numpy as np
 from optax_bertadam import _torch_scheduler_readers as scheduler_readers
 from optax_bertadam import _validation, lamb, optimizers, transforms
 from optax_bertadam.schedules import bert as bert_schedules
+from optax_bertadam.schedules import loss_driven
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
 from optax_bertadam.schedules.classic import sequential_lr
@@ -737,7 +738,7 @@ def _read_plateau(scheduler: Any, context: SchedulerContext):
         min_lrs = [scheduler.default_min_lr] * len(groups)  # what PyTorch does for new groups
     # The rates start from the groups' current lr (a plateau scheduler keeps no initial rates).
     initial = [float(scalar(g["lr"])) for g in groups]
-    rule = hf_schedules.plateau_rule(
+    rule = loss_driven.plateau_rule(
         initial, min_lr=_per_group(scheduler, min_lrs, "min_lrs", len(groups)),
         **_plateau_common(scheduler),
     )
@@ -749,10 +750,10 @@ def _read_greedy(scheduler: Any, context: SchedulerContext):
     # GreedyLR's reset goes back to the rates it was built with, which may not be today's.
     initial = _per_group(scheduler, scheduler._init_lrs, "_init_lrs", count)
     # `verbose` only prints; it changes no number.
-    rule = hf_schedules.greedy_rule(
+    rule = loss_driven.greedy_rule(
         initial, min_lr=_per_group(scheduler, scheduler.min_lrs, "min_lrs", count),
         max_lr=_per_group(scheduler, scheduler.max_lrs, "max_lrs", count), warmup=scheduler.warmup,
-        smooth=bool(scheduler.smooth), window_size=scheduler.window_size,
+        smooth=bool(scheduler.smooth), window_size=scheduler.window_size, verbose=False,
         reset_start=scheduler.reset_start_original, **_plateau_common(scheduler),
     )
     return rule, initial
@@ -788,12 +789,12 @@ SCHEDULERS: tuple[SchedulerRecord, ...] = (
     _torch_scheduler("SequentialLR", _read_sequential, sequential_lr),
     SchedulerRecord("torch.optim.swa_utils.SWALR", _exactly("torch.optim.swa_utils", "SWALR"),
                     _read_swalr, torch_schedules.swa_lr),
-    _torch_scheduler("ReduceLROnPlateau", _read_plateau, hf_schedules.reduce_lr_on_plateau,
+    _torch_scheduler("ReduceLROnPlateau", _read_plateau, loss_driven.reduce_lr_on_plateau,
                      loss_driven=True),
     SchedulerRecord("transformers.AdafactorSchedule", _exactly("transformers", "AdafactorSchedule"),
                     _read_adafactor_schedule, None),
     SchedulerRecord("transformers.GreedyLR", _exactly("transformers", "GreedyLR"), _read_greedy,
-                    hf_schedules.greedy_lr, loss_driven=True),
+                    loss_driven.greedy_lr, loss_driven=True),
 )
 
 
@@ -842,7 +843,7 @@ def read_scheduler(scheduler: Any, optimizer: Any, momentum_name: str | None) ->
     return record.read(scheduler, context)
 
 
-def read_loss_driven(scheduler: Any, optimizer: Any) -> tuple[hf_schedules.LossDrivenRule, list[float]]:
+def read_loss_driven(scheduler: Any, optimizer: Any) -> tuple[loss_driven.LossDrivenRule, list[float]]:
     """``(rule, initial rates)`` of a live loss-driven scheduler (``ReduceLROnPlateau``, ``GreedyLR``)."""
     record = scheduler_record(scheduler)
     if not record.loss_driven:

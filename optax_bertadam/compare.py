@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import jax
@@ -60,19 +61,22 @@ MODES = ("end_to_end", "torch_gradients")
 # float64 bounds leave 140x-1600x (gradients: a tensor's gradient sums many terms, more in bigger
 # models); float32 bounds leave ~10x, because float32 errors grow as the two runs drift apart.
 # Diagnose in float64 where possible: a bug stands out there by ten orders of magnitude.
-DEFAULT_BOUNDS: dict[str, dict[str, float]] = {
-    "float64": {"loss": 1e-12, "gradients": 1e-10, "parameters": 1e-12, "learning_rate": 1e-12},
-    "float32": {"loss": 5e-6, "gradients": 1e-3, "parameters": 5e-5, "learning_rate": 1e-6},
-}
+# Read-only: a module-level dict a caller could change would change every later comparison.
+DEFAULT_BOUNDS: Mapping[str, Mapping[str, float]] = MappingProxyType({
+    "float64": MappingProxyType(
+        {"loss": 1e-12, "gradients": 1e-10, "parameters": 1e-12, "learning_rate": 1e-12}),
+    "float32": MappingProxyType(
+        {"loss": 5e-6, "gradients": 1e-3, "parameters": 5e-5, "learning_rate": 1e-6}),
+})
 BOUND_KEYS = ("loss", "gradients", "parameters", "learning_rate")
 # The bound each stage is judged by ("init" compares parameters, before any update).
-STAGE_BOUND = {
+STAGE_BOUND: Mapping[str, str] = MappingProxyType({
     "init": "parameters",
     "forward": "loss",
     "gradients": "gradients",
     "learning_rate": "learning_rate",
     "update": "parameters",
-}
+})
 
 _EXPLANATIONS = {
     None: (
@@ -314,9 +318,15 @@ class ComparisonReport:
             if self.first_divergence is not None:
                 keep.add(self.first_divergence.step)
             rows = sorted(keep)
+        # Name columns as wide as the longest name shown (whole names), at most 36 characters
+        # (longer ones cut in the middle by _short).
+        shown_names = [n for i in rows for n in (_worst(self.steps[i].gradient_errors, self.ignore)[0],
+                                                 _worst(self.steps[i].parameter_errors, self.ignore)[0])
+                       if n]
+        w = min(max([len("worst parameter"), *map(len, shown_names)]), 36)
         head = (
             f"{'step':>4}  {'torch loss':>11}  {'loss err':>8}  {'grad err':>8}  "
-            f"{'worst gradient':<24}  {'param err':>9}  {'worst parameter':<24}  {'lr err':>7}  stage"
+            f"{'worst gradient':<{w}}  {'param err':>9}  {'worst parameter':<{w}}  {'lr err':>7}  stage"
         )
         lines = [head, "-" * len(head)]
         shown = -1
@@ -329,8 +339,8 @@ class ComparisonReport:
             p_name, p_err = _worst(r.parameter_errors, self.ignore)
             lines.append(
                 f"{r.step:>4}  {r.torch_loss:>11.6g}  {_fmt(r.loss_error):>8}  "
-                f"{_fmt(g_err if g_name else None):>8}  {_short(g_name if g_err else None):<24}  "
-                f"{_fmt(p_err if p_name else None):>9}  {_short(p_name if p_err else None):<24}  "
+                f"{_fmt(g_err if g_name else None):>8}  {_short(g_name if g_err else None, w):<{w}}  "
+                f"{_fmt(p_err if p_name else None):>9}  {_short(p_name if p_err else None, w):<{w}}  "
                 f"{_fmt(r.lr_error):>7}  {r.stage or 'ok'}"
             )
         return "\n".join(lines)
@@ -391,14 +401,22 @@ class ComparisonReport:
                 f.write(text + "\n")
         return text
 
-    def plot(self, path: str, title: str | None = None) -> None:
+    def plot(self, path: str | None = None, title: str | None = None, *, ax: Any = None) -> None:
         """Write a PNG of the per-stage errors over the steps (log scale) with their bounds.
 
         One line per stage: the loss error, the worst gradient error, the worst rate error, the
         worst parameter error (ignored tensors left out); dashed lines are the bounds, a vertical
         line marks the first divergence. Errors of exactly 0 are drawn at a tenth of the dtype's
         epsilon.
+
+        Args:
+          path: the PNG to write (not with ``ax``).
+          title: the axis title (default: mode, dtype and the first divergence).
+          ax: a matplotlib ``Axes`` to draw into instead, e.g. one panel of a larger figure
+            (the caller saves it).
         """
+        if (path is None) == (ax is None):
+            raise ValueError(f"path={path!r}, ax={ax!r} is invalid: expected exactly one of them")
         from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
         steps = [r.step for r in self.steps]
@@ -423,8 +441,10 @@ class ComparisonReport:
                 "tab:red",
             ),
         }
-        fig = Figure(figsize=(8, 4.5), dpi=110)
-        ax = fig.add_subplot()
+        fig = None
+        if ax is None:
+            fig = Figure(figsize=(8, 4.5), dpi=110)
+            ax = fig.add_subplot()
         for key, (label, values, color) in lines.items():
             if all(v is None for v in values):
                 continue
@@ -445,14 +465,56 @@ class ComparisonReport:
         ax.set_title(title or f"{self.mode}, {self.dtype}: {status}", fontsize=10)
         ax.legend(fontsize=8, loc="best")
         ax.grid(True, which="major", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, format="png")
+        if fig is not None:
+            fig.tight_layout()
+            fig.savefig(path, format="png")
 
 
 def _short(name: str | None, width: int = 24) -> str:
+    """``name`` in ``width`` characters, cut in the middle: whole path components are left out
+    from the middle outwards, never the first, the last two or a layer number and the name
+    before it, so both ends and the layer still say which tensor it is
+    (``bert.encoder.layer.0…self.query.bias``)."""
     if name is None:
         return "-"
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    if len(name) <= width:
+        return name
+    separator = "/" if "/" in name and "." not in name else "."
+    parts = name.split(separator)
+    kept = [True] * len(parts)
+
+    def joined() -> str:
+        out, elided = "", False
+        for part, keep in zip(parts, kept, strict=True):
+            if not keep:
+                elided = True
+                continue
+            out += ("…" if elided else (separator if out else "")) + part
+            elided = False
+        return out
+
+    centre = (len(parts) - 1) / 2
+    # A layer number and the name before it ("layer.0") say which block: kept.
+    protected = {i for i, p in enumerate(parts) if p.isdigit()}
+    protected |= {i - 1 for i in protected}
+    candidates = sorted((i for i in range(1, len(parts) - 2) if i not in protected),
+                        key=lambda i: (abs(i - centre), i))
+    removed = []
+    for i in candidates:
+        if len(joined()) <= width:
+            break
+        kept[i] = False
+        removed.append(i)
+    for i in reversed(removed):  # put back what still fits, the outermost first
+        kept[i] = True
+        if len(joined()) > width:
+            kept[i] = False
+    text = joined()
+    if len(text) <= width:
+        return text
+    # Still too long (long components): cut the characters in the middle.
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[-(width - 1 - head):]
 
 
 def _json_safe(value: Any) -> Any:
@@ -642,7 +704,7 @@ def compare_training(
     puts ``Linear`` weights in the Flax layout; ``print(report)`` shows the table and the
     explanation, ``report.plot("compare.png")`` and ``report.to_json("compare.json")`` save it.
     """
-    import torch  # only here: the module imports without torch
+    torch = _validation.import_torch("compare_training")  # only here: the module imports without torch
 
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {', '.join(map(repr, MODES))}")

@@ -16,9 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_bertadam import _validation, catalogue, masks, optimizers, param_groups, torch_state, transforms
+from optax_bertadam import (
+    _validation,
+    catalogue,
+    optimizers,
+    param_groups,
+    torch_params,
+    torch_state,
+    transforms,
+)
 from optax_bertadam import lr as lr_states
-from optax_bertadam.schedules import transformers as hf_schedules
+from optax_bertadam.schedules import loss_driven
 
 PyTree = Any
 Schedule = Callable[[Any], Any]
@@ -159,7 +167,7 @@ class LossDrivenGroupsState(NamedTuple):
 def _under_loss_driven_rule(
     groups: optax.GradientTransformation,
     label_tree: Callable[[PyTree], PyTree],
-    rule: hf_schedules.LossDrivenRule,
+    rule: loss_driven.LossDrivenRule,
 ) -> optax.GradientTransformationExtraArgs:
     """The groups' updates, group ``i``'s scaled by ``rate_i / initial rate_i`` (from earlier values).
 
@@ -172,7 +180,7 @@ def _under_loss_driven_rule(
         return LossDrivenGroupsState(groups.init(params), rule.init())
 
     def update_fn(updates, state, params=None, *, value, **extra_args):
-        hf_schedules.check_scalar_value(value)
+        loss_driven.check_scalar_value(value)
         updates, inner = groups.update(updates, state.groups, params, **extra_args)
         scale = state.rates.scale
         count = scale.shape[0]
@@ -330,53 +338,29 @@ def from_torch(
         rates = catalogue.read_scheduler(scheduler, optimizer, momentum_name)
         _check_against_the_live_scheduler(scheduler, optimizer, rates, momentum_name)
 
-    # Which group each Flax leaf belongs to.
-    named = {str(n): p for n, p in named_parameters}
+    # Which group each Flax leaf belongs to (the optimizer's parameters must all have one).
+    matches = torch_params.match_parameters(
+        named_parameters, params, name_map, transform,
+        required=[p for g in groups for p in g["params"]],
+    )
     group_of = {id(p): i for i, g in enumerate(groups) for p in g["params"]}
-    paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-    paths = [masks.parameter_name(path) for path, _ in paths_and_leaves]
-    mapping = {p: p.replace("/", ".") for p in paths} if name_map is None else dict(name_map)
-    problems, labels = [], []
     frozen = len(groups)
-    flax_of_tensor: dict[int, str] = {}
-    for path, (_, leaf) in zip(paths, paths_and_leaves, strict=True):
-        torch_name = mapping.get(path)
-        if torch_name is None or torch_name not in named:
-            problems.append(f"{path} (torch name {torch_name!r} not in named_parameters)")
-            labels.append(frozen)
-            continue
-        tensor = named[torch_name]
-        if id(tensor) in flax_of_tensor:
-            # Tied weights (named_parameters(remove_duplicate=False)): torch sums the gradients of
-            # one tensor; two Flax leaves would be trained apart.
-            problems.append(f"{path} and {flax_of_tensor[id(tensor)]} are one torch tensor "
-                            f"({torch_name}, tied): keep one Flax parameter for it")
-        flax_of_tensor[id(tensor)] = path
-        shape = tuple(tensor.shape)
-        if transform is not None:
-            moved_shape = np.shape(transform(path, np.broadcast_to(np.zeros((), np.float32), shape)))
-            group = group_of.get(id(tensor))
-            if (group is not None and builders[group].factory is optimizers.adafactor
-                    and len(shape) >= 2 and torch_state.axes_moved_by(transform, path, shape) is None):
-                problems.append(
-                    f"{path}: transform moves torch {torch_name}'s axes other than by swapping the "
-                    "last two, but transformers.Adafactor factors its second moment over the last "
-                    "two axes, which then differ"
-                )
-            shape = moved_shape
-        if shape != tuple(np.shape(leaf)):
-            problems.append(f"{path}: torch {torch_name} has shape {shape}, Flax {np.shape(leaf)}")
+    problems, labels = [], []
+    for match in matches:
+        group = group_of.get(id(match.tensor))
+        shape = tuple(match.tensor.shape)
+        if (transform is not None and group is not None and builders[group].factory is optimizers.adafactor
+                and len(shape) >= 2 and torch_state.axes_moved_by(transform, match.flax_path, shape) is None):
+            problems.append(
+                f"{match.flax_path}: transform moves torch {match.torch_name}'s axes other than by "
+                "swapping the last two, but transformers.Adafactor factors its second moment over "
+                "the last two axes, which then differ"
+            )
         # A parameter without requires_grad never gets a gradient: torch.optim skips it.
-        trained = getattr(tensor, "requires_grad", True)
-        labels.append(group_of.get(id(tensor), frozen) if trained else frozen)
-    in_flax = {id(named[mapping[p]]) for p in paths if mapping.get(p) in named}
-    untracked = [f"param_groups[{i}]['params'][{j}]" for i, g in enumerate(groups)
-                 for j, p in enumerate(g["params"]) if id(p) not in in_flax]
-    if untracked:
-        problems.append("torch parameters of the optimizer with no Flax parameter: "
-                        + ", ".join(untracked[:10]))
+        trained = getattr(match.tensor, "requires_grad", True)
+        labels.append(frozen if group is None or not trained else group)
     if problems:
-        raise ValueError("from_torch: the parameters do not match: " + "; ".join(problems[:20]))
+        raise ValueError("from_torch: the parameters do not match: " + "; ".join(problems))
 
     transformations: dict[int, optax.GradientTransformation] = {}
     for index, (builder, group, (rate, momentum)) in enumerate(zip(builders, groups, rates, strict=True)):

@@ -16,14 +16,25 @@ Linen) or any other pytree.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
 
+from optax_bertadam import _validation
+
 PyTree = Any
 
-DEFAULT_NO_DECAY = ("bias", "LayerNorm", "layer_norm", "ln")
+DEFAULT_NO_DECAY = ("bias", "LayerNorm", "layer_norm", "ln", "bn")
+
+# transformers.Trainer.get_decay_parameter_names' rule for normalisation layers, on the lower-cased
+# path: r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"; here applied to one
+# path component at a time (a Linen/NNX name may carry a "_0" or digit suffix: "RMSNorm_0",
+# "norm1"), with BatchNorm/GroupNorm added (Trainer leaves them to their class, nn.BatchNorm is not
+# in its list, but their scales are no more weights than a LayerNorm's).
+_NORM_SUBSTRINGS = ("layernorm", "rmsnorm", "batchnorm", "groupnorm")
+_NORM_COMPONENT = re.compile(r"(?:.*_)?norm(?:_?\d+)?")
 
 
 def _key_name(key: Any) -> str | None:
@@ -88,19 +99,56 @@ def _component_matches(component: str, pattern: str) -> bool:
     )
 
 
-def decay_mask(params: PyTree, exclude: Iterable[str] = DEFAULT_NO_DECAY) -> PyTree:
-    """A weight-decay mask: False for parameters whose path has a component named in ``exclude``.
+def is_normalization_layer(component: str) -> bool:
+    """True for a path component naming a normalisation layer (Trainer's rule, per component).
 
-    With the default ``exclude`` this selects what BERT's
-    ``no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight']`` selects: biases and every
-    LayerNorm parameter (``scale``/``weight`` and ``bias``) are not decayed.
+    ``LayerNorm``, ``final_layernorm``, ``input_layernorm``, ``RMSNorm_0``, ``norm``, ``norm1``,
+    ``attention_norm``, ``layer_norm_2``, ``BatchNorm_0``, ``GroupNorm``: yes;
+    ``normal``, ``lnorm``, ``normalizer``, ``kernel``: no.
 
-    A path component matches an entry when it equals it or starts with it followed by ``_`` or a
-    digit (``LayerNorm_0``, ``ln_1``); ``"ln"`` does not match ``"kernel"``.
+    Returns:
+      Whether parameters under this component are a normalisation layer's.
+
+    Example:
+      >>> from optax_bertadam.masks import is_normalization_layer
+      >>> [is_normalization_layer(c) for c in ("final_layernorm", "norm", "RMSNorm_0", "normal")]
+      [True, True, True, False]
+    """
+    lower = component.lower()
+    return any(s in lower for s in _NORM_SUBSTRINGS) or _NORM_COMPONENT.fullmatch(lower) is not None
+
+
+def _nnx_param_state(params: PyTree) -> PyTree:
+    # A flax.nnx.Module (flax imported only if the user did): its Param state, the tree
+    # nnx.Optimizer(model, tx, wrt=nnx.Param) hands to tx.init.
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(params, nnx.Module):
+        return nnx.state(params, nnx.Param)
+    return params
+
+
+def decay_mask(
+    params: PyTree, exclude: Iterable[str] = DEFAULT_NO_DECAY, *, normalization: bool = True
+) -> PyTree:
+    """A weight-decay mask: False for biases and normalisation layers, True for the rest.
+
+    A parameter is not decayed when a component of its path is named in ``exclude`` or (with
+    ``normalization=True``) names a normalisation layer. With the defaults this is
+    ``transformers.Trainer``'s rule (``get_decay_parameter_names``: ``bias``, ``layernorm``,
+    ``rmsnorm``, ``norm``, ``*_norm``) plus ``BatchNorm``/``GroupNorm``, ``ln_f``-style and
+    ``bn1``-style names; on BERT it selects what
+    ``no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight']`` selects.
+
+    A path component matches an ``exclude`` entry when it equals it or starts with it followed
+    by ``_`` or a digit (``LayerNorm_0``, ``ln_1``); ``"ln"`` does not match ``"kernel"``, nor
+    ``"bias"`` ``"biases"``. Normalisation layers: see :func:`is_normalization_layer`.
 
     Args:
-      params: the parameter tree (a dict, ``flax.nnx.State``, Linen ``params``, ...).
+      params: the parameter tree (a dict, ``flax.nnx.State``, Linen ``params``, ...), or a
+        ``flax.nnx.Module``: then the mask has the shape of ``nnx.state(module, nnx.Param)``, the
+        tree ``nnx.Optimizer(module, tx, wrt=nnx.Param)`` initialises.
       exclude: names of path components that turn decay off.
+      normalization: also turn it off for every normalisation layer's parameters.
 
     Returns:
       A tree with the structure of ``params`` whose leaves are Python bools (True = decay).
@@ -111,7 +159,11 @@ def decay_mask(params: PyTree, exclude: Iterable[str] = DEFAULT_NO_DECAY) -> PyT
       ...           "LayerNorm_0": {"scale": jnp.ones(2)}}
       >>> ob.decay_mask(params)
       {'LayerNorm_0': {'scale': False}, 'dense': {'bias': False, 'kernel': True}}
+      >>> ob.decay_mask({"final_layernorm": {"weight": 1.0}, "mlp": {"norm": {"scale": 1.0}}})
+      {'final_layernorm': {'weight': False}, 'mlp': {'norm': {'scale': False}}}
     """
+    params = _nnx_param_state(params)
+    _validation.check_params_are_arrays(params)
     if isinstance(exclude, str):
         raise TypeError(
             f"exclude={exclude!r} is invalid: expected a sequence of names, e.g. ('bias', 'LayerNorm')"
@@ -123,6 +175,8 @@ def decay_mask(params: PyTree, exclude: Iterable[str] = DEFAULT_NO_DECAY) -> PyT
 
     def is_decayed(path, _):
         components = [name for name in map(_key_name, path) if name is not None]
+        if normalization and any(map(is_normalization_layer, components)):
+            return False
         return not any(_component_matches(c, p) for c in components for p in patterns)
 
     return jax.tree_util.tree_map_with_path(is_decayed, params)

@@ -19,6 +19,7 @@ PyTree = Any
 CLIP_MODES = ("per_tensor", "global")
 
 
+@_validation.explains_torch_habits
 def bertadam(
     learning_rate: float | Callable[[Any], Any],
     warmup: float = -1,
@@ -166,6 +167,7 @@ def _check_patterns(name: str, patterns: Any) -> list[str] | None:
 # ---------------------------------------------------------------------------------------------
 
 
+@_validation.explains_torch_habits
 def adamw(
     learning_rate: float | Callable[[Any], Any],
     b1: float = 0.9,
@@ -291,6 +293,7 @@ def _rms(x: Any) -> Any:
     return jnp.sqrt(jnp.sum(jnp.square(x))) / math.sqrt(max(x.size, 1))
 
 
+@_validation.explains_torch_habits
 def adafactor(
     learning_rate: float | Callable[[Any], Any] | None = None,
     eps: Sequence[float] = (1e-30, 1e-3),
@@ -531,6 +534,7 @@ def adafactor(
 KERAS_NO_DECAY = ("LayerNorm", "layer_norm", "bias")
 
 
+@_validation.explains_torch_habits
 def adam_weight_decay(
     learning_rate: float | Callable[[Any], Any] = 1e-3,
     beta_1: float = 0.9,
@@ -615,6 +619,7 @@ def _check_power(name: str, value: Any) -> float:
     return _validation.check_range(name, value, low=0.0, low_inclusive=False)
 
 
+@_validation.explains_torch_habits
 def warmup(
     initial_learning_rate: float,
     decay_schedule_fn: Callable[[Any], Any],
@@ -691,6 +696,7 @@ def _keras_polynomial_decay(
     return schedule
 
 
+@_validation.explains_torch_habits
 def create_optimizer(
     init_lr: float,
     num_train_steps: int,
@@ -785,6 +791,7 @@ def create_optimizer(
 # ---------------------------------------------------------------------------------------------
 
 
+@_validation.explains_torch_habits
 def gradient_accumulation(
     tx: optax.GradientTransformation,
     every_k_steps: int,
@@ -869,6 +876,7 @@ def gradient_accumulation(
 # ---------------------------------------------------------------------------------------------
 
 
+@_validation.explains_torch_habits
 def adam(
     learning_rate: float | Callable[[Any], Any],
     b1: float = 0.9,
@@ -945,6 +953,7 @@ class SGDMomentumState(NamedTuple):
     momentum_buffer: PyTree
 
 
+@_validation.explains_torch_habits
 def sgd(
     learning_rate: float | Callable[[Any], Any],
     momentum: float = 0.0,

@@ -9,7 +9,6 @@ optional per-tensor ``transform`` for layouts that differ (e.g. :func:`transpose
 
 Which optax state field receives which torch key:
 
-=========================================  ==============================================
 optax state                                torch per-parameter state
 =========================================  ==============================================
 ``ScaleByBiasFreeAdamState.next_m/next_v``   ``BertAdam``: ``next_m``, ``next_v``
@@ -23,6 +22,21 @@ optax state                                torch per-parameter state
 any field named ``next_m``, ``exp_avg``, ...  the torch key of the same name
 every integer ``count`` field                 ``step`` (the same for every parameter)
 =========================================  ==============================================
+=======
+==============================================  ========================================================
+optax state                                     torch per-parameter state
+==============================================  ========================================================
+``ScaleByBiasFreeAdamState.next_m/next_v``      ``BertAdam``: ``next_m``, ``next_v``
+``optax.ScaleByAdamState.mu/nu``                ``torch.optim.Adam/AdamW``: ``exp_avg``, ``exp_avg_sq``
+``optax.ScaleByAmsgradState.nu_max``            ``max_exp_avg_sq`` (``amsgrad=True``)
+``AdafactorState.exp_avg_sq_row/_col``          ``transformers.Adafactor``: the same keys (rank >= 2;
+                                                swapped when ``transform`` transposes the kernel)
+``AdafactorState.exp_avg_sq``                   ``exp_avg_sq`` (parameters of rank < 2)
+``AdagradState.sum``                             ``torch.optim.Adagrad``: ``sum``
+``RMSpropState.square_avg/grad_avg/...``         ``torch.optim.RMSprop``: the same keys
+any field named ``next_m``, ``exp_avg``, ...    the torch key of the same name
+every integer ``count`` field                   ``step`` (the same for every parameter)
+==============================================  ========================================================
 
 :func:`optax_bertadam.get_lr` computes the rate from the restored count. Nothing here imports
 torch at module level: tensors or numpy arrays are accepted, and torch is imported only to
@@ -627,7 +641,7 @@ def to_torch_state_dict(
       >>> tuple(optimizer.state[model.weight]["exp_avg"].shape), float(optimizer.state[model.bias]["step"])
       ((2, 3), 1.0)
     """
-    import torch  # only here: the rest of the module works without torch
+    torch = _validation.import_torch("to_torch_state_dict")  # only here: the module works without torch
 
     reference = optimizer.state_dict()
     ids = _group_ids(reference["param_groups"])

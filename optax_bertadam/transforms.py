@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_bertadam import _validation
+from optax_bertadam import _validation, masks
 
 Array = Any
 PyTree = Any
@@ -88,6 +88,7 @@ class ClipGradNormState(NamedTuple):
     grad_norm: Any
 
 
+@_validation.explains_torch_habits
 def clip_grad_norm(max_norm: float, *, per_tensor: bool = False) -> optax.GradientTransformation:
     r"""Clip gradients exactly as ``torch.nn.utils.clip_grad_norm_`` does.
 
@@ -206,6 +207,7 @@ class ScaleByBiasFreeAdamState(NamedTuple):
     next_v: PyTree
 
 
+@_validation.explains_torch_habits
 def scale_by_bias_free_adam(
     b1: float = 0.9, b2: float = 0.999, e: float = 1e-6, *, moment_dtype: Any = None
 ) -> optax.GradientTransformation:
@@ -267,21 +269,46 @@ def scale_by_bias_free_adam(
 
 
 def check_mask_matches(mask: PyTree, params: PyTree, argname: str) -> None:
-    """Refuse a mask whose tree structure differs from the parameters', naming the argument."""
+    """Refuse a mask whose tree structure differs from the parameters', naming the argument.
+
+    The message names the entries that differ (a few of them), not the two tree structures: a
+    ``flax.nnx`` state prints as a thousand characters of ``PyTreeDef``.
+    """
     mask_structure = jax.tree.structure(mask)
     params_structure = jax.tree.structure(params)
     if mask_structure != params_structure:
-        raise ValueError(
-            f"{argname} does not match the parameters: the mask has structure {mask_structure}, "
-            f"the parameters have {params_structure}. Build it from the same tree, e.g. "
-            "optax_bertadam.decay_mask(params)."
-        )
+        mask_names = masks.parameter_names(mask)
+        param_names = masks.parameter_names(params)
+        extra = [n for n in mask_names if n not in set(param_names)]
+        missing = [n for n in param_names if n not in set(mask_names)]
+        parts = []
+        if extra:
+            parts.append(f"the mask has {len(extra)} entries the parameters lack ({_some(extra)})")
+        if missing:
+            parts.append(f"it lacks {len(missing)} parameters ({_some(missing)})")
+        if not parts:
+            parts.append(
+                f"same names, different containers ({type(mask).__name__} vs {type(params).__name__})"
+            )
+        if extra and type(mask).__module__.startswith("flax.nnx"):
+            fix = (
+                "build it from the parameters alone: ob.decay_mask(nnx.state(model, nnx.Param)), "
+                "or pass the function itself (mask=ob.decay_mask)"
+            )
+        else:
+            fix = "build it from the same tree, e.g. optax_bertadam.decay_mask(params)"
+        raise ValueError(f"{argname} does not match the parameters: {'; '.join(parts)}; {fix}")
     for leaf in jax.tree.leaves(mask):
         if not isinstance(leaf, (bool, np.bool_)):
             raise TypeError(
                 f"{argname} is invalid: its leaves must be Python bools (True = apply), got a "
                 f"{type(leaf).__name__} leaf {leaf!r}"
             )
+
+
+def _some(names: list[str], count: int = 3) -> str:
+    shown = ", ".join(map(repr, names[:count]))
+    return shown + (", ..." if len(names) > count else "")
 
 
 def _is_masked_node(node: Any) -> bool:
@@ -308,6 +335,7 @@ def resolve_mask(mask: PyTree | Callable[[PyTree], PyTree] | None, params: PyTre
     )
 
 
+@_validation.explains_torch_habits
 def add_decayed_weights(
     weight_decay: float, mask: PyTree | Callable[[PyTree], PyTree] | None = None
 ) -> optax.GradientTransformation:
@@ -400,6 +428,7 @@ class AdamMomentsState(NamedTuple):
     max_exp_avg_sq: PyTree
 
 
+@_validation.explains_torch_habits
 def scale_by_adam(
     b1: float, b2: float, eps: float, *, flavour: str, bias_correction: bool = True,
     amsgrad: bool = False,
@@ -657,6 +686,7 @@ class ScheduledLearningRateState(NamedTuple):
         return scheduled_rate(self.learning_rate, self.schedule, self.count)
 
 
+@_validation.explains_torch_habits
 def scale_by_scheduled_learning_rate(
     learning_rate: float | Callable[[Array], Array],
     schedule: Callable[[Array], Array] | None = None,

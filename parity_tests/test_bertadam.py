@@ -53,7 +53,7 @@ CLIP_MODES = ["per_tensor", "global"]
 # crossing the moments with everything else.
 GRID = [
     (schedule, clip_mode, decay, list(MOMENTS)[(s + c + d) % 2], dtype)
-    for s, schedule in enumerate(ob.SCHEDULE_NAMES)
+    for s, schedule in enumerate(ob.schedules.bert.SCHEDULE_NAMES)
     for c, clip_mode in enumerate(CLIP_MODES)
     for d, decay in enumerate(DECAY)
     for dtype in DTYPES

@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optax_bertadam.lr as ob_lr
+from optax_bertadam.schedules import loss_driven
 from optax_bertadam.schedules import transformers as ts
 from parity_tests import harness
 from torch_ref.schedules import dummy_optimizer, learning_rates_used
@@ -142,7 +143,7 @@ def test_get_scheduler_dispatches_every_scheduler_type():
     assert ts.SCHEDULER_NAMES == tuple(member.value for member in transformers.SchedulerType)
     greedy = ts.get_scheduler("greedy", 1e-3, scheduler_specific_kwargs={"patience": 1})
     state = greedy.init(jnp.zeros(1))
-    assert isinstance(state, ts.GreedyLRState)
+    assert isinstance(state, loss_driven.GreedyLRState)
     assert float(state.learning_rate) == pytest.approx(1e-3)
     with pytest.raises(TypeError, match="unexpected keyword argument 'num_cycles'"):
         ts.get_scheduler("greedy", 1e-3, scheduler_specific_kwargs={"num_cycles": 2})

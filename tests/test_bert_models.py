@@ -201,10 +201,12 @@ def test_converter_lists_missing_unexpected_misshapen_and_untied():
     with pytest.raises(ValueError) as error:
         load_torch_state_dict(flax_model, state_dict, BertForMaskedLM.TIED_WEIGHTS)
     message = str(error.value)
-    assert "missing from state_dict: bert.encoder.layer.1.attention.self.value.bias" in message
-    assert "not parameters of the model: bert.pooler.dense.weight" in message
-    assert ("cls.predictions.transform.dense.weight: got shape (5, 64), expected (64, 64)"
-            in message)
+    # The messages of ob.match_parameters, the one matcher the converter is built on.
+    assert ("torch names that are not in named_parameters: bert/encoder/layer/1/attention/self/"
+            "value/bias -> 'bert.encoder.layer.1.attention.self.value.bias'" in message)
+    assert "torch parameters no Flax path maps to: bert.pooler.dense.weight" in message
+    assert ("cls/predictions/transform/dense/kernel <- cls.predictions.transform.dense.weight: "
+            "torch (64, 5) after transform, Flax (64, 64)" in message)
     assert "tied names that differ from their source: cls.predictions.decoder.weight" in message
     after = to_torch_state_dict(flax_model)
     assert all(np.array_equal(before[name], after[name]) for name in before)  # untouched

@@ -34,7 +34,7 @@ VALID = {
     ),
     "warmup": st.one_of(st.sampled_from([-1, -1.0, 0.0, 0.5]), st.floats(0.0, 0.99)),
     "t_total": st.one_of(st.just(-1), st.integers(1, 8), st.sampled_from([4.0, np.int64(3)])),
-    "schedule": st.sampled_from(ob.SCHEDULE_NAMES),
+    "schedule": st.sampled_from(ob.schedules.bert.SCHEDULE_NAMES),
     "b1": st.one_of(st.sampled_from([0.0, 0.9]), st.floats(0.0, 0.999)),
     "b2": st.one_of(st.sampled_from([0.0, 0.999]), st.floats(0.0, 0.9999)),
     "e": st.one_of(st.sampled_from([0.0, 1e-6]), st.floats(0.0, 1e-2)),

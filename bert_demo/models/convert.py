@@ -127,47 +127,25 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any],
         load_torch_state_dict(flax_model, torch_model.state_dict(), BertForMaskedLM.TIED_WEIGHTS)
     """
     tied = dict(tied or {})
-    current = _flat(nnx.state(model, nnx.Param))
-    names = {path: torch_name_for_path(path) for path in current}
-    expected = set(names.values())
-
-    missing = sorted(name for name in expected if name not in state_dict)
-    unexpected = sorted(name for name in state_dict if name not in expected and name not in tied)
+    problems = []
     untied = sorted(
         alias for alias, source in tied.items()
         if alias in state_dict and source in state_dict
         and not np.array_equal(_to_numpy(state_dict[alias]), _to_numpy(state_dict[source]))
     )
-    new_values: dict[str, Any] = {}
-    wrong_shapes: list[str] = []
-    for path, name in names.items():
-        if name not in state_dict:
-            continue
-        torch_array = _to_numpy(state_dict[name])
-        array = ob.transpose_kernels(path, torch_array)
-        target = current[path]
-        if array.shape != target.shape:
-            wanted = ob.transpose_kernels(path, np.empty(target.shape)).shape
-            wrong_shapes.append(f"{name}: got shape {tuple(torch_array.shape)}, expected {wanted}")
-            continue
-        new_values[path] = jnp.asarray(array, dtype=target.dtype)
-
-    problems = []
-    if missing:
-        problems.append(f"missing from state_dict: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"not parameters of the model: {', '.join(unexpected)}")
-    if wrong_shapes:
-        problems.append(f"shape mismatches: {'; '.join(wrong_shapes)}")
     if untied:
         problems.append(f"tied names that differ from their source: {', '.join(untied)}")
+    # The one parameter matcher (names, shapes after the transpose, every tensor used once).
+    params = nnx.state(model, nnx.Param)
+    tensors = {name: value for name, value in state_dict.items() if name not in tied}
+    try:
+        loaded = ob.params_from_torch(tensors, parameter_name_map(params), ob.transpose_kernels,
+                                      params=params)
+    except ValueError as error:
+        problems.insert(0, str(error))
     if problems:
         raise ValueError("state_dict does not match the Flax model. " + ". ".join(problems))
-
-    params = nnx.state(model, nnx.Param)
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [new_values[ob.parameter_name(path)] for path, _ in leaves_with_paths]
-    nnx.update(model, jax.tree.unflatten(treedef, leaves))
+    nnx.update(model, loaded)
     return model
 
 

@@ -7,11 +7,13 @@
 * :mod:`~optax_bertadam.schedules.pytorch`: every ``torch.optim.lr_scheduler`` class
   (:data:`PYTORCH_SCHEDULERS`), with the momentum of the cyclical ones; ``SWALR``; and any
   composition replayed as PyTorch steps it (:func:`replay_torch_schedulers`).
-* :mod:`~optax_bertadam.schedules.registry`: :data:`SCHEDULES`, one record of every schedule
-  above (its factory, an example, its PyTorch counterpart); the tests run over it.
+* :mod:`~optax_bertadam.schedules.loss_driven`: ``ReduceLROnPlateau`` and ``GreedyLR``, whose rate
+  follows the loss (gradient transformations that take ``value=``).
+* :mod:`~optax_bertadam.schedules.registry`: ``SCHEDULES``, one record of every schedule above (its
+  factory, an example, its PyTorch counterpart); the tests run over it.
 """
 
-from optax_bertadam.schedules.bert import SCHEDULE_NAMES, bert_schedule
+from optax_bertadam.schedules.bert import bert_schedule
 from optax_bertadam.schedules.classic import (
     constant_with_linear_cooldown,
     cosine_warmup,
@@ -22,10 +24,14 @@ from optax_bertadam.schedules.classic import (
     polynomial_decay,
     sequential_lr,
 )
+from optax_bertadam.schedules.loss_driven import (
+    GreedyLRState,
+    ReduceLROnPlateauState,
+    greedy_lr,
+    reduce_lr_on_plateau,
+)
 from optax_bertadam.schedules.pytorch import (
-    PYTORCH_SCHEDULERS,
     CycleSchedules,
-    TorchScheduler,
     chained_scheduler,
     constant_lr,
     cosine_annealing_lr,
@@ -37,15 +43,10 @@ from optax_bertadam.schedules.pytorch import (
     multiplicative_lr,
     one_cycle_lr,
     polynomial_lr,
-    replay_torch_schedulers,
     step_lr,
     swa_lr,
 )
-from optax_bertadam.schedules.registry import SCHEDULES, ScheduleRecord, schedule_record
 from optax_bertadam.schedules.transformers import (
-    SCHEDULER_NAMES,
-    GreedyLRState,
-    ReduceLROnPlateauState,
     get_constant_schedule,
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
@@ -57,15 +58,11 @@ from optax_bertadam.schedules.transformers import (
     get_polynomial_decay_schedule_with_warmup,
     get_scheduler,
     get_wsd_schedule,
-    greedy_lr,
-    reduce_lr_on_plateau,
 )
 
+# The registries and name tables stay in their modules (schedules.registry.SCHEDULES, ...), off
+# the package's top level, which holds what a training script calls.
 __all__ = [
-    "SCHEDULES",
-    "ScheduleRecord",
-    "schedule_record",
-    "PYTORCH_SCHEDULERS",
     "CycleSchedules",
     "chained_scheduler",
     "constant_lr",
@@ -78,12 +75,8 @@ __all__ = [
     "multiplicative_lr",
     "one_cycle_lr",
     "polynomial_lr",
-    "replay_torch_schedulers",
     "step_lr",
     "swa_lr",
-    "TorchScheduler",
-    "SCHEDULER_NAMES",
-    "SCHEDULE_NAMES",
     "ReduceLROnPlateauState",
     "bert_schedule",
     "constant_with_linear_cooldown",

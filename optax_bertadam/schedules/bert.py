@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jax.numpy as jnp
@@ -56,14 +57,14 @@ SCHEDULE_NAMES = (
 GLOBAL_STEP_SCHEDULES = ("warmup_linear_decay_exp", "warmup_exp_decay_exp", "warmup_exp_decay_poly")
 
 # schedule name -> (required keyword arguments, optional keyword arguments with upstream defaults)
-SCHEDULE_KWARGS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
+SCHEDULE_KWARGS: Mapping[str, tuple[tuple[str, ...], Mapping[str, float]]] = MappingProxyType({
     "warmup_cosine": ((), {}),
     "warmup_constant": ((), {}),
     "warmup_linear": ((), {}),
     "warmup_linear_decay_exp": (("decay_rate", "decay_steps"), {}),
     "warmup_exp_decay_exp": (("decay_rate", "decay_steps"), {"degree": 2.0}),
     "warmup_exp_decay_poly": ((), {"warm_degree": 1.5, "degree": 2.0}),
-}
+})
 
 
 def _in_warmup(x: Array, warmup: float, in_warmup: Array | None) -> Array:
@@ -171,14 +172,14 @@ def warmup_exp_decay_poly(
     return jnp.where(_in_warmup(x, warmup, in_warmup), warm, jnp.power(remaining, degree))
 
 
-SCHEDULES: dict[str, Callable[..., Array]] = {
+SCHEDULES: Mapping[str, Callable[..., Array]] = MappingProxyType({
     "warmup_cosine": warmup_cosine,
     "warmup_constant": warmup_constant,
     "warmup_linear": warmup_linear,
     "warmup_linear_decay_exp": warmup_linear_decay_exp,
     "warmup_exp_decay_exp": warmup_exp_decay_exp,
     "warmup_exp_decay_poly": warmup_exp_decay_poly,
-}
+})
 
 
 def warmup_end_count(t_total: int, warmup: float) -> int:
@@ -226,6 +227,7 @@ def validate_schedule_kwargs(schedule: str, schedule_kwargs: Mapping[str, Any] |
     return resolved
 
 
+@_validation.explains_torch_habits
 def bert_schedule(
     schedule: str,
     learning_rate: float,
@@ -328,6 +330,19 @@ def bert_multiplier(
     _validation.check_static("warmup", warmup)
     kwargs = validate_schedule_kwargs(schedule, schedule_kwargs)
     boundary = warmup_end_count(t_total, warmup) if t_total != -1 else 0
+    if t_total == -1 and warmup != -1:
+        _validation.warn(
+            f"warmup={warmup!r} has no effect without t_total: the rate stays constant (as "
+            "upstream BertAdam with t_total=-1); pass t_total=<number of updates> to warm up",
+            _validation.WarmupIgnoredWarning,
+        )
+    if schedule == "warmup_linear" and t_total != -1 and not clamp_at_zero:
+        _validation.warn(
+            f"schedule='warmup_linear' gives a negative learning rate after t_total={t_total} "
+            "updates (as upstream BertAdam): stop by then, or pass clamp_lr_at_zero=True "
+            "(clamp_at_zero=True for bert_schedule) to stay at 0",
+            _validation.NegativeLearningRateWarning,
+        )
     return BertScheduleMultiplier(
         schedule=schedule,
         t_total=t_total,

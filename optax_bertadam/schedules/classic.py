@@ -37,6 +37,7 @@ Array = Any
 Schedule = Callable[[Array], Array]
 
 
+@_validation.explains_torch_habits
 def cosine_warmup(base_lr: float, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1) -> Schedule:
     r"""Linear warmup, then cosine decay from ``base_lr`` to ``min_lr_ratio * base_lr``.
 
@@ -96,6 +97,7 @@ def cosine_warmup(base_lr: float, warmup_steps: int, max_steps: int, min_lr_rati
     return schedule
 
 
+@_validation.explains_torch_habits
 def linear_decay(base_lr: float, max_steps: int) -> Schedule:
     r"""``base_lr * (1 - step / max_steps)``, held at 0 from ``max_steps`` on.
 
@@ -128,6 +130,7 @@ def linear_decay(base_lr: float, max_steps: int) -> Schedule:
     return schedule
 
 
+@_validation.explains_torch_habits
 def polynomial_decay(base_lr: float, max_steps: int, power: float) -> Schedule:
     r"""``base_lr * (1 - step / max_steps) ** power``, held at 0 from ``max_steps`` on.
 
@@ -165,6 +168,7 @@ def polynomial_decay(base_lr: float, max_steps: int, power: float) -> Schedule:
     return schedule
 
 
+@_validation.explains_torch_habits
 def inverse_sqrt(base_lr: float, warmup_steps: int) -> Schedule:
     r"""``base_lr * sqrt(warmup_steps / step)``, held at ``base_lr`` until ``warmup_steps``.
 
@@ -200,6 +204,7 @@ def inverse_sqrt(base_lr: float, warmup_steps: int) -> Schedule:
     return schedule
 
 
+@_validation.explains_torch_habits
 def constant_with_linear_cooldown(base_lr: float, max_steps: int, cooldown_steps: int) -> Schedule:
     r"""``base_lr`` until the last ``cooldown_steps`` updates, then linearly to 0 at ``max_steps``.
 
@@ -244,6 +249,7 @@ def constant_with_linear_cooldown(base_lr: float, max_steps: int, cooldown_steps
     return schedule
 
 
+@_validation.explains_torch_habits
 def noam(model_size: float, warmup: int, factor: float = 1.0) -> Schedule:
     r"""The Transformer's rate: linear warmup, then inverse square root ("Attention is all you need").
 
@@ -288,6 +294,7 @@ def noam(model_size: float, warmup: int, factor: float = 1.0) -> Schedule:
     return schedule
 
 
+@_validation.explains_torch_habits
 def lambda_lr(learning_rate: float, lr_lambda: Callable[[Array], Array]) -> Schedule:
     r"""``learning_rate * lr_lambda(count)``: ``torch.optim.lr_scheduler.LambdaLR``.
 
@@ -338,6 +345,7 @@ def lambda_lr(learning_rate: float, lr_lambda: Callable[[Array], Array]) -> Sche
     return schedule
 
 
+@_validation.explains_torch_habits
 def sequential_lr(schedules: Sequence[Schedule], milestones: Sequence[int]) -> Schedule:
     r"""One schedule after another, each restarting from its own count 0 at its milestone.
 

@@ -49,7 +49,7 @@ import numpy as np
 from optax_bertadam import _validation
 from optax_bertadam.schedules._common import as_float as _as_float
 from optax_bertadam.schedules.classic import lambda_lr, sequential_lr
-from optax_bertadam.schedules.transformers import reduce_lr_on_plateau
+from optax_bertadam.schedules.loss_driven import reduce_lr_on_plateau
 from optax_bertadam.transforms import BoundSchedule, ScaledSchedule
 
 Array = Any
@@ -174,6 +174,7 @@ def _polynomial_lr_factor(count: Array, total_iters: int, power: float) -> Array
     return remaining**power
 
 
+@_validation.explains_torch_habits
 def step_lr(learning_rate: float, step_size: int, gamma: float = 0.1) -> ScaledSchedule:
     r"""Decay by ``gamma`` every ``step_size`` updates: ``torch.optim.lr_scheduler.StepLR``.
 
@@ -202,6 +203,7 @@ def step_lr(learning_rate: float, step_size: int, gamma: float = 0.1) -> ScaledS
     return ScaledSchedule(learning_rate, BoundSchedule(_step_lr_factor, (step_size, gamma)), "StepLR")
 
 
+@_validation.explains_torch_habits
 def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float = 0.1) -> ScaledSchedule:
     r"""Decay by ``gamma`` at each milestone: ``torch.optim.lr_scheduler.MultiStepLR``.
 
@@ -238,6 +240,7 @@ def multi_step_lr(learning_rate: float, milestones: Sequence[int], gamma: float 
     )
 
 
+@_validation.explains_torch_habits
 def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5) -> ScaledSchedule:
     r"""``factor * lr`` for the first ``total_iters`` updates: ``torch.optim.lr_scheduler.ConstantLR``.
 
@@ -268,6 +271,7 @@ def constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int 
     )
 
 
+@_validation.explains_torch_habits
 def linear_lr(
     learning_rate: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
 ) -> ScaledSchedule:
@@ -306,6 +310,7 @@ def linear_lr(
     )
 
 
+@_validation.explains_torch_habits
 def exponential_lr(learning_rate: float, gamma: float) -> ScaledSchedule:
     r"""Decay by ``gamma`` every update: ``torch.optim.lr_scheduler.ExponentialLR``.
 
@@ -329,6 +334,7 @@ def exponential_lr(learning_rate: float, gamma: float) -> ScaledSchedule:
     return ScaledSchedule(learning_rate, BoundSchedule(_exponential_lr_factor, (gamma,)), "ExponentialLR")
 
 
+@_validation.explains_torch_habits
 def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0) -> ScaledSchedule:
     r"""Polynomial decay to 0 at ``total_iters``: ``torch.optim.lr_scheduler.PolynomialLR``.
 
@@ -360,6 +366,7 @@ def polynomial_lr(learning_rate: float, total_iters: int = 5, power: float = 1.0
     )
 
 
+@_validation.explains_torch_habits
 def multiplicative_lr(
     learning_rate: float, lr_lambda: Callable[[Array], Array], num_steps: int = 0
 ) -> ScaledSchedule:
@@ -428,6 +435,7 @@ def _product_of(count: Array, multipliers: tuple[Callable[[Array], Array], ...])
     return product
 
 
+@_validation.explains_torch_habits
 def chained_scheduler(schedulers: Sequence[ScaledSchedule]) -> ScaledSchedule:
     r"""Several multiplicative schedulers at once: ``torch.optim.lr_scheduler.ChainedScheduler``.
 
@@ -498,6 +506,7 @@ def _cosine_first_steps(learning_rate: float, t_max: int, eta_min: float) -> int
     return min(2 * t_max - 1, math.ceil(estimate))
 
 
+@_validation.explains_torch_habits
 def cosine_annealing_lr(learning_rate: float, T_max: int, eta_min: float = 0.0) -> Schedule:  # noqa: N803
     r"""Cosine from ``lr`` to ``eta_min`` over ``T_max`` updates and back: ``CosineAnnealingLR``.
 
@@ -567,6 +576,7 @@ def cosine_annealing_lr(learning_rate: float, T_max: int, eta_min: float = 0.0) 
     return schedule
 
 
+@_validation.explains_torch_habits
 def cosine_annealing_warm_restarts(
     learning_rate: float,
     T_0: int,  # noqa: N803
@@ -634,6 +644,7 @@ def cosine_annealing_warm_restarts(
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
+@_validation.explains_torch_habits
 def cyclic_lr(
     base_lr: float,
     max_lr: float,
@@ -741,6 +752,7 @@ def cyclic_lr(
     return CycleSchedules(learning_rate, momentum if cycle_momentum else None)
 
 
+@_validation.explains_torch_habits
 def one_cycle_lr(
     max_lr: float,
     total_steps: int | None = None,

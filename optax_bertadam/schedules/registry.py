@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from optax_bertadam.schedules import bert, classic, pytorch
+from optax_bertadam.schedules import bert, classic, loss_driven, pytorch
 from optax_bertadam.schedules import transformers as hf
 
 #: The example every record builds by default: peak rate, total updates and warmup updates.
@@ -256,7 +256,7 @@ _TRANSFORMERS = (
     ),
     ScheduleRecord(
         name="transformers/greedy",
-        factory=hf.greedy_lr,
+        factory=loss_driven.greedy_lr,
         arguments=lambda lr, t, w: dict(
             learning_rate=lr, patience=1, factor=0.8, cooldown=1, min_lr=lr / 10, max_lr=2 * lr
         ),
@@ -417,7 +417,7 @@ _PYTORCH = (
     ),
     _torch_record(
         "ReduceLROnPlateau",
-        hf.reduce_lr_on_plateau,
+        loss_driven.reduce_lr_on_plateau,
         lambda lr, t, w: dict(learning_rate=lr, patience=2, factor=0.5, cooldown=1),
         loss_driven=True,
         aliases=("transformers/reduce_lr_on_plateau",),
