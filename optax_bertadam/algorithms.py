@@ -1,15 +1,16 @@
 """The registry of algorithms: every optimizer and transform of the package, declared once.
 
-Each :class:`Algorithm` names its factory, its PyTorch twin (a dotted path, imported only by
-tests and :func:`optax_bertadam.from_torch`-style tooling, never here), how its arguments
-translate to the twin's, the per-parameter torch state keys its state holds, and which of its
-arguments decide the structure of the computation (``static_args`` for
-``optax.inject_hyperparams``) or are float hyperparameters that can be injected.
+Each :class:`Algorithm` names its factory, how its arguments translate to PyTorch's (what
+:func:`optax_bertadam.param_groups` reads a group's ``lr``/``betas`` with), the per-parameter
+torch state keys its state holds, and which of its arguments decide the structure of the
+computation (``static_args`` for ``optax.inject_hyperparams``) or are float hyperparameters that
+can be injected. What the tests need besides (an example to build it with, the PyTorch twin to
+compare it with) is test-side: ``parity_tests/twins.py``.
 
 Every cross-cutting test (parity, the optax contract, sharding, checkpoints, torch-state
 migration, schedules as ``learning_rate``) runs over :data:`ALGORITHMS` and :data:`TRANSFORMS`:
-adding an optimizer is one function, one twin in ``torch_ref/`` (or a real PyTorch class), and
-one entry here. The registry is an immutable tuple, built once; nothing appends to it.
+adding an optimizer is one function, one entry here, and its twin and example on the test side.
+The registry is an immutable tuple, built once; nothing appends to it.
 """
 
 from __future__ import annotations
@@ -35,43 +36,27 @@ class Algorithm:
     Attributes:
       name: the factory's name in ``optax_bertadam``.
       factory: the function returning the ``optax.GradientTransformation``.
-      example: hyperparameters (not all defaults) that the cross-cutting tests build it with.
       static_args: arguments that decide the structure of the computation: with
         ``optax.inject_hyperparams`` they go in ``static_args`` (strings, bools and ``None`` are
         static there anyway).
       injectable: float hyperparameters that ``optax.inject_hyperparams`` can inject and change.
-      torch_class: dotted path of the PyTorch twin (``None``: no twin, e.g. a pure transform).
-      torch_arguments: factory argument -> twin argument; ``"betas[0]"`` is an entry of a tuple
-        argument. Factory arguments not listed have no twin counterpart.
-      torch_state_keys: per-parameter keys of the twin's ``state`` that this state holds (empty:
-        no PyTorch state migrates to it).
+      torch_arguments: factory argument -> the PyTorch optimizer's argument (and parameter group
+        key); ``"betas[0]"`` is an entry of a tuple argument. Factory arguments not listed have
+        no PyTorch counterpart.
+      torch_state_keys: per-parameter keys of the PyTorch optimizer's ``state`` that this state
+        holds (empty: no PyTorch state migrates to it).
       mask_argument: the argument taking a full-tree bool mask of decayed parameters, if any.
-      torch_named_parameters: the twin takes ``model.named_parameters()`` (its decay rule reads
-        names) rather than parameters or parameter groups.
       needs_value: ``update`` takes the loss as ``value=`` (loss-driven transforms).
     """
 
     name: str
     factory: Callable[..., optax.GradientTransformation]
-    example: Mapping[str, Any]
     static_args: tuple[str, ...] = ()
     injectable: tuple[str, ...] = ()
-    torch_class: str | None = None
     torch_arguments: Mapping[str, str] = dataclasses.field(default_factory=dict)
     torch_state_keys: tuple[str, ...] = ()
     mask_argument: str | None = None
-    torch_named_parameters: bool = False
     needs_value: bool = False
-
-    def build(self, **overrides: Any) -> optax.GradientTransformation:
-        """``factory(**example, **overrides)``."""
-        return self.factory(**{**self.example, **overrides})
-
-    def inject(self, **overrides: Any) -> optax.GradientTransformation:
-        """The same through ``optax.inject_hyperparams`` with this entry's ``static_args``."""
-        return optax.inject_hyperparams(self.factory, static_args=self.static_args)(
-            **{**self.example, **overrides}
-        )
 
     def torch_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Translate factory keyword arguments to the twin's (tuple entries gathered)."""
@@ -103,14 +88,9 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="bertadam",
         factory=optimizers.bertadam,
-        example=MappingProxyType(dict(
-            learning_rate=0.02, warmup=0.2, t_total=10, schedule="warmup_linear", b1=0.85,
-            b2=0.99, e=1e-6, weight_decay=0.01, max_grad_norm=0.5,
-        )),
         static_args=("warmup", "t_total", "schedule", "clip_mode", "schedule_kwargs",
                      "clamp_lr_at_zero", "moment_dtype"),
         injectable=("learning_rate", "b1", "b2", "e", "weight_decay", "max_grad_norm"),
-        torch_class="torch_ref.BertAdam",
         torch_arguments=MappingProxyType(
             {"learning_rate": "lr", **{name: name for name in _BERTADAM_ARGUMENTS}}
         ),
@@ -120,12 +100,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="adamw",
         factory=optimizers.adamw,
-        example=MappingProxyType(dict(
-            learning_rate=0.01, b1=0.85, b2=0.99, eps=1e-6, weight_decay=0.05, correct_bias=True,
-        )),
         static_args=("correct_bias",),
         injectable=("learning_rate", "b1", "b2", "eps", "weight_decay"),
-        torch_class="torch_ref.AdamW",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
             "weight_decay": "weight_decay", "correct_bias": "correct_bias",
@@ -136,13 +112,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="adafactor",
         factory=optimizers.adafactor,
-        example=MappingProxyType(dict(
-            learning_rate=0.01, relative_step=False, scale_parameter=True, beta1=0.9,
-            weight_decay=0.01, clip_threshold=1.0, decay_rate=-0.8,
-        )),
         static_args=("scale_parameter", "relative_step", "warmup_init"),
         injectable=("learning_rate", "clip_threshold", "decay_rate", "beta1", "weight_decay"),
-        torch_class="transformers.Adafactor",
         torch_arguments=MappingProxyType(
             {"learning_rate": "lr", **{name: name for name in _ADAFACTOR_ARGUMENTS}}
         ),
@@ -154,26 +125,16 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="adam_weight_decay",
         factory=optimizers.adam_weight_decay,
-        example=MappingProxyType(dict(
-            learning_rate=0.01, beta_1=0.85, beta_2=0.99, epsilon=1e-7, weight_decay_rate=0.05,
-            exclude_from_weight_decay=["LayerNorm", "bias"],
-        )),
         static_args=("amsgrad",),
         injectable=("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay_rate"),
-        torch_class="torch_ref.AdamWeightDecay",
         torch_arguments=MappingProxyType({name: name for name in _KERAS_ARGUMENTS}),
         # A TensorFlow optimizer: there is no PyTorch optimizer state to migrate.
-        torch_named_parameters=True,
     ),
     Algorithm(
         name="adam",
         factory=optimizers.adam,
-        example=MappingProxyType(dict(
-            learning_rate=0.01, b1=0.85, b2=0.99, eps=1e-4, weight_decay=0.05, amsgrad=True,
-        )),
         static_args=("amsgrad", "decoupled_weight_decay"),
         injectable=("learning_rate", "b1", "b2", "eps", "weight_decay"),
-        torch_class="torch.optim.Adam",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
             "weight_decay": "weight_decay", "amsgrad": "amsgrad",
@@ -185,12 +146,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="sgd",
         factory=optimizers.sgd,
-        example=MappingProxyType(dict(
-            learning_rate=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01,
-        )),
         static_args=("nesterov",),
         injectable=("learning_rate", "momentum", "dampening", "weight_decay"),
-        torch_class="torch.optim.SGD",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "momentum": "momentum", "dampening": "dampening",
             "weight_decay": "weight_decay", "nesterov": "nesterov",
@@ -201,15 +158,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="deepspeed_lamb",
         factory=lamb.deepspeed_lamb,
-        # bing_bert's clamp (max_coeff 0.3) binds on the tiny harness tensors; max_grad_norm needs
-        # FusedLamb's grad_norms, which a plain step() does not pass (parity_tests/test_lamb.py).
-        example=MappingProxyType(dict(
-            learning_rate=0.02, b1=0.85, b2=0.99, eps=1e-6, weight_decay=0.05, max_coeff=0.3,
-            min_coeff=0.05,
-        )),
         static_args=("eps_inside_sqrt", "bias_correction"),
         injectable=("learning_rate", "b1", "b2", "eps", "weight_decay", "max_coeff", "min_coeff"),
-        torch_class="torch_ref.FusedLamb",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
             "eps_inside_sqrt": "eps_inside_sqrt", "weight_decay": "weight_decay",
@@ -222,18 +172,10 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="nvidia_lamb",
         factory=lamb.nvidia_lamb,
-        # The global pre-normalisation binds on the parity harness's gradients (norms of up to
-        # ~60), not on the contract test's (< 2.1): there, two copies over a partition must equal
-        # the whole, which holds for per-tensor updates only.
-        example=MappingProxyType(dict(
-            learning_rate=0.02, b1=0.85, b2=0.99, eps=1e-5, weight_decay=0.05, max_grad_norm=3.0,
-            trust_clip=True,
-        )),
         static_args=("grad_averaging", "bias_correction", "trust_clip", "always_adapt", "caution",
                      "decoupled_decay"),
         injectable=("learning_rate", "b1", "b2", "eps", "weight_decay", "max_grad_norm"),
         # timm.optim.lamb.Lamb, loaded without importing timm (which needs torchvision).
-        torch_class="parity_tests.timm_lamb.Lamb",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
             "weight_decay": "weight_decay", "grad_averaging": "grad_averaging",
@@ -247,13 +189,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="adagrad",
         factory=optimizers.adagrad,
-        example=MappingProxyType(dict(
-            learning_rate=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1,
-            eps=1e-8,
-        )),
         # initial_accumulator_value is read by init only: changing it mid-run changes nothing.
         injectable=("learning_rate", "lr_decay", "weight_decay", "eps"),
-        torch_class="torch.optim.Adagrad",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "lr_decay": "lr_decay", "weight_decay": "weight_decay",
             "initial_accumulator_value": "initial_accumulator_value", "eps": "eps",
@@ -266,13 +203,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="rmsprop",
         factory=optimizers.rmsprop,
-        example=MappingProxyType(dict(
-            learning_rate=0.01, alpha=0.9, eps=1e-6, weight_decay=0.01, momentum=0.8,
-            centered=True,
-        )),
         static_args=("centered",),
         injectable=("learning_rate", "alpha", "eps", "weight_decay", "momentum"),
-        torch_class="torch.optim.RMSprop",
         torch_arguments=MappingProxyType({
             "learning_rate": "lr", "alpha": "alpha", "eps": "eps", "weight_decay": "weight_decay",
             "momentum": "momentum", "centered": "centered",
@@ -288,35 +220,30 @@ TRANSFORMS: tuple[Algorithm, ...] = (
     Algorithm(
         name="clip_grad_norm",
         factory=transforms.clip_grad_norm,
-        example=MappingProxyType(dict(max_norm=0.5, per_tensor=True)),
         static_args=("per_tensor",),
         injectable=("max_norm",),
     ),
     Algorithm(
         name="scale_by_bias_free_adam",
         factory=transforms.scale_by_bias_free_adam,
-        example=MappingProxyType(dict(b1=0.85, b2=0.99, e=1e-6)),
         static_args=("moment_dtype",),
         injectable=("b1", "b2", "e"),
     ),
     Algorithm(
         name="scale_by_adam",
         factory=transforms.scale_by_adam,
-        example=MappingProxyType(dict(b1=0.85, b2=0.99, eps=1e-6, flavour="torch")),
         static_args=("flavour", "bias_correction", "amsgrad"),
         injectable=("b1", "b2", "eps"),
     ),
     Algorithm(
         name="add_decayed_weights",
         factory=transforms.add_decayed_weights,
-        example=MappingProxyType(dict(weight_decay=0.05)),
         injectable=("weight_decay",),
         mask_argument="mask",
     ),
     Algorithm(
         name="scale_by_scheduled_learning_rate",
         factory=transforms.scale_by_scheduled_learning_rate,
-        example=MappingProxyType(dict(learning_rate=0.02)),
         injectable=("learning_rate",),
     ),
     Algorithm(
@@ -324,7 +251,6 @@ TRANSFORMS: tuple[Algorithm, ...] = (
         factory=lambda learning_rate=0.02, every_k_steps=2: optimizers.gradient_accumulation(
             optimizers.bertadam(learning_rate), every_k_steps
         ),
-        example=MappingProxyType(dict(learning_rate=0.02, every_k_steps=2)),
         static_args=("every_k_steps",),
         injectable=("learning_rate",),
     ),
@@ -333,7 +259,6 @@ TRANSFORMS: tuple[Algorithm, ...] = (
         factory=lambda learning_rate=0.02: mixed_precision.skip_nonfinite(
             optimizers.bertadam(learning_rate)
         ),
-        example=MappingProxyType(dict(learning_rate=0.02)),
         injectable=("learning_rate",),
     ),
     Algorithm(
@@ -341,22 +266,18 @@ TRANSFORMS: tuple[Algorithm, ...] = (
         factory=lambda learning_rate=0.02, growth_interval=3: mixed_precision.dynamic_loss_scale(
             optimizers.bertadam(learning_rate), growth_interval=growth_interval
         ),
-        example=MappingProxyType(dict(learning_rate=0.02, growth_interval=3)),
         static_args=("growth_interval",),
         injectable=("learning_rate",),
     ),
     Algorithm(
         name="reduce_lr_on_plateau",
         factory=loss_driven.reduce_lr_on_plateau,
-        example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5)),
         static_args=("mode", "threshold_mode", "patience", "cooldown"),
         needs_value=True,
     ),
     Algorithm(
         name="greedy_lr",
         factory=loss_driven.greedy_lr,
-        example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5, min_lr=0.001,
-                                      smooth=True, window_size=3)),
         static_args=("mode", "threshold_mode", "patience", "cooldown", "warmup", "smooth",
                      "window_size", "reset_start", "verbose"),
         needs_value=True,

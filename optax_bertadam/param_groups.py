@@ -141,7 +141,7 @@ def global_clip_across_groups(
 ) -> tuple[float | None, list[int]]:
     """BertAdam's ``clip_mode='global'`` spans the groups: ``(max_norm, groups clipped together)``.
 
-    ``torch_ref.BertAdam`` clips the gradients of every group with ``clip_mode='global'`` and
+    DeepSpeedExamples' ``BertAdam`` clips the gradients of every group with ``clip_mode='global'`` and
     ``max_grad_norm > 0`` together, with the first such group's ``max_grad_norm``, before any
     group's update. Those groups' own clipping is switched off here (``kwargs`` is changed), and
     the caller clips them together first. ``(None, [])`` when no group clips globally.

@@ -293,7 +293,7 @@ def load_torch_state_dict(
     """The optax state of ``tx`` equivalent to a PyTorch optimizer's ``state_dict()``.
 
     Continuing with ``tx`` from the returned state applies the same updates PyTorch would have
-    applied (``torch_ref.BertAdam`` -> :func:`optax_bertadam.bertadam`, ``torch.optim.AdamW`` ->
+    applied (DeepSpeedExamples' ``BertAdam`` -> :func:`optax_bertadam.bertadam`, ``torch.optim.AdamW`` ->
     ``optax.adamw``, with the same hyperparameters).
 
     Args:

@@ -23,12 +23,14 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 
 import torch_ref
+from optax_bertadam.schedules.bert import SCHEDULE_NAMES
 from optax_bertadam.schedules.registry import (
     EXAMPLE_LEARNING_RATE,
     EXAMPLE_T_TOTAL,
@@ -46,9 +48,26 @@ LOSS_VALUES = (
 )
 
 
+# The counterparts that are twins of the tests (torch_ref), by record name; the other records
+# name the real class they reproduce (ScheduleRecord.torch_counterpart).
+TORCH_REF_COUNTERPARTS = MappingProxyType({
+    **{f"bert/{name}": "torch_ref.schedule_multiplier" for name in SCHEDULE_NAMES},
+    **{f"classic/{name}": f"torch_ref.schedules.{name}_lambda" for name in (
+        "linear_decay", "polynomial_decay", "inverse_sqrt", "constant_with_linear_cooldown")},
+    "classic/cosine_warmup": "torch_ref.schedules.CosineWarmupScheduler",
+    "classic/noam": "torch_ref.NoamOpt",
+    "pytorch/replay": "torch_ref.schedules.live_schedulers",
+})
+
+
+def counterpart_path(record: ScheduleRecord) -> str | None:
+    """The dotted path of ``record``'s counterpart: a torch_ref twin, or the real class."""
+    return TORCH_REF_COUNTERPARTS.get(record.name, record.torch_counterpart)
+
+
 def counterpart(record: ScheduleRecord) -> Any:
-    """The object ``record.torch_counterpart`` names, imported."""
-    module, _, attribute = record.torch_counterpart.rpartition(".")
+    """The object :func:`counterpart_path` names, imported."""
+    module, _, attribute = counterpart_path(record).rpartition(".")
     return getattr(importlib.import_module(module), attribute)
 
 
@@ -118,6 +137,6 @@ def _scheduler(record: ScheduleRecord, kwargs: dict[str, Any], optimizer: torch.
                 for part in value
             ]
     twin = counterpart(record)
-    if record.torch_counterpart.endswith("_lambda"):
+    if counterpart_path(record).endswith("_lambda"):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, twin(**options))
     return twin(optimizer=optimizer, **options)

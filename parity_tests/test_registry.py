@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import optax_bertadam as ob
-from optax_bertadam.algorithms import ALGORITHMS, TRANSFORMS
 from parity_tests import harness
+from parity_tests.twins import ALGORITHMS, TRANSFORMS
 
 ENTRIES = {entry.name: entry for entry in ALGORITHMS}
 MASKED = [name for name, entry in ENTRIES.items() if entry.mask_argument]

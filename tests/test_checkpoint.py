@@ -20,9 +20,9 @@ import pytest
 
 import optax_bertadam as ob
 from optax_bertadam import mixed_precision
-from optax_bertadam.algorithms import ALGORITHMS
 from optax_bertadam.checkpoint import DamagedCheckpointError, restore_train_state, save_train_state
 from parity_tests import harness
+from parity_tests.twins import ALGORITHMS
 
 BEFORE, AFTER = 6, 6
 

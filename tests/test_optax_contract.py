@@ -24,7 +24,7 @@ import optax
 import pytest
 
 import optax_bertadam as ob
-from optax_bertadam.algorithms import ALGORITHMS, TRANSFORMS
+from parity_tests.twins import ALGORITHMS, TRANSFORMS
 
 ENTRIES = {entry.name: entry for entry in ALGORITHMS + TRANSFORMS}
 MASKED = [name for name, entry in ENTRIES.items() if entry.mask_argument]

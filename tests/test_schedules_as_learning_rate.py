@@ -16,8 +16,8 @@ import optax
 import pytest
 
 import optax_bertadam as ob
-from optax_bertadam.algorithms import ALGORITHMS
 from optax_bertadam.schedules.registry import SCHEDULES
+from parity_tests.twins import ALGORITHMS
 
 RATE_SCHEDULES = [record for record in SCHEDULES if not record.loss_driven]
 # BertAdam refuses its own schedule (t_total, warmup) next to a schedule as learning_rate.

@@ -56,7 +56,7 @@ def _optimizers(params):
             ob.clip_grad_norm(1.0), optax.adamw(1e-2, weight_decay=0.1)
         ),
     }
-    from optax_bertadam.algorithms import ALGORITHMS
+    from parity_tests.twins import ALGORITHMS
 
     # Every optimizer of the registry, with its example hyperparameters (a mask where it takes one).
     for entry in ALGORITHMS:

@@ -14,7 +14,7 @@ reproduces a PyTorch pattern driven the way its source drives it:
 * :func:`lambda_lr`, :func:`sequential_lr`: ``torch.optim.lr_scheduler.LambdaLR`` and
   ``SequentialLR``.
 
-Their PyTorch twins are in ``torch_ref/schedules.py``. Branches on the step are decided on the
+The tests compare them with PyTorch twins written from the tutorial. Branches on the step are decided on the
 integer count; the rest is computed in the default float dtype (float32, or float64 under
 ``jax.enable_x64(True)``). Arguments are checked when the schedule is built.
 """

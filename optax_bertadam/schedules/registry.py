@@ -64,7 +64,9 @@ class ScheduleRecord:
         for a representative schedule: warmup over ``warmup_steps`` updates where it has one, the
         decay over ``t_total``, a peak of about ``learning_rate``. Valid for
         ``0 <= warmup_steps < t_total``. Members of composite schedules are :class:`Part`.
-      torch_counterpart: dotted path of the PyTorch/transformers/torch_ref counterpart, or
+      torch_counterpart: dotted path of the PyTorch/transformers/DeepSpeed class it reproduces,
+        or ``None`` where the counterpart is a twin of the tests (``parity_tests/schedule_twins.py``:
+        the BertAdam and tutorial schedules, Noam, the replay's live schedulers), or
         ``None``.
       torch_arguments: factory argument -> counterpart argument where the name differs; ``None``
         drops the argument. ``learning_rate_argument`` is the optimizer's ``lr`` and is dropped
@@ -185,7 +187,6 @@ def _bert_record(name: str) -> ScheduleRecord:
             schedule=name, learning_rate=lr, t_total=t, warmup=w / t,
             schedule_kwargs=_bert_schedule_kwargs(name, t),
         ),
-        torch_counterpart="torch_ref.schedule_multiplier",
     )
 
 
@@ -270,8 +271,9 @@ _TRANSFORMERS = (
 
 
 def _lambda_lr_twin(name: str) -> Mapping[str, Any]:
-    # The tutorial's table: torch_ref's multiplier factory of the same arguments, for LambdaLR.
-    return dict(torch_counterpart=f"torch_ref.schedules.{name}_lambda", learning_rate_argument="base_lr")
+    # The tutorial's table: a multiplier of the same arguments, for LambdaLR (its twin is test-side).
+    del name
+    return dict(learning_rate_argument="base_lr")
 
 
 _CLASSIC = (
@@ -279,7 +281,6 @@ _CLASSIC = (
         name="classic/cosine_warmup",
         factory=classic.cosine_warmup,
         arguments=lambda lr, t, w: dict(base_lr=lr, warmup_steps=w, max_steps=t, min_lr_ratio=0.1),
-        torch_counterpart="torch_ref.schedules.CosineWarmupScheduler",
         torch_arguments=MappingProxyType({"base_lr": "base_lr"}),
         learning_rate_argument="base_lr",
     ),
@@ -314,7 +315,6 @@ _CLASSIC = (
         arguments=lambda lr, t, w: dict(
             model_size=64, warmup=max(1, w), factor=lr * math.sqrt(64 * max(1, w))
         ),
-        torch_counterpart="torch_ref.NoamOpt",
         learning_rate_argument=None,
     ),
 )
@@ -458,7 +458,6 @@ _PYTORCH = (
             ), milestones=(t,)),
             num_steps=t + t // 2,
         ),
-        torch_counterpart="torch_ref.schedules.live_schedulers",
         torch_arguments=MappingProxyType({"num_steps": None}),
     ),
     _torch_record(
