@@ -451,12 +451,11 @@ def save_demo_plot(result: DemoResult, out_file: Path) -> None:
     steps = [r.step for r in records]
     ignore = report.ignore
 
-    # A zero has no place on a log axis: drawn at a tenth of the dtype's epsilon, as report.plot
-    # draws them (not 17 decades below everything else).
-    zero_at = float(np.finfo(report.dtype).eps) / 10
-
+    # A zero has no place on a log axis: the key panel draws an exact zero a decade below its
+    # smallest nonzero value (report.plot, the error panel, draws it at a tenth of epsilon), not
+    # at 1e-20, 17 decades below everything else; nonzero values are drawn as they are.
     def floor(values):
-        return [np.nan if v is None else max(v, zero_at) for v in values]
+        return [np.nan if v is None else (v if v > 0 else zero_at) for v in values]
 
     figure, (loss_axis, lr_axis, error_axis, key_axis) = plt.subplots(
         4, 1, figsize=(8.5, 12), sharex=True, height_ratios=(1.6, 1, 1.6, 1.4))
@@ -485,19 +484,23 @@ def save_demo_plot(result: DemoResult, out_file: Path) -> None:
     # plotting path), into this panel.
     report.plot(ax=error_axis)  # titled with the verdict; key biases are report.ignore
     error_axis.set_xlabel("")
+    error_axis.set_ylabel("scale-relative error\n(dashed: bounds, named in the legend)")
     error_axis.title.set_fontsize(9)
 
     key_errors = [max(r.parameter_errors[n] for n in ignore) for r in records]
     key_scales = [max(r.gradient_scales[n] for n in ignore) for r in records]
     weight_scales = [min(r.gradient_scales[n[: -len("bias")] + "weight"] for n in ignore)
                      for r in records]
+    nonzero = [v for v in (*key_errors, *key_scales, *weight_scales) if v is not None and v > 0]
+    zero_at = min(nonzero) / 10 if nonzero else float(np.finfo(report.dtype).eps) / 10
     key_axis.semilogy(steps, floor(key_errors), color="tab:purple",
                       label="key bias: parameter error (scale-relative, not counted)")
     key_axis.semilogy(steps, floor(key_scales), color="tab:purple", linestyle="--",
                       label="key bias: max|gradient| (torch; exactly 0 without round-off)")
     key_axis.semilogy(steps, floor(weight_scales), color="grey", linestyle="--",
                       label="key weight: max|gradient| (torch), for scale")
-    key_axis.set_ylabel(f"attention key biases\n(softmax cancels them; 0 drawn at {zero_at:.0e})")
+    key_axis.set_ylabel(f"attention key biases (softmax\ncancels them); 0 drawn at {zero_at:.0e}",
+                        fontsize=9)
     key_axis.set_xlabel("step")
     key_axis.legend(fontsize=7, loc="best")
     for axis in (loss_axis, lr_axis, error_axis, key_axis):
