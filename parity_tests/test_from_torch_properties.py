@@ -50,7 +50,7 @@ import optax
 import pytest
 import torch
 import transformers
-from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler, swa_utils
 
@@ -65,6 +65,10 @@ GROUPINGS = {2: (("a", "b"), ("c", "d")), 3: (("a",), ("b", "c"), ("d",))}
 # Examples per family and dtype: "ci" keeps this file near 30 s on one core.
 PROFILE = settings.get_current_profile_name()
 EXAMPLES = {"thorough": 60}.get(PROFILE, 2)
+# CI reports a failing configuration as drawn: shrinking one re-runs it hundreds of times (minutes).
+# Other profiles shrink it to a minimal example.
+PHASES = ([Phase.explicit, Phase.reuse, Phase.generate] if PROFILE == "ci"
+          else list(Phase))
 # The longest run after the hand-over, and the longest run before it.
 MAX_AFTER, MAX_BEFORE = 16, 6
 
@@ -413,7 +417,7 @@ def check_configuration(config: dict[str, Any]) -> Outcome:
         try:
             optimizer = build_optimizer(config["optimizer"], named)
             scheduler = build_scheduler(config["scheduler"], optimizer)
-        except (ValueError, TypeError, KeyError) as error:  # torch refuses the configuration
+        except Exception as error:  # noqa: BLE001 - torch refuses the configuration
             return Outcome("invalid", f"torch: {error!r}")
 
         def torch_step(k):
@@ -425,7 +429,8 @@ def check_configuration(config: dict[str, Any]) -> Outcome:
         try:
             for k in range(config["before"]):
                 torch_step(k)
-        except (ValueError, ZeroDivisionError, OverflowError) as error:
+        except Exception as error:  # noqa: BLE001 - e.g. a SequentialLR reaching a nested
+            # SequentialLR at its milestone: torch's _update_lr(0) raises NotImplementedError
             return Outcome("invalid", f"torch: {error!r}")
         hand_over = scheduler
         if family == "jnp multiplier over a live LambdaLR":
@@ -467,11 +472,12 @@ def check_configuration(config: dict[str, Any]) -> Outcome:
             except Exception as error:  # noqa: BLE001
                 return Outcome("CRASHED", f"get_last_lr: {error!r}")
             torch_lrs = [np.asarray(scheduler.get_last_lr(), np.float64)]
+            base_lrs = [abs(float(g.get("initial_lr", 0.0) or 0.0)) for g in optimizer.param_groups]
             param_error = 0.0
             for k in range(config["before"], total):
                 try:
                     torch_step(k)
-                except (ValueError, ZeroDivisionError, OverflowError) as error:
+                except Exception as error:  # noqa: BLE001 - torch cannot run it either
                     return Outcome("invalid", f"torch step {k}: {error!r}")
                 tree = {n: np.asarray(g, dtype=jax_dtype) for n, g in grads[k].items()}
                 try:
@@ -490,7 +496,9 @@ def check_configuration(config: dict[str, Any]) -> Outcome:
         return Outcome("MISMATCH", f"get_last_lr lists {jax_lrs[0].shape} rates, torch "
                                    f"{torch_lrs[0].shape}")
     jax_lrs, torch_lrs = np.stack(jax_lrs), np.stack(torch_lrs)
-    peak = max(float(np.max(np.abs(torch_lrs))), 1e-30)
+    # The peak of the schedule: the groups' base rates count too, so that a window after a decay
+    # to ~0 is not measured against its own rounding residue.
+    peak = max(float(np.max(np.abs(torch_lrs))), max(base_lrs), 1e-30)
     errors = np.abs(jax_lrs - torch_lrs) / peak
     lr_error = float(np.max(errors))
     if not lr_error <= LR_TOL[dtype] or not param_error <= PARAM_TOL[dtype]:
@@ -566,13 +574,31 @@ def _print_tally():
 
 # ------------------------------------------------------------------------------ the tests
 
-# Faults the properties show today, by family (issue 17); the assertion message names them.
-KNOWN_FAULTS: dict[str, str] = {}
+# Faults the properties show today (issue 17; repros on the proptests branch's report), by family:
+# the assertion message names them. These tests fail until from_torch is fixed.
+KNOWN_FAULTS: dict[str, str] = {
+    "ConstantLR": "fault: ConstantLR(total_iters=0) is refused ('total_iters=0 is invalid'); torch "
+                  "runs it at lr * factor for ever (its recursive form never undoes the factor)",
+    "CosineAnnealingWarmRestarts": "issue 17 fault 2: T_mult >= 4 overflows (OverflowError from "
+                                   "from_torch) for many T_0",
+    "ChainedScheduler": "fault: a ChainedScheduler cannot be handed over mid-run: "
+                        "load_torch_state_dict refuses its state_dict (no top-level last_epoch)",
+    "SWALR": "issue 17: torch.optim.swa_utils.SWALR is refused (to be reproduced)",
+    "compositions torch accepts": "issue 17: refused today: CosineAnnealingLR/OneCycleLR/CyclicLR/"
+                                  "LambdaLR/SequentialLR inside a ChainedScheduler, SequentialLR/"
+                                  "ChainedScheduler inside a SequentialLR, SequentialLR of members "
+                                  "cycling the momentum; and the ChainedScheduler hand-over crash",
+    "jnp multiplier over a live LambdaLR": "issue 17 fault 1: from_torch(optimizer, scheduler="
+                                           "<jnp multiplier>) scales group['lr'] (already "
+                                           "initial_lr * f(0)) instead of initial_lr",
+    "LinearLR": "fault (minor): a hand-over after LinearLR decayed to a tiny end_factor is refused "
+                "by the live check, which measures against the checked window's peak (~0)",
+}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("family", list(FAMILIES))
-@settings(max_examples=EXAMPLES, deadline=None,
+@settings(max_examples=EXAMPLES, deadline=None, phases=PHASES,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_from_torch_follows_the_live_scheduler(family, dtype, data):

@@ -187,7 +187,10 @@ SCHEDULERS = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+# float64 only (CI time): a value read from the wrong group moves rates and parameters by 1e-3 or
+# more in either dtype, and these schedulers' float32 paths are covered by test_from_torch.py and
+# test_from_torch_properties.py.
+@pytest.mark.parametrize("dtype", ["float64"])
 @pytest.mark.parametrize("name", list(SCHEDULERS))
 def test_every_per_group_list_of_a_scheduler_reaches_its_group(name, dtype):
     make_optimizer, make_scheduler = SCHEDULERS[name]
@@ -213,7 +216,7 @@ LOSS_DRIVEN = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float64"])  # float64 only: as above
 @pytest.mark.parametrize("name", list(LOSS_DRIVEN))
 def test_every_per_group_bound_of_a_loss_driven_scheduler_reaches_its_group(name, dtype):
     make_optimizer, make_scheduler = LOSS_DRIVEN[name]
@@ -259,9 +262,10 @@ def own_jax(count):
     return 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(count, 12) / 12))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shared, own", [("lr_lambda", "lr_lambda"), ("schedule", "schedule"),
-                                         ("lr_lambda", "schedule"), ("schedule", "lr_lambda")])
+@pytest.mark.parametrize("shared, own, dtype", [
+    ("lr_lambda", "lr_lambda", "float64"), ("schedule", "schedule", "float64"),
+    ("lr_lambda", "schedule", "float64"), ("schedule", "lr_lambda", "float64"),
+    ("lr_lambda", "lr_lambda", "float32")])
 def test_a_groups_own_multiplier_wins_over_the_shared_one(shared, own, dtype):
     def make_torch(named):
         names = list(named)
