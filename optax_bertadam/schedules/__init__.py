@@ -6,6 +6,8 @@
   ``LambdaLR`` and ``SequentialLR``.
 * :mod:`~optax_bertadam.schedules.pytorch`: every ``torch.optim.lr_scheduler`` class
   (:data:`PYTORCH_SCHEDULERS`), with the momentum of the cyclical ones.
+* :mod:`~optax_bertadam.schedules.deepspeed`: DeepSpeed's five schedules
+  (:data:`DEEPSPEED_SCHEDULERS`), ``OneCycle`` with its momentum.
 * :mod:`~optax_bertadam.schedules.registry`: :data:`SCHEDULES`, one record of every schedule
   above (its factory, an example, its PyTorch counterpart); the tests run over it.
 """
@@ -20,6 +22,14 @@ from optax_bertadam.schedules.classic import (
     noam,
     polynomial_decay,
     sequential_lr,
+)
+from optax_bertadam.schedules.deepspeed import (
+    DEEPSPEED_SCHEDULERS,
+    lr_range_test,
+    one_cycle,
+    warmup_cosine_lr,
+    warmup_decay_lr,
+    warmup_lr,
 )
 from optax_bertadam.schedules.pytorch import (
     PYTORCH_SCHEDULERS,
@@ -63,6 +73,12 @@ __all__ = [
     "ScheduleRecord",
     "schedule_record",
     "PYTORCH_SCHEDULERS",
+    "DEEPSPEED_SCHEDULERS",
+    "lr_range_test",
+    "one_cycle",
+    "warmup_cosine_lr",
+    "warmup_decay_lr",
+    "warmup_lr",
     "ChainableSchedule",
     "CycleSchedules",
     "chained_scheduler",
