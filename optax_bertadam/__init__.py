@@ -3,6 +3,17 @@
 from optax_bertadam.checkpoint import restore_train_state, save_train_state
 from optax_bertadam.compare import compare_training
 from optax_bertadam.from_torch import from_torch
+from optax_bertadam.lamb import (
+    ScaleByDeepSpeedLambState,
+    ScaleByNvidiaLambState,
+    clip_by_global_norm_ratio,
+    deepspeed_lamb,
+    nvidia_lamb,
+    scale_by_bias_correction,
+    scale_by_clamped_trust_ratio,
+    scale_by_deepspeed_lamb,
+    scale_by_nvidia_lamb,
+)
 from optax_bertadam.lr import LearningRateState, get_last_lr, get_lr
 from optax_bertadam.masks import decay_mask, parameter_name, parameter_names, regex_decay_mask
 from optax_bertadam.mixed_precision import (
@@ -97,5 +108,14 @@ __all__ = [
     "compare_training",
     "param_groups",
     "layerwise_lr_decay_groups",
+    "ScaleByDeepSpeedLambState",
+    "ScaleByNvidiaLambState",
+    "clip_by_global_norm_ratio",
+    "deepspeed_lamb",
+    "nvidia_lamb",
+    "scale_by_bias_correction",
+    "scale_by_clamped_trust_ratio",
+    "scale_by_deepspeed_lamb",
+    "scale_by_nvidia_lamb",
     *_schedule_names,
 ]

@@ -22,7 +22,7 @@ from typing import Any
 
 import optax
 
-from optax_bertadam import mixed_precision, optimizers, transforms
+from optax_bertadam import lamb, mixed_precision, optimizers, transforms
 from optax_bertadam.schedules import transformers as hf_schedules
 
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
@@ -196,6 +196,52 @@ ALGORITHMS: tuple[Algorithm, ...] = (
             "weight_decay": "weight_decay", "nesterov": "nesterov",
         }),
         torch_state_keys=("momentum_buffer",),
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="deepspeed_lamb",
+        factory=lamb.deepspeed_lamb,
+        # bing_bert's clamp (max_coeff 0.3) binds on the tiny harness tensors; max_grad_norm needs
+        # FusedLamb's grad_norms, which a plain step() does not pass (parity_tests/test_lamb.py).
+        example=MappingProxyType(dict(
+            learning_rate=0.02, b1=0.85, b2=0.99, eps=1e-6, weight_decay=0.05, max_coeff=0.3,
+            min_coeff=0.05,
+        )),
+        static_args=("eps_inside_sqrt", "bias_correction"),
+        injectable=("learning_rate", "b1", "b2", "eps", "weight_decay", "max_coeff", "min_coeff"),
+        torch_class="torch_ref.FusedLamb",
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
+            "eps_inside_sqrt": "eps_inside_sqrt", "weight_decay": "weight_decay",
+            "max_grad_norm": "max_grad_norm", "max_coeff": "max_coeff", "min_coeff": "min_coeff",
+            "bias_correction": "bias_correction",
+        }),
+        torch_state_keys=("exp_avg", "exp_avg_sq"),
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="nvidia_lamb",
+        factory=lamb.nvidia_lamb,
+        # The global pre-normalisation binds on the parity harness's gradients (norms of up to
+        # ~60), not on the contract test's (< 2.1): there, two copies over a partition must equal
+        # the whole, which holds for per-tensor updates only.
+        example=MappingProxyType(dict(
+            learning_rate=0.02, b1=0.85, b2=0.99, eps=1e-5, weight_decay=0.05, max_grad_norm=3.0,
+            trust_clip=True,
+        )),
+        static_args=("grad_averaging", "bias_correction", "trust_clip", "always_adapt", "caution",
+                     "decoupled_decay"),
+        injectable=("learning_rate", "b1", "b2", "eps", "weight_decay", "max_grad_norm"),
+        # timm.optim.lamb.Lamb, loaded without importing timm (which needs torchvision).
+        torch_class="parity_tests.timm_lamb.Lamb",
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
+            "weight_decay": "weight_decay", "grad_averaging": "grad_averaging",
+            "max_grad_norm": "max_grad_norm", "bias_correction": "bias_correction",
+            "trust_clip": "trust_clip", "always_adapt": "always_adapt", "caution": "caution",
+            "decoupled_decay": "decoupled_decay",
+        }),
+        torch_state_keys=("exp_avg", "exp_avg_sq"),
         mask_argument="mask",
     ),
 )

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from optax_bertadam import lr as lr_states
-from optax_bertadam import masks, optimizers, param_groups, torch_state, transforms
+from optax_bertadam import lamb, masks, optimizers, param_groups, torch_state, transforms
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
@@ -32,6 +32,7 @@ Schedule = Callable[[Any], Any]
 SUPPORTED_OPTIMIZERS = (
     "torch.optim.AdamW", "torch.optim.Adam", "torch.optim.SGD", "transformers.Adafactor",
     "torch_ref.BertAdam (DeepSpeed)", "pytorch_pretrained_bert.BertAdam",
+    "timm.optim.Lamb (apex FusedLAMB)",
 )
 _MULTIPLICATIVE = ("StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
                    "PolynomialLR", "ChainedScheduler")
@@ -490,6 +491,40 @@ def _refuse_flag(group: Mapping[str, Any], index: int, class_name: str, flag: st
         )
 
 
+_TIMM_LAMB_KEYS = {"lr", "bias_correction", "betas", "eps", "weight_decay", "grad_averaging",
+                   "trust_clip", "always_adapt"}
+
+
+def _timm_lamb_group(g: Mapping[str, Any], index: int) -> _GroupOptimizer:
+    """Group ``index`` of a ``timm.optim.Lamb`` as :func:`optax_bertadam.nvidia_lamb`.
+
+    timm pre-normalises the gradients of all groups together by ``defaults['max_grad_norm']``
+    (a group's own key is not read): :func:`_timm_lamb_max_grad_norm` does it before the groups,
+    so each group's copy has none. ``foreach`` only picks timm's arithmetic path.
+    """
+    if g.get("decoupled_decay", False):
+        raise ValueError(
+            f"timm Lamb(param_groups[{index}]['decoupled_decay']=True) is not supported by "
+            "from_torch: its trust ratio reads the parameters after an lr-dependent shrink"
+        )
+    betas = tuple(_scalar(b) for b in g["betas"])
+    return _GroupOptimizer(lamb.nvidia_lamb, dict(
+        b1=betas[0], b2=betas[1], eps=g["eps"], weight_decay=g["weight_decay"],
+        grad_averaging=bool(g["grad_averaging"]), max_grad_norm=None,
+        bias_correction=bool(g["bias_correction"]), trust_clip=bool(g["trust_clip"]),
+        always_adapt=bool(g["always_adapt"]), caution=bool(g.get("caution", False)),
+    ), "b1")
+
+
+def _timm_lamb_max_grad_norm(optimizer: Any, builders: list[Any]) -> float | None:
+    """The norm timm's Lamb pre-normalises all its groups' gradients to (None: not a timm Lamb,
+    or no pre-normalisation)."""
+    if not builders or any(b.factory is not lamb.nvidia_lamb for b in builders):
+        return None
+    norm = _scalar(optimizer.defaults.get("max_grad_norm"))
+    return None if norm is None else float(norm)
+
+
 @dataclasses.dataclass
 class _GroupOptimizer:
     factory: Callable[..., optax.GradientTransformation]
@@ -536,6 +571,8 @@ def _group_optimizer(optimizer: Any, group: Mapping[str, Any], index: int) -> _G
             max_grad_norm=g["max_grad_norm"], clip_mode=g.get("clip_mode", "per_tensor"),
             moment_dtype=None if moment_dtype is None else jnp.dtype(str(moment_dtype).split(".")[-1]),
         ), None, multiplier)
+    if module == "timm.optim.lamb" and name == "Lamb" and _TIMM_LAMB_KEYS <= set(g):
+        return _timm_lamb_group(g, index)
     if module == "pytorch_pretrained_bert.optimization" and name == "BertAdam":
         return _GroupOptimizer(optimizers.bertadam, dict(
             b1=g["b1"], b2=g["b2"], e=g["e"], weight_decay=g["weight_decay"],
@@ -647,14 +684,15 @@ def from_torch(
     ``decoupled_weight_decay``), ``SGD`` (momentum, dampening, nesterov, weight_decay),
     ``transformers.Adafactor``, DeepSpeed's ``torch_ref.BertAdam`` and
     ``pytorch_pretrained_bert.BertAdam`` (its ConstantLR/WarmupConstant/WarmupLinear/WarmupCosine
-    schedule objects). Schedulers: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
+    schedule objects), ``timm.optim.Lamb`` (apex ``FusedLAMB``; its global pre-normalisation spans
+    the groups). Schedulers: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
     PolynomialLR, ChainedScheduler (of those), CosineAnnealingLR, CosineAnnealingWarmRestarts,
     CyclicLR (built-in modes), OneCycleLR, SequentialLR (of supported schedulers), every
     transformers ``get_scheduler`` LambdaLR, ``AdafactorSchedule``, ``ReduceLROnPlateau``,
     ``GreedyLR``; or a jnp function ``count -> factor`` of each group's ``lr`` (a ``LambdaLR``
     written with ``jax.numpy``).
-    Refused (``ValueError`` naming it): ``maximize=True``, a ``LambdaLR``/``MultiplicativeLR`` of a
-    Python function of your own, a custom ``CyclicLR.scale_fn``, the restart schedules of
+    Refused (``ValueError`` naming it): ``maximize=True``, timm Lamb's ``decoupled_decay=True``,
+    a ``LambdaLR``/``MultiplicativeLR`` of a Python function of your own, a custom ``CyclicLR.scale_fn``, the restart schedules of
     ``pytorch_pretrained_bert``, a loss-driven scheduler over ``Adafactor`` with
     ``relative_step=True`` or ``beta1``, a scheduler whose per-group lists no longer match the
     groups, and any other class.
@@ -806,6 +844,13 @@ def from_torch(
     partition = param_groups.clip_groups_together(
         max_norm, clipped_together, label_tree, optax.partition(transformations, label_tree)
     )
+    lamb_norm = _timm_lamb_max_grad_norm(optimizer, builders)
+    if lamb_norm is not None:
+        # timm's Lamb divides every group's gradients by one global norm first (trained only).
+        trained = lambda tree: jax.tree.map(lambda label: label != frozen, label_tree(tree))
+        partition = optax.chain(
+            optax.masked(lamb.clip_by_global_norm_ratio(lamb_norm), trained), partition
+        )
     if loss_driven is None:
         return partition
     return _under_loss_driven_rule(partition, label_tree, loss_driven[0])

@@ -4,6 +4,7 @@ Nothing here imports optax_bertadam.
 """
 
 from torch_ref.bertadam import SCHEDULES, BertAdam, schedule_multiplier
+from torch_ref.lamb import FusedLamb
 from torch_ref.optimizers import (
     AdamW,
     AdamWeightDecay,
@@ -20,6 +21,7 @@ __all__ = [
     "AdamWeightDecay",
     "BertAdam",
     "CosineWarmupScheduler",
+    "FusedLamb",
     "GradientAccumulator",
     "NoamOpt",
     "PolynomialDecay",
