@@ -138,18 +138,19 @@ def _read_config(config: Mapping[str, Any], world_size: int) -> _Settings:
                                             "zero_optimization"):
             continue
         if key in REFUSED_KEYS:
-            trivial = (value in (None, {}, False) or (isinstance(value, Mapping)
-                       and not value.get("enabled", key in ("data_types", "pipeline"))
-                       and not (key == "data_types" and value.get("grad_accum_dtype"))))
-            if key == "pipeline" and isinstance(value, Mapping) and not value:
-                trivial = True
+            if isinstance(value, Mapping) and "enabled" in value:
+                trivial = not value["enabled"]
+            elif key == "data_types" and isinstance(value, Mapping):
+                trivial = value.get("grad_accum_dtype") is None
+            else:
+                trivial = value is None or value is False or value == {}
             if not trivial:
                 raise _refuse(key, value, f"{REFUSED_KEYS[key]} is not reproduced")
             continue
         raise _refuse(key, value, "unknown DeepSpeed key; known keys that change no number are "
                       + ", ".join(sorted(NO_NUMBER_KEYS)))
     accumulation = _check_batch(config, world_size)
-    clipping = config.get("gradient_clipping", 0.0)
+    clipping = config.get("gradient_clipping", 1.0)  # DeepSpeed's GRADIENT_CLIPPING_DEFAULT
     _validation.check_finite("gradient_clipping", clipping)
     _validation.check_range("gradient_clipping", clipping, low=0.0)
 
@@ -354,9 +355,13 @@ def _after_zero_gradient_step(tx: optax.GradientTransformation) -> optax.Gradien
     leaves zero moments; it counts one step (Adam's and Lamb's bias correction) and starts SGD's
     momentum buffer at zero (so the first real step is dampened)."""
 
+    def is_injected(node):
+        # optax.inject_hyperparams' state (InjectHyperparamsState or, in newer optax,
+        # InjectStatefulHyperparamsState): its count drives the injected schedules.
+        return hasattr(node, "hyperparams") and hasattr(node, "inner_state")
+
     def is_schedule_node(node):
-        return isinstance(node, (transforms.ScheduledLearningRateState,
-                                 optax.InjectHyperparamsState))
+        return isinstance(node, transforms.ScheduledLearningRateState) or is_injected(node)
 
     def init_fn(params):
         fresh = tx.init(params)
@@ -366,7 +371,7 @@ def _after_zero_gradient_step(tx: optax.GradientTransformation) -> optax.Gradien
         def keep_count(new, old):
             if isinstance(old, transforms.ScheduledLearningRateState):
                 return old
-            if isinstance(old, optax.InjectHyperparamsState):
+            if is_injected(old):
                 inner = jax.tree.map(keep_count, new.inner_state, old.inner_state,
                                      is_leaf=is_schedule_node)
                 return old._replace(inner_state=inner)
@@ -397,10 +402,22 @@ def _accumulate(inner: optax.GradientTransformation, steps: int, dtype: Any):
         zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), dtype or jnp.asarray(p).dtype), params)
         return DeepSpeedAccumulationState(jnp.zeros([], jnp.int32), zeros, inner.init(params))
 
+    def rounded(x, dtype):
+        # Under jit XLA:CPU computes a chain of half-precision operations in float32 and rounds
+        # once at the end; torch rounds ``g / steps`` and every ``+=`` of ``.grad``. Each rounding
+        # is made explicit so that the sum is torch's bit for bit.
+        if jnp.dtype(dtype).itemsize >= 4:
+            return x.astype(dtype)
+        info = jnp.finfo(dtype)
+        return jax.lax.reduce_precision(x, info.nexp, info.nmant).astype(dtype)
+
+    def add(a, g):
+        wide = jnp.promote_types(a.dtype, jnp.float32)
+        share = rounded(g.astype(wide) / steps, a.dtype).astype(wide)
+        return rounded(a.astype(wide) + share, a.dtype)
+
     def update_fn(updates, state, params=None, **extra_args):
-        accumulated = jax.tree.map(
-            lambda a, g: (a + (g / jnp.asarray(steps, g.dtype)).astype(a.dtype)).astype(a.dtype),
-            state.accumulated, updates)
+        accumulated = jax.tree.map(add, state.accumulated, updates)
         boundary = state.micro_step + 1 == steps
         new_updates, new_inner = inner.update(accumulated, state.inner_state, params, **extra_args)
         zeros = jax.tree.map(jnp.zeros_like, new_updates)
