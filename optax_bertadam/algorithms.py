@@ -310,6 +310,15 @@ TRANSFORMS: tuple[Algorithm, ...] = (
         injectable=("learning_rate",),
     ),
     Algorithm(
+        name="deepspeed_loss_scale",
+        factory=lambda learning_rate=0.02, scale_window=3: mixed_precision.deepspeed_loss_scale(
+            optimizers.bertadam(learning_rate), scale_window=scale_window
+        ),
+        example=MappingProxyType(dict(learning_rate=0.02, scale_window=3)),
+        static_args=("scale_window",),
+        injectable=("learning_rate",),
+    ),
+    Algorithm(
         name="reduce_lr_on_plateau",
         factory=hf_schedules.reduce_lr_on_plateau,
         example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5)),

@@ -707,13 +707,15 @@ def from_deepspeed(
         tx = optax.chain(transforms.clip_grad_norm(settings.clipping), tx)
     gradient_dtype = None
     if settings.precision != "fp32":
-        tx = optax.chain(_to_master_dtype(), tx)
+        # The overflow check, the unscaling and the step on the float32 master copy of the
+        # accumulated half-precision gradients, as DeepSpeed's fp16/bf16 optimizers do.
         if settings.precision == "bf16":
             tx = deepspeed_loss_scale(tx, 1.0, dynamic=False)
             gradient_dtype = jnp.bfloat16
         else:
             tx = _fp16_loss_scale(tx, settings)
             gradient_dtype = jnp.float16
+        tx = optax.chain(_to_master_dtype(), tx)
     if settings.accumulation > 1:
         tx = _accumulate(tx, settings.accumulation, gradient_dtype)
     return optax.with_extra_args_support(tx)

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_bertadam import _validation
@@ -276,9 +277,10 @@ def deepspeed_loss_scale(
     .update_scale``: after an overflow, if ``hysteresis == 1`` or the remaining hysteresis is 1,
     :math:`s \leftarrow \max(s / 2, 	ext{min\_scale})`, else the hysteresis drops by one; after
     a clean step with :math:`n` = steps since the last overflow minus one, :math:`s \leftarrow 2s`
-    when :math:`n > 0` and :math:`n mod 	ext{scale\_window} = 0` (which also refills the
+    when :math:`n > 0` and :math:`n \bmod \text{scale\_window} = 0` (which also refills the
     hysteresis; ``consecutive_hysteresis`` refills it after every clean step). Otherwise the
-    gradients are unscaled, :math:`g \leftarrow g \cdot (1/s)` (in at least float32), and
+    gradients are unscaled, :math:`g \leftarrow g \cdot (1/s)` (in at least float32, kept in
+    their dtype), and
     ``inner`` is applied. ``dynamic=False`` is a static scale (fp16 ``loss_scale > 0``, or bf16's
     scale of 1): the same skip, a constant scale.
 
@@ -317,7 +319,7 @@ def deepspeed_loss_scale(
     min_scale = _validation.check_finite("min_scale", min_scale)
     min_scale = _validation.check_range("min_scale", min_scale, low=0.0, low_inclusive=False)
     for name, value in (("init_scale", init_scale), ("min_scale", min_scale)):
-        if float(jnp.float32(value)) != value:
+        if isinstance(value, (int, float)) and float(np.float32(value)) != value:
             raise ValueError(f"{name}={value!r} is invalid: expected a value exact in float32 "
                              "(e.g. a power of two), so that every scale is DeepSpeed's")
     scale_window = _validation.check_int("scale_window", scale_window, low=1)
@@ -340,8 +342,11 @@ def deepspeed_loss_scale(
     def update_fn(updates, state, params=None, **extra_args):
         finite = all_finite(updates)
         inv_scale = jnp.float32(1.0) / state.scale
+        # Unscaled in at least float32, returned in the gradients' dtype (from_deepspeed moves
+        # half-precision gradients to the float32 master dtype before this, as DeepSpeed does).
         unscaled = jax.tree.map(
-            lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)) * inv_scale, updates
+            lambda g: (g.astype(jnp.promote_types(g.dtype, jnp.float32)) * inv_scale).astype(g.dtype),
+            updates,
         )
         new_updates, new_inner = inner.update(unscaled, state.inner_state, params, **extra_args)
         scale, hyst, last = state.scale, state.cur_hysteresis, state.last_overflow_iter
