@@ -58,6 +58,7 @@ def deepspeed():
         import deepspeed.comm.torch  # noqa: F401
 
         patch.setattr(sys.modules["deepspeed.comm.torch"], "build_shm_op", lambda: None)
+        ds.init_distributed()  # once per process; deepspeed.initialize and the loss scaler use it
         yield ds
 
 
