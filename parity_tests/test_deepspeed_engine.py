@@ -290,3 +290,59 @@ def test_keys_that_change_no_number_are_accepted(tmp_path):
         tx = ob.from_deepspeed(source, params=params)
         state = tx.init(params)
         assert [float(r) for r in ob.get_last_lr(state)] == [pytest.approx(0.001)]
+
+
+@pytest.mark.parametrize("scheduler", [ONE_CYCLE, COSINE], ids=lambda s: s[0])
+def test_lamb_config_matches_the_engine_loop_over_the_fused_lamb_twin(deepspeed, scheduler):
+    """``"type": "Lamb"`` builds ``FusedLamb``, which the CPU engine cannot build: the engine's
+    fp32 step is replayed over ``torch_ref.FusedLamb`` (accumulate ``g / N``, DeepSpeed's
+    ``clip_grad_norm_`` over every parameter, ``step()``, then the real DeepSpeed scheduler)."""
+    from deepspeed.runtime import lr_schedules
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    import torch_ref
+
+    lamb = {"weight_decay": 0.01, "bias_correction": False, "max_coeff": 0.3, "min_coeff": 0.01}
+    config = _config("Lamb", lamb, scheduler, 1.0, 2, "fp32")
+    model = _model()
+    named = dict(model.named_parameters())
+    decayed = [named["0.weight"], named["2.weight"]]
+    rest = [p for n, p in named.items() if n not in ("0.weight", "2.weight")]
+    optimizer = torch_ref.FusedLamb([{"params": decayed}, {"params": rest, "lr": 0.02,
+                                                          "weight_decay": 0.0}],
+                                    lr=0.01, **lamb)
+    schedule = getattr(lr_schedules, scheduler[0])(optimizer, **scheduler[1])
+    params = _nest({n: jnp.asarray(p.detach().numpy()) for n, p in named.items()})
+    groups = [{"params": r"^(0|2)/weight$"}, {"params": r"bias$|^1/", "lr": 0.02,
+                                              "weight_decay": 0.0}]
+    tx = ob.from_deepspeed(config, params=params, groups=groups)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    grads = harness.gradient_stream(MICRO_STEPS, seed=5,
+                                    shapes={n: tuple(p.shape) for n, p in named.items()})
+    diffs: dict[str, float] = {}
+    scales: dict[str, float] = {}
+    worst_rate = 0.0
+    for micro, grad in enumerate(grads):
+        for name, p in named.items():
+            g = torch.tensor(grad[name], dtype=torch.float32) / 2
+            p.grad = g if p.grad is None else p.grad + g
+        if micro % 2 == 1:
+            clip_grad_norm_(model.parameters(), max_norm=1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+        jax_grads = _nest({n: jnp.asarray(g, jnp.float32) for n, g in grad.items()})
+        updates, state = update(jax_grads, state, params)
+        params = optax.apply_updates(params, updates)
+        for name, p in named.items():
+            layer, leaf = name.split(".")
+            diff = np.max(np.abs(np.asarray(params[layer][leaf]) - p.detach().numpy()))
+            diffs[name] = max(diffs.get(name, 0.0), float(diff))
+            scales[name] = max(scales.get(name, 0.0), float(p.detach().abs().max()))
+        ours = [float(r) for r in ob.get_last_lr(state)]
+        theirs = [float(g["lr"]) for g in optimizer.param_groups]
+        worst_rate = max(worst_rate, max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) / 0.02)
+    worst_param = max(diffs[n] / scales[n] for n in diffs)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
