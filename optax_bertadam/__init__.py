@@ -8,6 +8,7 @@ from optax_bertadam._validation import (
 )
 from optax_bertadam.checkpoint import restore_train_state, save_train_state
 from optax_bertadam.compare import compare_training
+from optax_bertadam.deepspeed import from_deepspeed
 from optax_bertadam.from_torch import from_torch
 from optax_bertadam.lamb import (
     ScaleByDeepSpeedLambState,
@@ -23,9 +24,11 @@ from optax_bertadam.lamb import (
 from optax_bertadam.lr import LearningRateState, get_last_lr, get_lr
 from optax_bertadam.masks import decay_mask, parameter_name, parameter_names, regex_decay_mask
 from optax_bertadam.mixed_precision import (
+    DeepSpeedLossScaleState,
     DynamicLossScaleState,
     SkipNonfiniteState,
     all_finite,
+    deepspeed_loss_scale,
     dynamic_loss_scale,
     get_loss_scale,
     scale_loss,
@@ -87,6 +90,9 @@ __all__ = [
     "WarmupIgnoredWarning",
     "NegativeLearningRateWarning",
     "UncheckedReproductionWarning",
+    "DeepSpeedLossScaleState",
+    "deepspeed_loss_scale",
+    "from_deepspeed",
     "DynamicLossScaleState",
     "SkipNonfiniteState",
     "all_finite",

@@ -270,6 +270,14 @@ TRANSFORMS: tuple[Algorithm, ...] = (
         injectable=("learning_rate",),
     ),
     Algorithm(
+        name="deepspeed_loss_scale",
+        factory=lambda learning_rate=0.02, scale_window=3: mixed_precision.deepspeed_loss_scale(
+            optimizers.bertadam(learning_rate), scale_window=scale_window
+        ),
+        static_args=("scale_window",),
+        injectable=("learning_rate",),
+    ),
+    Algorithm(
         name="reduce_lr_on_plateau",
         factory=loss_driven.reduce_lr_on_plateau,
         static_args=("mode", "threshold_mode", "patience", "cooldown"),

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_bertadam import _validation
@@ -240,18 +241,150 @@ def dynamic_loss_scale(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _find_loss_scale_state(opt_state: Any) -> DynamicLossScaleState:
+class DeepSpeedLossScaleState(NamedTuple):
+    """The state of :func:`deepspeed_loss_scale`, the fields of DeepSpeed's ``DynamicLossScaler``.
+
+    ``scale``: the float32 loss scale (``cur_scale``); ``cur_iter``: steps seen (applied or
+    skipped); ``last_overflow_iter``: the step of the last overflow (-1: none yet);
+    ``cur_hysteresis``: overflows still tolerated before the scale drops; ``skip_count``:
+    steps skipped so far (the engine's ``skipped_steps``); ``inner_state``: the wrapped state.
+    """
+
+    scale: Array
+    cur_iter: Array
+    last_overflow_iter: Array
+    cur_hysteresis: Array
+    skip_count: Array
+    inner_state: Any
+
+
+def deepspeed_loss_scale(
+    inner: optax.GradientTransformation,
+    init_scale: float = 2.0**16,
+    *,
+    dynamic: bool = True,
+    scale_window: int = 1000,
+    min_scale: float = 1.0,
+    hysteresis: int = 2,
+    consecutive_hysteresis: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Loss scaling around ``inner`` as DeepSpeed's fp16/bf16 optimizers do it.
+
+    ``update`` receives the gradients of the *scaled* loss (:func:`scale_loss`). If any element is
+    inf or NaN the step is skipped (updates ``-0.0``, ``inner``'s state, hence its schedule,
+    unchanged: DeepSpeed's engine does not step its lr scheduler after an overflow) and, with
+    ``dynamic``, the scale follows ``deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler
+    .update_scale``: after an overflow, if ``hysteresis == 1`` or the remaining hysteresis is 1,
+    :math:`s \leftarrow \max(s / 2, 	ext{min\_scale})`, else the hysteresis drops by one; after
+    a clean step with :math:`n` = steps since the last overflow minus one, :math:`s \leftarrow 2s`
+    when :math:`n > 0` and :math:`n \bmod \text{scale\_window} = 0` (which also refills the
+    hysteresis; ``consecutive_hysteresis`` refills it after every clean step). Otherwise the
+    gradients are unscaled, :math:`g \leftarrow g \cdot (1/s)` (in at least float32, kept in
+    their dtype), and
+    ``inner`` is applied. ``dynamic=False`` is a static scale (fp16 ``loss_scale > 0``, or bf16's
+    scale of 1): the same skip, a constant scale.
+
+    DeepSpeed's fp16 optimizers without ZeRO (``FP16_Optimizer``, ``FP16_UnfusedOptimizer``) have
+    no hysteresis: ``hysteresis=1``. ``DynamicLossScaler`` raises once an overflow happens at
+    ``min_scale``; here the step is skipped and the scale stays at ``min_scale``. Scales are
+    float32; ``init_scale`` and ``min_scale`` must be exact in float32 so that every scale is
+    DeepSpeed's (halving and doubling them is exact).
+
+    Args:
+      inner: the optimizer applied to the unscaled gradients.
+      init_scale: the first scale (DeepSpeed: ``2 ** initial_scale_power``), finite, ``> 0``.
+      dynamic: dynamic (``True``) or static scale.
+      scale_window: clean steps between doublings, an integer ``>= 1``.
+      min_scale: the lowest scale, ``> 0``.
+      hysteresis: overflows tolerated before the scale drops (``delayed_shift``), ``>= 1``.
+      consecutive_hysteresis: refill the hysteresis after every clean step.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with :class:`DeepSpeedLossScaleState`;
+      :func:`get_loss_scale` and :func:`scale_loss` find it.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optax_bertadam as ob
+      >>> tx = ob.deepspeed_loss_scale(optax.sgd(0.1), init_scale=1024.0, hysteresis=2)
+      >>> state = tx.init({"w": jnp.ones(1)})
+      >>> for g in (jnp.inf, jnp.inf, 512.0):
+      ...     updates, state = tx.update({"w": jnp.array([g])}, state)
+      ...     print(float(ob.get_loss_scale(state)), updates["w"].tolist())
+      1024.0 [-0.0]
+      512.0 [-0.0]
+      512.0 [-0.10000000149011612]
+    """
+    init_scale = _validation.check_finite("init_scale", init_scale)
+    init_scale = _validation.check_range("init_scale", init_scale, low=0.0, low_inclusive=False)
+    min_scale = _validation.check_finite("min_scale", min_scale)
+    min_scale = _validation.check_range("min_scale", min_scale, low=0.0, low_inclusive=False)
+    for name, value in (("init_scale", init_scale), ("min_scale", min_scale)):
+        if isinstance(value, (int, float)) and float(np.float32(value)) != value:
+            raise ValueError(f"{name}={value!r} is invalid: expected a value exact in float32 "
+                             "(e.g. a power of two), so that every scale is DeepSpeed's")
+    scale_window = _validation.check_int("scale_window", scale_window, low=1)
+    hysteresis = _validation.check_int("hysteresis", hysteresis, low=1)
+    for name, flag in (("dynamic", dynamic), ("consecutive_hysteresis", consecutive_hysteresis)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}={flag!r} is invalid: expected True or False")
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        return DeepSpeedLossScaleState(
+            scale=jnp.asarray(init_scale, jnp.float32),
+            cur_iter=jnp.zeros([], jnp.int32),
+            last_overflow_iter=jnp.full([], -1, jnp.int32),
+            cur_hysteresis=jnp.asarray(hysteresis, jnp.int32),
+            skip_count=jnp.zeros([], jnp.int32),
+            inner_state=inner.init(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        finite = all_finite(updates)
+        inv_scale = jnp.float32(1.0) / state.scale
+        # Unscaled in at least float32, returned in the gradients' dtype (from_deepspeed moves
+        # half-precision gradients to the float32 master dtype before this, as DeepSpeed does).
+        unscaled = jax.tree.map(
+            lambda g: (g.astype(jnp.promote_types(g.dtype, jnp.float32)) * inv_scale).astype(g.dtype),
+            updates,
+        )
+        new_updates, new_inner = inner.update(unscaled, state.inner_state, params, **extra_args)
+        scale, hyst, last = state.scale, state.cur_hysteresis, state.last_overflow_iter
+        if dynamic:
+            drop = (hysteresis == 1) | (hyst == 1)
+            overflow_scale = jnp.where(drop, jnp.maximum(scale / 2, jnp.float32(min_scale)), scale)
+            overflow_hyst = jnp.where(drop, hyst, hyst - 1)
+            stable = state.cur_iter - last - 1
+            grow = (stable > 0) & (stable % scale_window == 0)
+            clean_hyst = jnp.asarray(hysteresis, jnp.int32) if consecutive_hysteresis else hyst
+            clean_hyst = jnp.where(grow, jnp.int32(hysteresis), clean_hyst)
+            scale = jnp.where(finite, jnp.where(grow, scale * 2, scale), overflow_scale)
+            hyst = jnp.where(finite, clean_hyst, overflow_hyst).astype(jnp.int32)
+            last = jnp.where(finite, last, state.cur_iter)
+        new_state = DeepSpeedLossScaleState(
+            scale=scale,
+            cur_iter=optax.safe_increment(state.cur_iter),
+            last_overflow_iter=last,
+            cur_hysteresis=hyst,
+            skip_count=jnp.where(finite, state.skip_count, optax.safe_increment(state.skip_count)),
+            inner_state=_select(finite, new_inner, state.inner_state),
+        )
+        return _select(finite, new_updates, _skipped_updates(new_updates)), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _find_loss_scale_state(opt_state: Any) -> DynamicLossScaleState | DeepSpeedLossScaleState:
+    kinds = (DynamicLossScaleState, DeepSpeedLossScaleState)
     found = [
         node
-        for node in jax.tree.leaves(
-            opt_state, is_leaf=lambda node: isinstance(node, DynamicLossScaleState)
-        )
-        if isinstance(node, DynamicLossScaleState)
+        for node in jax.tree.leaves(opt_state, is_leaf=lambda node: isinstance(node, kinds))
+        if isinstance(node, kinds)
     ]
     if len(found) != 1:
         raise ValueError(
-            f"opt_state holds {len(found)} DynamicLossScaleState(s): pass the state of a "
-            "dynamic_loss_scale(...) optimizer (exactly one)"
+            f"opt_state holds {len(found)} loss scale state(s): pass the state of a "
+            "dynamic_loss_scale(...) or deepspeed_loss_scale(...) optimizer (exactly one)"
         )
     return found[0]
 
@@ -260,7 +393,8 @@ def get_loss_scale(opt_state: Any) -> Array:
     """The current loss scale (``GradScaler.get_scale()``), found anywhere inside ``opt_state``.
 
     Args:
-      opt_state: a state holding exactly one :class:`DynamicLossScaleState`.
+      opt_state: a state holding exactly one :class:`DynamicLossScaleState` or
+        :class:`DeepSpeedLossScaleState`.
 
     Returns:
       The scale, a float32 0-d array.

@@ -92,6 +92,9 @@ MEASURED_WORST: dict[str, dict[tuple[str, str], float]] = {
     "schedules_pytorch": {("float32", "rate"): 6.3e-7,
                           ("float64", "param"): 1.4e-15, ("float64", "rate"): 4.3e-14},
     "schedules_transformers": {("float32", "rate"): 4.3e-7, ("float64", "rate"): 2.3e-15},
+    # Measured when the family was added (2026-12-07, --parity-report, 2-core CPU).
+    "deepspeed_engine": {("float32", "param"): 5.3e-7, ("float32", "rate"): 7.7e-8},
+    "schedules_deepspeed": {("float32", "rate"): 1.2e-7, ("float64", "rate"): 4.3e-16},
 }
 
 # Every figure a parity test measures, for `python -m optax_bertadam parity` (see conftest.py).

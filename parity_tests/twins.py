@@ -161,7 +161,8 @@ TWINS: Mapping[str, Twin] = MappingProxyType(
         "gradient_accumulation": Twin(example=MappingProxyType(dict(learning_rate=0.02, every_k_steps=2))),
         "skip_nonfinite": Twin(example=MappingProxyType(dict(learning_rate=0.02))),
         "dynamic_loss_scale": Twin(example=MappingProxyType(dict(learning_rate=0.02, growth_interval=3))),
-        "reduce_lr_on_plateau": Twin(
+        "deepspeed_loss_scale": Twin(example=MappingProxyType(dict(learning_rate=0.02, scale_window=3))),
+    "reduce_lr_on_plateau": Twin(
             example=MappingProxyType(dict(learning_rate=0.02, patience=1, factor=0.5))
         ),
         "greedy_lr": Twin(

@@ -1,7 +1,7 @@
 """The schedule registry: one record per schedule, every public factory and dispatch name covered.
 
 A new public schedule factory without a record, or a dispatch name (``SCHEDULE_NAMES``,
-``SCHEDULER_NAMES``, ``PYTORCH_SCHEDULERS``) without one, fails here.
+``SCHEDULER_NAMES``, ``PYTORCH_SCHEDULERS``, ``DEEPSPEED_SCHEDULERS``) without one, fails here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import optax_bertadam.schedules as schedules
-from optax_bertadam.schedules import bert, pytorch
+from optax_bertadam.schedules import bert, deepspeed, pytorch
 from optax_bertadam.schedules import transformers as hf
 from optax_bertadam.schedules.registry import SCHEDULES, schedule_record
 
@@ -43,7 +43,8 @@ def test_every_public_schedule_factory_has_exactly_one_record():
 def test_names_are_unique_and_immutable():
     names = [name for record in SCHEDULES for name in (record.name, *record.aliases)]
     assert len(names) == len(set(names)), names
-    assert {record.family for record in SCHEDULES} == {"bert", "transformers", "classic", "pytorch"}
+    families = {record.family for record in SCHEDULES}
+    assert families == {"bert", "transformers", "classic", "pytorch", "deepspeed"}
     assert isinstance(SCHEDULES, tuple)
     with pytest.raises(dataclasses.FrozenInstanceError):
         SCHEDULES[0].name = "renamed"
@@ -56,6 +57,8 @@ def test_every_dispatch_name_has_its_record():
         assert schedule_record(f"pytorch/{name}").factory is factory, name
     for name in hf.SCHEDULER_NAMES:
         schedule_record(f"transformers/{name}")
+    for name, factory in deepspeed.DEEPSPEED_SCHEDULERS.items():
+        assert schedule_record(f"deepspeed/{name}").factory is factory, name
 
 
 @pytest.mark.parametrize("name", hf.SCHEDULER_NAMES)

@@ -7,6 +7,8 @@
 * :mod:`~optax_bertadam.schedules.pytorch`: every ``torch.optim.lr_scheduler`` class
   (:data:`PYTORCH_SCHEDULERS`), with the momentum of the cyclical ones; ``SWALR``; and any
   composition replayed as PyTorch steps it (:func:`replay_torch_schedulers`).
+* :mod:`~optax_bertadam.schedules.deepspeed`: DeepSpeed's five schedules
+  (``DEEPSPEED_SCHEDULERS``), ``OneCycle`` with its momentum.
 * :mod:`~optax_bertadam.schedules.loss_driven`: ``ReduceLROnPlateau`` and ``GreedyLR``, whose rate
   follows the loss (gradient transformations that take ``value=``).
 * :mod:`~optax_bertadam.schedules.registry`: ``SCHEDULES``, one record of every schedule above (its
@@ -23,6 +25,13 @@ from optax_bertadam.schedules.classic import (
     noam,
     polynomial_decay,
     sequential_lr,
+)
+from optax_bertadam.schedules.deepspeed import (
+    lr_range_test,
+    one_cycle,
+    warmup_cosine_lr,
+    warmup_decay_lr,
+    warmup_lr,
 )
 from optax_bertadam.schedules.loss_driven import (
     GreedyLRState,
@@ -63,6 +72,11 @@ from optax_bertadam.schedules.transformers import (
 # The registries and name tables stay in their modules (schedules.registry.SCHEDULES, ...), off
 # the package's top level, which holds what a training script calls.
 __all__ = [
+    "lr_range_test",
+    "one_cycle",
+    "warmup_cosine_lr",
+    "warmup_decay_lr",
+    "warmup_lr",
     "CycleSchedules",
     "chained_scheduler",
     "constant_lr",

@@ -15,7 +15,7 @@ nothing appends to it.
 Names are ``family/name``, the family being the module and the name the one its users know:
 ``bert/<schedule>`` (:data:`~optax_bertadam.schedules.bert.SCHEDULE_NAMES`),
 ``transformers/<get_scheduler name>``, ``pytorch/<torch.optim.lr_scheduler class>``,
-``classic/<function>``.
+``classic/<function>``, ``deepspeed/<DeepSpeed class>``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from optax_bertadam.schedules import bert, classic, loss_driven, pytorch
+from optax_bertadam.schedules import deepspeed as ds
 from optax_bertadam.schedules import transformers as hf
 
 #: The example every record builds by default: peak rate, total updates and warmup updates.
@@ -470,12 +471,66 @@ _PYTORCH = (
 )
 
 
+# ----------------------------------------------------------------------------- deepspeed
+
+_DEEPSPEED = "deepspeed.runtime.lr_schedules."
+
+
+def _deepspeed_record(scheduler: str, arguments, **fields: Any) -> ScheduleRecord:
+    return ScheduleRecord(
+        name=f"deepspeed/{scheduler}",
+        factory=ds.DEEPSPEED_SCHEDULERS[scheduler],
+        arguments=arguments,
+        torch_counterpart=_DEEPSPEED + scheduler,
+        **fields,
+    )
+
+
+_DEEPSPEED_RECORDS = (
+    # WarmupLR, WarmupDecayLR, OneCycle and LRRangeTest set the rate themselves: the optimizer's
+    # lr is no argument of theirs.
+    _deepspeed_record(
+        "WarmupLR",
+        lambda lr, t, w: dict(warmup_min_lr=lr / 10, warmup_max_lr=lr,
+                              warmup_num_steps=max(1, w), warmup_type="log"),
+        learning_rate_argument=None,
+    ),
+    _deepspeed_record(
+        "WarmupDecayLR",
+        lambda lr, t, w: dict(total_num_steps=t, warmup_min_lr=lr / 10, warmup_max_lr=lr,
+                              warmup_num_steps=max(1, w), warmup_type="linear"),
+        learning_rate_argument=None,
+    ),
+    _deepspeed_record(
+        "WarmupCosineLR",
+        lambda lr, t, w: dict(learning_rate=lr, total_num_steps=t, warmup_min_ratio=0.1,
+                              warmup_num_steps=max(1, w), cos_min_ratio=0.01, warmup_type="log"),
+    ),
+    _deepspeed_record(
+        "OneCycle",
+        lambda lr, t, w: dict(cycle_min_lr=lr / 10, cycle_max_lr=lr,
+                              cycle_first_step_size=max(1, t // 3),
+                              cycle_second_step_size=max(1, t // 4),
+                              decay_lr_rate=0.5, decay_step_size=max(1, t // 6)),
+        learning_rate_argument=None,
+    ),
+    _deepspeed_record(
+        "LRRangeTest",
+        lambda lr, t, w: dict(lr_range_test_min_lr=lr / 10,
+                              lr_range_test_step_size=max(1, t // 5),
+                              lr_range_test_step_rate=0.5),
+        learning_rate_argument=None,
+    ),
+)
+
+
 #: Every schedule of the package, one record each.
 SCHEDULES: tuple[ScheduleRecord, ...] = (
     *(_bert_record(name) for name in bert.SCHEDULE_NAMES),
     *_TRANSFORMERS,
     *_CLASSIC,
     *_PYTORCH,
+    *_DEEPSPEED_RECORDS,
 )
 
 

@@ -1,0 +1,739 @@
+"""``from_deepspeed``: the optax transformation doing what a DeepSpeed engine does per micro-batch.
+
+A DeepSpeed configuration (a JSON file, a dict, or a live ``DeepSpeedEngine``) is read into the
+package's own pieces: the optimizer of its ``optimizer`` block per parameter group, the schedule
+of its ``scheduler`` block (:mod:`optax_bertadam.schedules.deepspeed`), the global-norm clipping
+of ``gradient_clipping``, the fp16/bf16 loss scaling (:func:`optax_bertadam.deepspeed_loss_scale`)
+and the gradient accumulation of ``gradient_accumulation_steps``. Nothing here imports
+``deepspeed`` or ``torch``: a live engine is read through its attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_bertadam import _validation, lamb, masks, optimizers, transforms
+from optax_bertadam.mixed_precision import deepspeed_loss_scale
+from optax_bertadam.param_groups import param_groups
+from optax_bertadam.schedules import deepspeed as ds_schedules
+from optax_bertadam.schedules.pytorch import CycleSchedules
+
+PyTree = Any
+
+#: Top-level keys that change no number of the update (logging, profiling, checkpoint I/O,
+#: communication and memory layout of a single data-parallel rank); accepted and ignored.
+NO_NUMBER_KEYS = frozenset({
+    "steps_per_print", "wall_clock_breakdown", "memory_breakdown", "dump_state", "tensorboard",
+    "wandb", "csv_monitor", "comet", "monitor_config", "flops_profiler", "comms_logger",
+    "checkpoint", "activation_checkpointing", "aio", "zero_allow_untested_optimizer",
+    "zero_force_ds_cpu_optimizer", "dataloader_drop_last", "autotuning", "timers",
+    "elasticity_enabled", "sparse_gradients", "prescale_gradients", "gradient_predivide_factor",
+    "communication_data_type", "seq_parallel_communication_data_type", "disable_allgather",
+    "allreduce_always_fp32", "log_level", "use_node_local_storage", "compile", "nebula",
+    "train_batch_size", "train_micro_batch_size_per_gpu",
+})
+
+#: Top-level keys whose non-trivial setting changes the mathematics and is not reproduced.
+REFUSED_KEYS = {
+    "amp": "apex AMP",
+    "torch_autocast": "torch.autocast mixed precision",
+    "compression_training": "compression (quantisation/pruning) training",
+    "curriculum_learning": "curriculum learning (changes the batches)",
+    "data_efficiency": "data efficiency (changes the batches)",
+    "progressive_layer_drop": "progressive layer drop (changes the model)",
+    "quantize_training": "quantised training",
+    "sparse_attention": "sparse attention (changes the model)",
+    "eigenvalue": "eigenvalue-based adaptive steps",
+    "hybrid_engine": "the hybrid engine",
+    "elasticity": "elastic batch sizes",
+    "data_types": "a gradient accumulation dtype other than the model's",
+    "pipeline": "pipeline parallelism",
+}
+
+# DeepSpeed lowercases its own optimizer names; other names are torch.optim classes.
+_OPTIMIZER_DEFAULTS = {
+    # deepspeed.ops.adam.FusedAdam / DeepSpeedCPUAdam; torch.optim.Adam with torch_adam
+    "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, bias_correction=True),
+    # deepspeed.ops.lamb.FusedLamb
+    "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, bias_correction=True,
+                 eps_inside_sqrt=False, max_coeff=10.0, min_coeff=0.01),
+    # torch.optim.SGD
+    "SGD": dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False),
+}
+# Optimizer parameters that change no number.
+_NO_NUMBER_OPTIMIZER_KEYS = frozenset({"foreach", "fp32_optimizer_states", "fused",
+                                       "capturable", "differentiable", "set_grad_none"})
+SUPPORTED_OPTIMIZERS = ("Adam", "AdamW", "Lamb", "SGD")
+SUPPORTED_SCHEDULERS = tuple(ds_schedules.DEEPSPEED_SCHEDULERS)
+
+
+def _refuse(path: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{path}={value!r} is invalid: {allowed}")
+
+
+# ------------------------------------------------------------------------------ the config
+
+
+class _Settings(NamedTuple):
+    optimizer: str  # "adamw", "adam" (L2), "lamb", "SGD"
+    optimizer_params: dict[str, Any]
+    torch_adam: bool
+    scheduler: str | None
+    scheduler_params: dict[str, Any]
+    accumulation: int
+    clipping: float
+    precision: str  # "fp32", "fp16", "bf16"
+    loss_scale: dict[str, Any]
+    zero_stage: int
+
+
+def _load(config: Any) -> dict[str, Any]:
+    if isinstance(config, (str, os.PathLike)):
+        with open(config) as f:
+            return json.load(f)
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(f"config={config!r} is invalid: expected a path to a DeepSpeed JSON file, a "
+                    "dict, or a DeepSpeedEngine")
+
+
+def _enabled(block: Any) -> bool:
+    return isinstance(block, Mapping) and bool(block.get("enabled", False))
+
+
+def _check_batch(config: Mapping[str, Any], world_size: int) -> int:
+    train = config.get("train_batch_size")
+    micro = config.get("train_micro_batch_size_per_gpu")
+    accumulation = config.get("gradient_accumulation_steps")
+    for key, value in (("train_batch_size", train), ("train_micro_batch_size_per_gpu", micro),
+                       ("gradient_accumulation_steps", accumulation)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise _refuse(key, value, "expected an integer >= 1")
+    if accumulation is None:
+        if train is not None and micro is not None:
+            accumulation = train // micro // world_size
+        else:
+            accumulation = 1
+    if train is not None and micro is not None and train != micro * accumulation * world_size:
+        raise ValueError(
+            f"train_batch_size={train} is inconsistent with train_micro_batch_size_per_gpu={micro}"
+            f", gradient_accumulation_steps={accumulation} and world_size={world_size}: DeepSpeed "
+            "requires train_batch_size = micro batch * accumulation steps * world size"
+        )
+    return accumulation
+
+
+def _read_config(config: Mapping[str, Any], world_size: int) -> _Settings:
+    for key, value in config.items():
+        if key in NO_NUMBER_KEYS or key in ("gradient_accumulation_steps", "gradient_clipping",
+                                            "optimizer", "scheduler", "fp16", "bf16", "bfloat16",
+                                            "zero_optimization"):
+            continue
+        if key in REFUSED_KEYS:
+            if isinstance(value, Mapping) and "enabled" in value:
+                trivial = not value["enabled"]
+            elif key == "data_types" and isinstance(value, Mapping):
+                trivial = value.get("grad_accum_dtype") is None
+            else:
+                trivial = value is None or value is False or value == {}
+            if not trivial:
+                raise _refuse(key, value, f"{REFUSED_KEYS[key]} is not reproduced")
+            continue
+        raise _refuse(key, value, "unknown DeepSpeed key; known keys that change no number are "
+                      + ", ".join(sorted(NO_NUMBER_KEYS)))
+    accumulation = _check_batch(config, world_size)
+    clipping = config.get("gradient_clipping", 1.0)  # DeepSpeed's GRADIENT_CLIPPING_DEFAULT
+    _validation.check_finite("gradient_clipping", clipping)
+    _validation.check_range("gradient_clipping", clipping, low=0.0)
+
+    fp16, bf16 = config.get("fp16", {}), config.get("bf16", config.get("bfloat16", {}))
+    if _enabled(fp16) and _enabled(bf16):
+        raise ValueError("fp16.enabled=True and bf16.enabled=True: DeepSpeed allows one of them")
+    precision = "fp16" if _enabled(fp16) else "bf16" if _enabled(bf16) else "fp32"
+    loss_scale: dict[str, Any] = {}
+    if precision == "fp16":
+        known = {"enabled", "auto_cast", "loss_scale", "initial_scale_power", "loss_scale_window",
+                 "hysteresis", "consecutive_hysteresis", "min_loss_scale"}
+        for key, value in fp16.items():
+            if key not in known:
+                raise _refuse(f"fp16.{key}", value, "expected one of " + ", ".join(sorted(known)))
+        if fp16.get("auto_cast", False):
+            raise _refuse("fp16.auto_cast", True, "autocast of the inputs is not reproduced")
+        loss_scale = dict(
+            static=float(fp16.get("loss_scale", 0)),
+            power=fp16.get("initial_scale_power", 16),
+            window=fp16.get("loss_scale_window", 1000),
+            hysteresis=fp16.get("hysteresis", 2),
+            consecutive=fp16.get("consecutive_hysteresis", False),
+            min_scale=fp16.get("min_loss_scale", 1),
+        )
+    elif precision == "bf16":
+        for key, value in bf16.items():
+            if key in ("enabled", "immediate_grad_update"):
+                continue
+            if key == "check_grad_overflow" and value is True:
+                continue
+            raise _refuse(f"bf16.{key}", value, "only enabled (float32 master weights, a step "
+                          "skipped on non-finite gradients) is reproduced")
+    zero = config.get("zero_optimization", {}) or {}
+    stage = zero.get("stage", 0) if isinstance(zero, Mapping) else zero
+    if stage not in (0, 1, 2, 3):
+        raise _refuse("zero_optimization.stage", stage, "expected 0, 1, 2 or 3")
+
+    block = config.get("optimizer")
+    if not isinstance(block, Mapping) or "type" not in block:
+        raise _refuse("optimizer", block, "expected a block {'type': ..., 'params': {...}}: "
+                      "from_deepspeed builds the optimizer DeepSpeed builds from its config")
+    name = block["type"]
+    kind = name.lower() if isinstance(name, str) and name.lower() in ("adam", "adamw", "lamb") else name
+    if kind not in ("adam", "adamw", "lamb", "SGD"):
+        raise _refuse("optimizer.type", name, "expected one of " + ", ".join(SUPPORTED_OPTIMIZERS)
+                      + " (1-bit Adam/LAMB, 0/1 Adam, Lion, Adagrad, Muon, MuP and other "
+                      "torch.optim classes are not reproduced)")
+    params = dict(block.get("params", {}) or {})
+    for key in [k for k in params if k in _NO_NUMBER_OPTIMIZER_KEYS]:
+        params.pop(key)
+    torch_adam = False
+    optimizer = kind
+    if kind in ("adam", "adamw"):
+        adam_w_mode = params.pop("adam_w_mode", True)
+        torch_adam = params.pop("torch_adam", False)
+        for key, flag in (("adam_w_mode", adam_w_mode), ("torch_adam", torch_adam)):
+            if not isinstance(flag, bool):
+                raise _refuse(f"optimizer.params.{key}", flag, "expected true or false")
+        optimizer = "adamw" if (kind == "adamw" or adam_w_mode) else "adam"
+        if torch_adam and "bias_correction" in params:
+            raise _refuse("optimizer.params.bias_correction", params["bias_correction"],
+                          "torch.optim.Adam/AdamW (torch_adam: true) take no bias_correction")
+        if torch_adam and "weight_decay" not in params and optimizer == "adamw":
+            params["weight_decay"] = 0.01  # torch.optim.AdamW's default
+    if params.get("amsgrad", False):
+        raise _refuse("optimizer.params.amsgrad", True, "amsgrad is not reproduced")
+    params.pop("amsgrad", None)
+    if params.get("maximize", False):
+        raise _refuse("optimizer.params.maximize", True, "negate the gradients instead")
+    params.pop("maximize", None)
+    if "max_grad_norm" in params:
+        raise _refuse("optimizer.params.max_grad_norm", params["max_grad_norm"],
+                      "DeepSpeed refuses it too: use the top-level gradient_clipping")
+    defaults = _OPTIMIZER_DEFAULTS["adam" if optimizer in ("adam", "adamw") else optimizer]
+    for key, value in params.items():
+        if key not in defaults:
+            raise _refuse(f"optimizer.params.{key}", value,
+                          f"{name} takes " + ", ".join(sorted(defaults)))
+
+    block = config.get("scheduler")
+    scheduler, scheduler_params = None, {}
+    if block is not None:
+        if not isinstance(block, Mapping) or "type" not in block:
+            raise _refuse("scheduler", block, "expected a block {'type': ..., 'params': {...}}")
+        scheduler = block["type"]
+        if scheduler not in ds_schedules.DEEPSPEED_SCHEDULERS:
+            raise _refuse("scheduler.type", scheduler,
+                          "expected one of " + ", ".join(SUPPORTED_SCHEDULERS))
+        scheduler_params = dict(block.get("params", {}) or {})
+        _check_scheduler_params(scheduler, scheduler_params)
+    return _Settings(optimizer, params, torch_adam, scheduler, scheduler_params, accumulation,
+                     float(clipping), precision, loss_scale, stage)
+
+
+def _scheduler_arguments(scheduler: str) -> set[str]:
+    import inspect
+
+    names = set(inspect.signature(ds_schedules.DEEPSPEED_SCHEDULERS[scheduler]).parameters)
+    return names - {"learning_rate"}
+
+
+def _check_scheduler_params(scheduler: str, params: dict[str, Any]) -> None:
+    last = params.pop("last_batch_iteration", -1)
+    if last != -1:
+        raise _refuse("scheduler.params.last_batch_iteration", last,
+                      "expected -1 (a fresh run; restore a run from its state instead)")
+    allowed = _scheduler_arguments(scheduler)
+    for key, value in params.items():
+        if key in allowed:
+            continue
+        owners = [other for other in SUPPORTED_SCHEDULERS
+                  if other != scheduler and key in _scheduler_arguments(other)]
+        owner = f" (a parameter of {', '.join(owners)})" if owners else ""
+        raise _refuse(f"scheduler.params.{key}", value,
+                      f"{scheduler} takes {', '.join(sorted(allowed))}{owner}")
+
+
+# ------------------------------------------------------------------------ the groups' rates
+
+
+def _entry(path: str, value: Any, index: int, count: int) -> Any:
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise _refuse(path, value, f"expected one value or a list of {count} (one per group)")
+        return value[index]
+    return value
+
+
+def _group_schedules(settings: _Settings, group_lrs: Sequence[float]):
+    """Per group: (rate: float or schedule, beta1 schedule or None)."""
+    count = len(group_lrs)
+    if settings.scheduler is None:
+        return [(lr, None) for lr in group_lrs]
+    factory = ds_schedules.DEEPSPEED_SCHEDULERS[settings.scheduler]
+    out = []
+    for index, lr in enumerate(group_lrs):
+        kwargs = {key: _entry(f"scheduler.params.{key}", value, index, count)
+                  for key, value in settings.scheduler_params.items()}
+        if settings.scheduler == "WarmupCosineLR":
+            kwargs["learning_rate"] = lr
+        if settings.scheduler == "WarmupLR" and kwargs.get("warmup_max_lr") is None:
+            kwargs["warmup_max_lr"] = lr  # DeepSpeed's None: the group's lr
+        try:
+            built = factory(**kwargs)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"scheduler.params: {error}") from error
+        if isinstance(built, CycleSchedules):
+            # DeepSpeed cycles betas[0] only for an optimizer with betas.
+            momentum = built.momentum if settings.optimizer != "SGD" else None
+            out.append((built.learning_rate, momentum))
+        else:
+            out.append((built, None))
+    return out
+
+
+# -------------------------------------------------------------------------- the optimizers
+
+
+def _adam(learning_rate, b1, b2, eps, weight_decay, bias_correction, decoupled, mask=None):
+    """FusedAdam / DeepSpeedCPUAdam / torch Adam(W): bias correction optional in both modes."""
+    decay = transforms.add_decayed_weights(weight_decay, mask)
+    return optax.chain(
+        optax.identity() if decoupled else decay,
+        transforms.scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=bias_correction),
+        decay if decoupled else optax.identity(),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )
+
+
+def _group_transformation(settings: _Settings, hyper: Mapping[str, Any], rate, momentum,
+                          where: str) -> optax.GradientTransformation:
+    kind = settings.optimizer
+    if kind == "SGD":
+        return optimizers.sgd(rate, momentum=hyper["momentum"], dampening=hyper["dampening"],
+                              weight_decay=hyper["weight_decay"], nesterov=hyper["nesterov"])
+    b1, b2 = tuple(hyper["betas"])
+    if momentum is not None:
+        b2 = 0.99  # OneCycle sets betas = (momentum, 0.99)
+    if kind == "lamb":
+        kwargs = dict(b2=b2, eps=hyper["eps"], eps_inside_sqrt=hyper["eps_inside_sqrt"],
+                      weight_decay=hyper["weight_decay"], max_coeff=hyper["max_coeff"],
+                      min_coeff=hyper["min_coeff"], bias_correction=hyper["bias_correction"])
+        factory = lamb.deepspeed_lamb
+    else:
+        kwargs = dict(b2=b2, eps=hyper["eps"], weight_decay=hyper["weight_decay"],
+                      bias_correction=hyper["bias_correction"], decoupled=kind == "adamw")
+        factory = _adam
+    try:
+        if momentum is None:
+            return factory(rate, b1, **kwargs)
+        injected = optax.inject_hyperparams(factory, static_args=("learning_rate", *kwargs))
+        return injected(learning_rate=rate, b1=momentum, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from error
+
+
+def _after_zero_gradient_step(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` whose initial state is that after one update with zero gradients, the schedules'
+    counts left at 0: DeepSpeed's fp16/bf16 optimizers without ZeRO (``FP16_Optimizer``,
+    ``FP16_UnfusedOptimizer``) call ``optimizer.step()`` once with zero gradients when they are
+    built, before the scheduler exists. Without weight decay that step moves no parameter and
+    leaves zero moments; it counts one step (Adam's and Lamb's bias correction) and starts SGD's
+    momentum buffer at zero (so the first real step is dampened)."""
+
+    def is_injected(node):
+        # optax.inject_hyperparams' state (InjectHyperparamsState or, in newer optax,
+        # InjectStatefulHyperparamsState): its count drives the injected schedules.
+        return hasattr(node, "hyperparams") and hasattr(node, "inner_state")
+
+    def is_schedule_node(node):
+        return isinstance(node, transforms.ScheduledLearningRateState) or is_injected(node)
+
+    def init_fn(params):
+        fresh = tx.init(params)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        _, stepped = tx.update(zeros, fresh, params)
+
+        def keep_count(new, old):
+            if isinstance(old, transforms.ScheduledLearningRateState):
+                return old
+            if is_injected(old):
+                inner = jax.tree.map(keep_count, new.inner_state, old.inner_state,
+                                     is_leaf=is_schedule_node)
+                return old._replace(inner_state=inner)
+            return new
+
+        return jax.tree.map(keep_count, stepped, fresh, is_leaf=is_schedule_node)
+
+    return optax.GradientTransformation(init_fn, tx.update)
+
+
+# ------------------------------------------------------- accumulation and the master weights
+
+
+class DeepSpeedAccumulationState(NamedTuple):
+    """Micro-batches seen since the last boundary, their accumulated gradients, the inner state."""
+
+    micro_step: Any
+    accumulated: PyTree
+    inner_state: Any
+
+
+def _accumulate(inner: optax.GradientTransformation, steps: int, dtype: Any):
+    """DeepSpeed's accumulation: ``grad += g / steps`` per micro-batch (``loss / steps``
+    backpropagated into ``.grad``, in the gradients' dtype), ``inner`` at every ``steps``-th."""
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), dtype or jnp.asarray(p).dtype), params)
+        return DeepSpeedAccumulationState(jnp.zeros([], jnp.int32), zeros, inner.init(params))
+
+    def rounded(x, dtype):
+        # Under jit XLA:CPU computes a chain of half-precision operations in float32 and rounds
+        # once at the end; torch rounds ``g / steps`` and every ``+=`` of ``.grad``. Each rounding
+        # is made explicit so that the sum is torch's bit for bit.
+        if jnp.dtype(dtype).itemsize >= 4:
+            return x.astype(dtype)
+        info = jnp.finfo(dtype)
+        return jax.lax.reduce_precision(x, info.nexp, info.nmant).astype(dtype)
+
+    def add(a, g):
+        wide = jnp.promote_types(a.dtype, jnp.float32)
+        share = rounded(g.astype(wide) / steps, a.dtype).astype(wide)
+        return rounded(a.astype(wide) + share, a.dtype)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        accumulated = jax.tree.map(add, state.accumulated, updates)
+        boundary = state.micro_step + 1 == steps
+        new_updates, new_inner = inner.update(accumulated, state.inner_state, params, **extra_args)
+        zeros = jax.tree.map(jnp.zeros_like, new_updates)
+        out = jax.tree.map(lambda u, z: jnp.where(boundary, u, z), new_updates, zeros)
+        inner_state = jax.tree.map(lambda n, o: jnp.where(boundary, n, o), new_inner, state.inner_state)
+        accumulated = jax.tree.map(lambda a: jnp.where(boundary, jnp.zeros_like(a), a), accumulated)
+        micro_step = jnp.where(boundary, 0, state.micro_step + 1).astype(jnp.int32)
+        return out, DeepSpeedAccumulationState(micro_step, accumulated, inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _to_master_dtype() -> optax.GradientTransformation:
+    """Low-precision gradients to the (float32) master weights' dtype, as DeepSpeed's fp16/bf16
+    optimizers copy ``.grad`` into the fp32 copy before the step."""
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("from_deepspeed with fp16/bf16 needs params= in update (the float32 "
+                             "master weights)")
+        return jax.tree.map(lambda g, p: g.astype(p.dtype), updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+# ------------------------------------------------------------------------------ the engine
+
+
+def _is_engine(obj: Any) -> bool:
+    return hasattr(obj, "basic_optimizer") and hasattr(obj, "_config")
+
+
+def _engine_config(engine: Any) -> dict[str, Any]:
+    config = engine.config if isinstance(engine.config, Mapping) else engine._config._param_dict
+    return dict(config)
+
+
+def _live_groups(engine, named_parameters, params, name_map, transform):
+    """The engine's parameter groups as ``ob.param_groups`` selectors and hyperparameters."""
+    groups = list(engine.basic_optimizer.param_groups)
+    # Under fp16/bf16 (and ZeRO) the basic optimizer holds float32 copies; the wrapper keeps the
+    # model's own tensors group by group.
+    tensors = [g["params"] for g in groups]
+    for attribute in ("fp16_groups", "bf16_groups", "bit16_groups"):
+        if hasattr(engine.optimizer, attribute):
+            tensors = list(getattr(engine.optimizer, attribute))
+            break
+    named = {str(n): p for n, p in named_parameters}
+    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    paths = [masks.parameter_name(path) for path, _ in paths_and_leaves]
+    mapping = {p: p.replace("/", ".") for p in paths} if name_map is None else dict(name_map)
+    group_of = {id(p): i for i, group in enumerate(tensors) for p in group}
+    problems, labels = [], []
+    for path, (_, leaf) in zip(paths, paths_and_leaves, strict=True):
+        name = mapping.get(path)
+        if name not in named:
+            problems.append(f"{path} (torch name {name!r} not in named_parameters)")
+            labels.append(None)
+            continue
+        tensor = named[name]
+        shape = tuple(tensor.shape)
+        if transform is not None:
+            shape = np.shape(transform(path, np.broadcast_to(np.zeros((), np.float32), shape)))
+        if tuple(shape) != tuple(np.shape(leaf)):
+            problems.append(f"{path}: torch {name} has shape {shape}, Flax {np.shape(leaf)}")
+        labels.append(group_of.get(id(tensor)))
+    if problems:
+        raise ValueError("from_deepspeed: the parameters do not match: " + "; ".join(problems[:20]))
+    selectors = []
+    for index in range(len(groups)):
+        selectors.append(jax.tree.unflatten(treedef, [label == index for label in labels]))
+    spec = []
+    for index, group in enumerate(groups):
+        if not any(label == index for label in labels):
+            raise ValueError(f"from_deepspeed: param_groups[{index}] of the engine's optimizer has "
+                             "no Flax parameter")
+        hyper = {k: v for k, v in group.items()
+                 if k in ("weight_decay", "eps", "betas", "momentum", "dampening", "nesterov",
+                          "bias_correction", "max_coeff", "min_coeff")}
+        spec.append({"params": selectors[index], **hyper})
+    if any(label is None for label in labels):
+        spec.append({"params": jax.tree.unflatten(treedef, [lbl is None for lbl in labels]),
+                     "frozen": True})
+    return spec
+
+
+def _live_scheduler(engine: Any) -> tuple[str | None, dict[str, Any], list[float] | None]:
+    """The engine's scheduler as (type, params, per-group base lrs), read from its attributes."""
+    scheduler = engine.lr_scheduler
+    if scheduler is None:
+        return None, {}, None
+    name = type(scheduler).__name__
+    if name not in ds_schedules.DEEPSPEED_SCHEDULERS:
+        raise _refuse("engine.lr_scheduler", name,
+                      "expected one of " + ", ".join(SUPPORTED_SCHEDULERS))
+    if scheduler.last_batch_iteration != -1 or engine.global_steps != 0:
+        raise _refuse("engine.lr_scheduler.last_batch_iteration", scheduler.last_batch_iteration,
+                      "expected -1: from_deepspeed reads an engine before its first step")
+    if name in ("WarmupLR", "WarmupDecayLR"):
+        params = dict(warmup_min_lr=list(scheduler.min_lrs), warmup_max_lr=list(scheduler.max_lrs),
+                      warmup_num_steps=scheduler.warmup_num_steps,
+                      warmup_type=scheduler.warmup_type)
+        if name == "WarmupDecayLR":
+            params["total_num_steps"] = scheduler.total_num_steps
+        return name, params, None
+    if name == "WarmupCosineLR":
+        return name, dict(total_num_steps=scheduler.total_num_steps,
+                          warmup_min_ratio=scheduler.warmup_min_ratio,
+                          warmup_num_steps=scheduler.warmup_num_steps,
+                          cos_min_ratio=scheduler.cos_min_ratio,
+                          warmup_type=scheduler.warmup_type), [float(x) for x in scheduler.org_lrs]
+    if name == "LRRangeTest":
+        return name, dict(lr_range_test_min_lr=list(scheduler.min_lr),
+                          lr_range_test_step_size=scheduler.step_size,
+                          lr_range_test_step_rate=scheduler.step_rate,
+                          lr_range_test_staircase=scheduler.staircase), None
+    params = dict(cycle_min_lr=list(scheduler.min_lrs), cycle_max_lr=list(scheduler.max_lrs),
+                  cycle_first_step_size=scheduler.first_step_size,
+                  cycle_second_step_size=scheduler.second_step_size,
+                  cycle_first_stair_count=scheduler.first_stair_count,
+                  cycle_second_stair_count=scheduler.second_stair_count,
+                  decay_step_size=scheduler.decay_step_size,
+                  decay_lr_rate=0.0 if scheduler.skip_lr_decay else scheduler.decay_lr_rate,
+                  cycle_momentum=scheduler.cycle_momentum)
+    if scheduler.cycle_momentum:
+        params.update(cycle_min_mom=[m[0] for m in scheduler.min_moms],
+                      cycle_max_mom=[m[0] for m in scheduler.max_moms],
+                      decay_mom_rate=0.0 if scheduler.skip_mom_decay else scheduler.decay_mom_rate)
+    return name, params, None
+
+
+# ---------------------------------------------------------------------------- from_deepspeed
+
+
+def from_deepspeed(
+    config: Any,
+    *,
+    params: PyTree,
+    groups: Sequence[Mapping[str, Any]] | None = None,
+    named_parameters: Iterable[tuple[str, Any]] | None = None,
+    name_map: Mapping[str, str] | None = None,
+    transform: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    world_size: int = 1,
+) -> optax.GradientTransformationExtraArgs:
+    r"""The optax transformation doing, per ``update``, what a DeepSpeed engine does per micro-batch.
+
+    One ``tx.update(grads, state, params)`` is one ``engine.backward(loss); engine.step()``:
+    ``grads`` is the gradient of that micro-batch's loss as computed, *not* divided by
+    ``gradient_accumulation_steps`` (under fp16, the gradient of
+    :func:`optax_bertadam.scale_loss` of it, as with :func:`optax_bertadam.dynamic_loss_scale`).
+    With :math:`N` = ``gradient_accumulation_steps`` the transformation accumulates
+    :math:`\sum_i g_i / N` in the gradients' dtype (DeepSpeed's ``loss / N`` backpropagated into
+    ``.grad``) and at every :math:`N`-th micro-batch (the boundary) runs
+
+    1. fp16/bf16: skip the step if an accumulated gradient is inf/NaN (updates ``-0.0``, optimizer
+       state and schedule unchanged: DeepSpeed does not step its scheduler then), update the fp16
+       loss scale (:func:`optax_bertadam.deepspeed_loss_scale`: ``initial_scale_power``,
+       ``loss_scale_window``, ``hysteresis``, ``min_loss_scale``, ``consecutive_hysteresis``;
+       ``loss_scale > 0`` is static), unscale, and move the gradients to the dtype of ``params``
+       (the float32 master weights);
+    2. ``gradient_clipping`` :math:`c > 0`: :math:`g \leftarrow g \cdot \min(1, c / (\lVert g
+       \rVert_2 + 10^{-6}))`, the global norm over every parameter (DeepSpeed's
+       ``clip_grad_norm_``);
+    3. the ``optimizer`` block per parameter group, at the rate of the ``scheduler`` block
+       (:mod:`optax_bertadam.schedules.deepspeed`), which counts applied steps.
+
+    The other micro-batches return zero updates. ``zero_optimization`` stages change no number
+    (they shard the optimizer state, gradients and parameters over data-parallel ranks: use
+    ``jax.sharding`` for that); except that DeepSpeed's fp16 optimizers without ZeRO ignore
+    ``hysteresis`` (stage 0: hysteresis 1), which is reproduced.
+
+    Optimizer types: ``Adam`` (``FusedAdam``, ``DeepSpeedCPUAdam`` with ZeRO-Offload, or
+    ``torch.optim.AdamW``/``Adam`` with ``torch_adam: true``; AdamW unless ``adam_w_mode: false``,
+    then L2 decay; ``bias_correction``), ``AdamW``, ``Lamb`` (``FusedLamb``:
+    :func:`optax_bertadam.deepspeed_lamb`) and ``SGD`` (``torch.optim.SGD``). Scheduler types:
+    ``WarmupLR``, ``WarmupDecayLR``, ``WarmupCosineLR``, ``OneCycle`` (with ``betas[0]`` cycling
+    and ``betas[1] = 0.99`` for Adam and Lamb, as DeepSpeed), ``LRRangeTest``; a per-group list in
+    its params is one value per group. Refused with a ``ValueError`` naming the key path: other
+    optimizer and scheduler types (1-bit Adam/LAMB, 0/1 Adam, Lion, ...), a parameter of another
+    scheduler, inconsistent batch sizes, ``amsgrad``, and the keys of :data:`REFUSED_KEYS`; keys
+    of :data:`NO_NUMBER_KEYS` are accepted; any other key is refused as unknown.
+
+    :func:`optax_bertadam.get_last_lr` lists each group's rate of the next step,
+    :func:`optax_bertadam.get_loss_scale` the loss scale.
+
+    Args:
+      config: a DeepSpeed JSON file path, the config dict, or a live ``DeepSpeedEngine``
+        (before its first step; its optimizer's groups and scheduler are read).
+      params: the parameter tree (the master weights: float32 under fp16/bf16).
+      groups: parameter groups in :func:`optax_bertadam.param_groups`' format (``params``
+        selector, overrides of the optimizer params such as ``lr``/``weight_decay``/``betas``,
+        ``frozen``); default one group of every parameter. Not with an engine.
+      named_parameters: with an engine: ``model.named_parameters()``.
+      name_map: with an engine: Flax path (``/``-joined) -> torch name; default the path with
+        ``.``.
+      transform: with an engine: ``transform(path, array)`` from torch's layout to Flax's
+        (e.g. :func:`optax_bertadam.transpose_kernels`), used to check shapes.
+      world_size: data-parallel ranks, for the batch-size check (the gradients given are then
+        the ranks' mean, what DeepSpeed's all-reduce gives).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> config = {"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4,
+      ...           "gradient_clipping": 1.0,
+      ...           "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": 0.01}},
+      ...           "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 10}}}
+      >>> params = {"w": jnp.ones(3), "b": jnp.zeros(1)}
+      >>> tx = ob.from_deepspeed(config, params=params,
+      ...                        groups=[{"params": "w"}, {"params": "b", "weight_decay": 0.0}])
+      >>> state = tx.init(params)
+      >>> grads = {"w": jnp.ones(3), "b": jnp.ones(1)}
+      >>> updates, state = tx.update(grads, state, params)  # micro-batch 1 of 2: no step
+      >>> float(updates["w"][0]), [float(lr) for lr in ob.get_last_lr(state)]
+      (0.0, [0.0, 0.0])
+    """
+    engine = config if _is_engine(config) else None
+    if engine is not None:
+        if groups is not None:
+            raise ValueError("groups= is invalid with a DeepSpeedEngine: its optimizer's groups "
+                             "are read")
+        if named_parameters is None:
+            raise TypeError("named_parameters= is required with a DeepSpeedEngine "
+                            "(model.named_parameters())")
+        raw = _engine_config(engine)
+        world_size = int(getattr(engine, "world_size", world_size))
+    else:
+        raw = _load(config)
+    world_size = _validation.check_int("world_size", world_size, low=1)
+    settings = _read_config(raw, world_size)
+    if engine is not None:
+        name, scheduler_params, base_lrs = _live_scheduler(engine)
+        if name is not None and settings.scheduler is None:
+            raise _refuse("engine.lr_scheduler", name,
+                          "a scheduler not from the config (a client scheduler) is not read")
+        settings = settings._replace(scheduler=name, scheduler_params=scheduler_params)
+        groups = _live_groups(engine, named_parameters, params, name_map, transform)
+        live_lrs = [float(g["lr"]) for g in engine.basic_optimizer.param_groups]
+        if base_lrs is None and name is None:
+            base_lrs = live_lrs
+        for index, group in enumerate(groups):
+            if not group.get("frozen", False):
+                group["lr"] = (base_lrs or live_lrs)[index]
+    elif groups is None:
+        groups = [{"params": lambda path, leaf: True}]
+    if isinstance(groups, (str, bytes, Mapping)) or not isinstance(groups, Sequence) or not groups:
+        raise TypeError(f"groups={groups!r} is invalid: expected a non-empty list of dicts "
+                        '{"params": selector, **optimizer params}')
+
+    kind = "adam" if settings.optimizer in ("adam", "adamw") else settings.optimizer
+    defaults = {**_OPTIMIZER_DEFAULTS[kind], **settings.optimizer_params}
+    trained = [i for i, g in enumerate(groups) if not g.get("frozen", False)]
+    hypers, lrs = {}, []
+    for index in trained:
+        overrides = {k: v for k, v in groups[index].items() if k not in ("params", "frozen")}
+        for key in overrides:
+            if key not in defaults:
+                raise _refuse(f"groups[{index}].{key}", overrides[key],
+                              "expected one of " + ", ".join(sorted(defaults)))
+        hypers[index] = {**defaults, **overrides}
+        lrs.append(hypers[index]["lr"])
+    rates = dict(zip(trained, _group_schedules(settings, lrs), strict=True))
+    built = {index: _group_transformation(settings, hypers[index], *rates[index],
+                                          where=f"groups[{index}]") for index in trained}
+    if settings.precision != "fp32" and settings.zero_stage == 0:
+        for index in trained:
+            decay = hypers[index]["weight_decay"]
+            if not _validation.is_concrete_scalar(decay) or decay != 0:
+                raise _refuse(
+                    f"groups[{index}] weight_decay", decay,
+                    f"with {settings.precision} and zero_optimization.stage 0, DeepSpeed's "
+                    "optimizer wrapper runs one optimizer step with zero gradients when it is "
+                    "built, which decays the parameters before the first forward pass; a "
+                    "transformation cannot change the parameters at init. Expected 0 here, or "
+                    "ZeRO stage 1-3 (no such step)")
+            built[index] = _after_zero_gradient_step(built[index])
+
+    def group_factory(group: int) -> optax.GradientTransformation:
+        return built[group]
+
+    spec = [{"params": g["params"], "frozen": True} if g.get("frozen", False)
+            else {"params": g["params"], "group": i} for i, g in enumerate(groups)]
+    tx = param_groups(group_factory, spec)
+    if settings.clipping > 0:
+        tx = optax.chain(transforms.clip_grad_norm(settings.clipping), tx)
+    gradient_dtype = None
+    if settings.precision != "fp32":
+        # The overflow check, the unscaling and the step on the float32 master copy of the
+        # accumulated half-precision gradients, as DeepSpeed's fp16/bf16 optimizers do.
+        if settings.precision == "bf16":
+            tx = deepspeed_loss_scale(tx, 1.0, dynamic=False)
+            gradient_dtype = jnp.bfloat16
+        else:
+            tx = _fp16_loss_scale(tx, settings)
+            gradient_dtype = jnp.float16
+        tx = optax.chain(_to_master_dtype(), tx)
+    if settings.accumulation > 1:
+        tx = _accumulate(tx, settings.accumulation, gradient_dtype)
+    return optax.with_extra_args_support(tx)
+
+
+def _fp16_loss_scale(tx, settings: _Settings):
+    scale = settings.loss_scale
+    if scale["static"] > 0:
+        return deepspeed_loss_scale(tx, scale["static"], dynamic=False)
+    power = _validation.check_int("fp16.initial_scale_power", scale["power"])
+    # Without ZeRO, DeepSpeed's FP16_Optimizer/FP16_UnfusedOptimizer have no hysteresis.
+    hysteresis = scale["hysteresis"] if settings.zero_stage > 0 else 1
+    try:
+        return deepspeed_loss_scale(
+            tx, float(2**power), scale_window=scale["window"], min_scale=float(scale["min_scale"]),
+            hysteresis=hysteresis, consecutive_hysteresis=scale["consecutive"])
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"fp16: {error}") from error
+
+
+__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState"]
