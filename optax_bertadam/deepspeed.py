@@ -382,6 +382,66 @@ def _after_zero_gradient_step(tx: optax.GradientTransformation) -> optax.Gradien
     return optax.GradientTransformation(init_fn, tx.update)
 
 
+class ConstructionStepState(NamedTuple):
+    """State of a group whose construction-time step moves parameters: ``pending`` until the
+    first applied update, which carries that step's change; ``inner`` the group's state."""
+
+    pending: Any
+    inner: Any
+
+
+def _construction_step_at_first_update(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` preceded by DeepSpeed's construction-time zero-gradient step, for a group whose
+    weight decay makes that step move its parameters.
+
+    ``FP16_UnfusedOptimizer`` (fp16, and bf16 at ZeRO stage 0) steps its float32 master copies
+    once with zero gradients when it is built, at the optimizer's configured lr; the model's
+    half-precision weights are not refreshed, so the first forward pass still sees the
+    undecayed weights and only the masters moved. A transformation cannot move parameters at
+    init, so the first applied update does it: it computes the zero-gradient step from a fresh
+    state (the configured rates, whatever was injected since), runs the real step on the moved
+    masters, and returns both changes. A skipped step (non-finite gradients) leaves it pending,
+    as DeepSpeed's masters stay moved and the half-precision weights stay as they were. Rate
+    nodes keep their count (the scheduler did not exist yet) and their injected rates."""
+
+    def is_injected(node):
+        return hasattr(node, "hyperparams") and hasattr(node, "inner_state")
+
+    def is_schedule_node(node):
+        return isinstance(node, transforms.ScheduledLearningRateState) or is_injected(node)
+
+    def keep_rates(new, old):
+        if isinstance(old, transforms.ScheduledLearningRateState):
+            return old
+        if is_injected(old):
+            inner = jax.tree.map(keep_rates, new.inner_state, old.inner_state, is_leaf=is_schedule_node)
+            return old._replace(inner_state=inner)
+        return new
+
+    def init_fn(params):
+        return ConstructionStepState(jnp.asarray(True), tx.init(params))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("from_deepspeed's construction-time step needs params= in update")
+
+        def construct(inner):
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            moved, stepped = tx.update(zeros, tx.init(params), params)
+            return moved, jax.tree.map(keep_rates, stepped, inner, is_leaf=is_schedule_node)
+
+        def constructed(inner):
+            return jax.tree.map(jnp.zeros_like, params), inner
+
+        moved, inner = jax.lax.cond(state.pending, construct, constructed, state.inner)
+        masters = jax.tree.map(lambda p, d: (p + d).astype(p.dtype), params, moved)
+        step, inner = tx.update(updates, inner, masters)
+        out = jax.tree.map(lambda d, u: (d + u).astype(u.dtype), moved, step)
+        return out, ConstructionStepState(jnp.asarray(False), inner)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 # ------------------------------------------------------- accumulation and the master weights
 
 
@@ -587,7 +647,11 @@ def from_deepspeed(
     The other micro-batches return zero updates. ``zero_optimization`` stages change no number
     (they shard the optimizer state, gradients and parameters over data-parallel ranks: use
     ``jax.sharding`` for that); except that DeepSpeed's fp16 optimizers without ZeRO ignore
-    ``hysteresis`` (stage 0: hysteresis 1), which is reproduced.
+    ``hysteresis`` (stage 0: hysteresis 1), which is reproduced; and that fp16/bf16 without
+    ZeRO (``FP16_UnfusedOptimizer``) steps the float32 masters once with zero gradients when it
+    is built, at the configured lr: counted in the optimizer state at init, and where weight
+    decay makes it move the masters, that move is part of the first applied update (the first
+    forward pass sees the unmoved half-precision weights, as in DeepSpeed).
 
     Optimizer types: ``Adam`` (``FusedAdam``, ``DeepSpeedCPUAdam`` with ZeRO-Offload, or
     ``torch.optim.AdamW``/``Adam`` with ``torch_adam: true``; AdamW unless ``adam_w_mode: false``,
@@ -687,15 +751,10 @@ def from_deepspeed(
     if settings.precision != "fp32" and settings.zero_stage == 0:
         for index in trained:
             decay = hypers[index]["weight_decay"]
-            if not _validation.is_concrete_scalar(decay) or decay != 0:
-                raise _refuse(
-                    f"groups[{index}] weight_decay", decay,
-                    f"with {settings.precision} and zero_optimization.stage 0, DeepSpeed's "
-                    "optimizer wrapper runs one optimizer step with zero gradients when it is "
-                    "built, which decays the parameters before the first forward pass; a "
-                    "transformation cannot change the parameters at init. Expected 0 here, or "
-                    "ZeRO stage 1-3 (no such step)")
-            built[index] = _after_zero_gradient_step(built[index])
+            if _validation.is_concrete_scalar(decay) and decay == 0:
+                built[index] = _after_zero_gradient_step(built[index])
+            else:
+                built[index] = _construction_step_at_first_update(built[index])
 
     def group_factory(group: int) -> optax.GradientTransformation:
         return built[group]
@@ -736,4 +795,5 @@ def _fp16_loss_scale(tx, settings: _Settings):
         raise type(error)(f"fp16: {error}") from error
 
 
-__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState"]
+__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
+           "ConstructionStepState"]
