@@ -43,6 +43,15 @@ from optax_bertadam.optimizers import (
     warmup,
 )
 from optax_bertadam.param_groups import layerwise_lr_decay_groups, param_groups
+from optax_bertadam.recipes import (
+    BING_BERT_DEEPSPEED_CONFIGS,
+    BING_BERT_NO_DECAY,
+    BING_BERT_TRAINING,
+    BingBertRate,
+    bing_bert_deepspeed_config,
+    bing_bert_lamb,
+    bing_bert_rate,
+)
 from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in schedules.__all__)
 from optax_bertadam.schedules import __all__ as _schedule_names
 from optax_bertadam.torch_state import (
@@ -123,5 +132,12 @@ __all__ = [
     "scale_by_clamped_trust_ratio",
     "scale_by_deepspeed_lamb",
     "scale_by_nvidia_lamb",
+    "BING_BERT_DEEPSPEED_CONFIGS",
+    "BING_BERT_NO_DECAY",
+    "BING_BERT_TRAINING",
+    "BingBertRate",
+    "bing_bert_deepspeed_config",
+    "bing_bert_lamb",
+    "bing_bert_rate",
     *_schedule_names,
 ]
