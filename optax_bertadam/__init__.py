@@ -53,6 +53,11 @@ from optax_bertadam.optimizers import (
     warmup,
 )
 from optax_bertadam.param_groups import layerwise_lr_decay_groups, param_groups
+from optax_bertadam.recipes import (
+    bing_bert_deepspeed_config,
+    bing_bert_lamb,
+    bing_bert_rate,
+)
 from optax_bertadam.schedules import *  # noqa: F403  (every schedule, listed in schedules.__all__)
 from optax_bertadam.schedules import __all__ as _schedule_names
 from optax_bertadam.torch_params import (
@@ -160,5 +165,8 @@ __all__ = [
     "get_grad_norm",
     "from_trainer",
     "from_training_arguments",
+    "bing_bert_deepspeed_config",
+    "bing_bert_lamb",
+    "bing_bert_rate",
     *_schedule_names,
 ]

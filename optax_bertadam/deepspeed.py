@@ -10,6 +10,7 @@ and the gradient accumulation of ``gradient_accumulation_steps``. Nothing here i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -382,6 +383,69 @@ def _after_zero_gradient_step(tx: optax.GradientTransformation) -> optax.Gradien
     return optax.GradientTransformation(init_fn, tx.update)
 
 
+class ConstructionStepState(NamedTuple):
+    """State of a group whose construction-time step moves parameters: ``pending`` until the
+    first applied update, which carries that step's change; ``inner`` the group's state."""
+
+    pending: Any
+    inner: Any
+
+
+def _construction_step_at_first_update(
+    tx: optax.GradientTransformation, at_built_lr: optax.GradientTransformation
+) -> optax.GradientTransformation:
+    """``tx`` preceded by DeepSpeed's construction-time zero-gradient step, for a group whose
+    weight decay makes that step move its parameters.
+
+    ``FP16_UnfusedOptimizer`` (fp16, and bf16 at ZeRO stage 0) steps its float32 master copies
+    once with zero gradients when it is built, at the lr the optimizer was built with (before
+    any scheduler or script sets one: ``at_built_lr``, ``tx`` built at that lr); the model's
+    half-precision weights are not refreshed, so the first forward pass still sees the
+    undecayed weights and only the masters moved. A transformation cannot move parameters at
+    init, so the first applied update does it: it computes the zero-gradient step from a fresh
+    state of ``at_built_lr``, runs the real step on the moved masters, and returns both
+    changes. A skipped step (non-finite gradients) leaves it pending,
+    as DeepSpeed's masters stay moved and the half-precision weights stay as they were. Rate
+    nodes keep their count (the scheduler did not exist yet) and their injected rates."""
+
+    def is_injected(node):
+        return hasattr(node, "hyperparams") and hasattr(node, "inner_state")
+
+    def is_schedule_node(node):
+        return isinstance(node, transforms.ScheduledLearningRateState) or is_injected(node)
+
+    def keep_rates(new, old):
+        if isinstance(old, transforms.ScheduledLearningRateState):
+            return old
+        if is_injected(old):
+            inner = jax.tree.map(keep_rates, new.inner_state, old.inner_state, is_leaf=is_schedule_node)
+            return old._replace(inner_state=inner)
+        return new
+
+    def init_fn(params):
+        return ConstructionStepState(jnp.asarray(True), tx.init(params))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("from_deepspeed's construction-time step needs params= in update")
+
+        def construct(inner):
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            moved, stepped = at_built_lr.update(zeros, at_built_lr.init(params), params)
+            return moved, jax.tree.map(keep_rates, stepped, inner, is_leaf=is_schedule_node)
+
+        def constructed(inner):
+            return jax.tree.map(jnp.zeros_like, params), inner
+
+        moved, inner = jax.lax.cond(state.pending, construct, constructed, state.inner)
+        masters = jax.tree.map(lambda p, d: (p + d).astype(p.dtype), params, moved)
+        step, inner = tx.update(updates, inner, masters)
+        out = jax.tree.map(lambda d, u: (d + u).astype(u.dtype), moved, step)
+        return out, ConstructionStepState(jnp.asarray(False), inner)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 # ------------------------------------------------------- accumulation and the master weights
 
 
@@ -441,6 +505,56 @@ def _to_master_dtype() -> optax.GradientTransformation:
         return jax.tree.map(lambda g, p: g.astype(p.dtype), updates, params), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+class ScriptLearningRateState(NamedTuple):
+    """State of ``from_deepspeed(..., learning_rate=rate)``: micro-batches seen (``count``), the
+    script's rate (a :class:`optax_bertadam.StaticSchedule` of the micro-batch count, tree
+    structure), the engine's state."""
+
+    count: Any
+    rate: transforms.StaticSchedule
+    inner_state: Any
+
+    def next_learning_rate(self) -> jax.Array:
+        """The rate the script sets before the next optimizer step (hides the groups' nodes)."""
+        return self.rate.fn(self.count)
+
+
+@dataclasses.dataclass(frozen=True)
+class _AtBoundaries:
+    """``rate(micro_batches // accumulation)``: the rate of the optimizer step a micro-batch
+    belongs to (a value, so that equal transformations have equal state structures)."""
+
+    rate: Callable[[jax.Array], jax.Array]
+    accumulation: int
+
+    def __call__(self, micro_batches: jax.Array) -> jax.Array:
+        return self.rate(jnp.asarray(micro_batches) // self.accumulation)
+
+
+def _script_learning_rate(inner, rate, accumulation: int):
+    """A script's ``group["lr"] = rate(k)`` before optimizer step ``k``, ``k`` counting
+    boundaries (a step skipped on overflow too, as a script's ``global_step``): the groups'
+    rates are ``rate`` as schedules, and their counts are set to ``k`` before every update."""
+    inner = optax.with_extra_args_support(inner)
+    schedule = transforms.StaticSchedule(_AtBoundaries(rate, accumulation))
+
+    def is_rate(node):
+        return isinstance(node, transforms.ScheduledLearningRateState)
+
+    def init_fn(params):
+        return ScriptLearningRateState(jnp.zeros([], jnp.int32), schedule, inner.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        step = state.count // accumulation
+        inner_state = jax.tree.map(
+            lambda node: node._replace(count=step.astype(node.count.dtype)) if is_rate(node) else node,
+            state.inner_state, is_leaf=is_rate)
+        updates, inner_state = inner.update(updates, inner_state, params, **extra_args)
+        return updates, ScriptLearningRateState(state.count + 1, schedule, inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ------------------------------------------------------------------------------ the engine
@@ -561,6 +675,7 @@ def from_deepspeed(
     name_map: Mapping[str, str] | None = None,
     transform: Callable[[str, np.ndarray], np.ndarray] | None = None,
     world_size: int = 1,
+    learning_rate: Callable[[jax.Array], jax.Array] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""The optax transformation doing, per ``update``, what a DeepSpeed engine does per micro-batch.
 
@@ -587,7 +702,11 @@ def from_deepspeed(
     The other micro-batches return zero updates. ``zero_optimization`` stages change no number
     (they shard the optimizer state, gradients and parameters over data-parallel ranks: use
     ``jax.sharding`` for that); except that DeepSpeed's fp16 optimizers without ZeRO ignore
-    ``hysteresis`` (stage 0: hysteresis 1), which is reproduced.
+    ``hysteresis`` (stage 0: hysteresis 1), which is reproduced; and that fp16/bf16 without
+    ZeRO (``FP16_UnfusedOptimizer``) steps the float32 masters once with zero gradients when it
+    is built, at the configured lr: counted in the optimizer state at init, and where weight
+    decay makes it move the masters, that move is part of the first applied update (the first
+    forward pass sees the unmoved half-precision weights, as in DeepSpeed).
 
     Optimizer types: ``Adam`` (``FusedAdam``, ``DeepSpeedCPUAdam`` with ZeRO-Offload, or
     ``torch.optim.AdamW``/``Adam`` with ``torch_adam: true``; AdamW unless ``adam_w_mode: false``,
@@ -617,6 +736,10 @@ def from_deepspeed(
         (e.g. :func:`optax_bertadam.transpose_kernels`), used to check shapes.
       world_size: data-parallel ranks, for the batch-size check (the gradients given are then
         the ranks' mean, what DeepSpeed's all-reduce gives).
+      learning_rate: a training script's rate ``k -> lr`` that it assigns to every group before
+        optimizer step ``k`` (``k`` counts boundaries from 0, a step skipped on overflow
+        included, as bing_bert's ``global_step``); the config's lr then serves only the fp16/bf16
+        wrapper's construction-time step. Not with a ``scheduler`` block.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -681,21 +804,29 @@ def from_deepspeed(
                               "expected one of " + ", ".join(sorted(defaults)))
         hypers[index] = {**defaults, **overrides}
         lrs.append(hypers[index]["lr"])
-    rates = dict(zip(trained, _group_schedules(settings, lrs), strict=True))
+    if learning_rate is not None:
+        if not callable(learning_rate):
+            raise TypeError(f"learning_rate={learning_rate!r} is invalid: expected a function "
+                            "step -> rate, or None")
+        if settings.scheduler is not None:
+            raise _refuse("scheduler", {"type": settings.scheduler},
+                          "with learning_rate= the script sets the rate: expected no scheduler")
+        rates = {index: (learning_rate, None) for index in trained}
+    else:
+        rates = dict(zip(trained, _group_schedules(settings, lrs), strict=True))
     built = {index: _group_transformation(settings, hypers[index], *rates[index],
                                           where=f"groups[{index}]") for index in trained}
     if settings.precision != "fp32" and settings.zero_stage == 0:
         for index in trained:
             decay = hypers[index]["weight_decay"]
-            if not _validation.is_concrete_scalar(decay) or decay != 0:
-                raise _refuse(
-                    f"groups[{index}] weight_decay", decay,
-                    f"with {settings.precision} and zero_optimization.stage 0, DeepSpeed's "
-                    "optimizer wrapper runs one optimizer step with zero gradients when it is "
-                    "built, which decays the parameters before the first forward pass; a "
-                    "transformation cannot change the parameters at init. Expected 0 here, or "
-                    "ZeRO stage 1-3 (no such step)")
-            built[index] = _after_zero_gradient_step(built[index])
+            if _validation.is_concrete_scalar(decay) and decay == 0:
+                built[index] = _after_zero_gradient_step(built[index])
+            else:
+                # The wrapper steps before any scheduler or script sets a rate: at the lr the
+                # optimizer was built with.
+                at_built_lr = _group_transformation(settings, hypers[index], hypers[index]["lr"],
+                                                    None, where=f"groups[{index}]")
+                built[index] = _construction_step_at_first_update(built[index], at_built_lr)
 
     def group_factory(group: int) -> optax.GradientTransformation:
         return built[group]
@@ -718,6 +849,8 @@ def from_deepspeed(
         tx = optax.chain(_to_master_dtype(), tx)
     if settings.accumulation > 1:
         tx = _accumulate(tx, settings.accumulation, gradient_dtype)
+    if learning_rate is not None:
+        tx = _script_learning_rate(tx, learning_rate, settings.accumulation)
     return optax.with_extra_args_support(tx)
 
 
@@ -736,4 +869,5 @@ def _fp16_loss_scale(tx, settings: _Settings):
         raise type(error)(f"fp16: {error}") from error
 
 
-__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState"]
+__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
+           "ConstructionStepState", "ScriptLearningRateState"]

@@ -95,7 +95,10 @@ def run_engine_case(deepspeed, config: dict[str, Any], *, front_door: str = "eng
                                   strict=True)
                 for h, m in zip(hg, mg, strict=True)}
 
-    params = _nest({n: jnp.asarray(p.numpy()) for n, p in torch_params().items()})
+    # The model's weights (bf16: as float32), not the masters: the bf16 wrapper's construction
+    # step may already have moved those, and from_deepspeed reproduces that move.
+    params = _nest({n: jnp.asarray(p.detach().float().numpy())
+                    for n, p in engine.module.named_parameters()})
     if front_door == "engine":
         tx = ob.from_deepspeed(engine, named_parameters=model.named_parameters(), params=params)
     else:
@@ -206,9 +209,10 @@ def test_from_deepspeed_matches_the_engine(deepspeed, case):
     harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
 
 
-def test_bf16_weight_decay_at_stage_0_is_refused(deepspeed):
-    # The bf16 wrapper's construction-time zero-gradient step decays the parameters before the
-    # first forward pass: shown on the engine, refused by from_deepspeed.
+def test_bf16_weight_decay_at_stage_0_construction_step(deepspeed):
+    # The bf16 wrapper's construction-time zero-gradient step decays the float32 masters (not
+    # the bf16 weights of the first forward pass): shown on the engine, reproduced by
+    # from_deepspeed as part of the first applied update.
     config = _config(*ADAMW, None, 0.0, 1, "bf16")
     model = _model()
     before = model[0].weight.detach().to(torch.bfloat16).float().clone()
@@ -216,9 +220,10 @@ def test_bf16_weight_decay_at_stage_0_is_refused(deepspeed):
                                       config=config)
     master = engine.optimizer.fp32_groups[0][0].detach()
     np.testing.assert_allclose(master.numpy(), before.numpy() * (1 - 0.01 * 0.1), rtol=1e-6)
-    params = {"w": jnp.zeros(2)}
-    with pytest.raises(ValueError, match="zero gradients when it is built"):
-        ob.from_deepspeed(config, params=params)
+    np.testing.assert_array_equal(model[0].weight.detach().float().numpy(), before.numpy())
+    for door in ("engine", "config"):
+        worst_param, _ = run_engine_case(deepspeed, config, front_door=door, micro_steps=6)
+        harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
 
 
 @pytest.mark.parametrize(
