@@ -495,7 +495,10 @@ def _refuse_multiplicative_lr(scheduler: Any) -> transforms.ScaledSchedule:
 _MULTIPLIERS: Mapping[str, Callable[[Any], transforms.ScaledSchedule]] = {
     "StepLR": lambda s: torch_schedules.step_lr(1.0, s.step_size, s.gamma),
     "MultiStepLR": lambda s: torch_schedules.multi_step_lr(1.0, sorted(s.milestones.elements()), s.gamma),
-    "ConstantLR": lambda s: torch_schedules.constant_lr(1.0, s.factor, s.total_iters),
+    # total_iters=0: torch applies the factor when built and never undoes it (its step-by-step
+    # form checks last_epoch == total_iters only after the first step).
+    "ConstantLR": lambda s: torch_schedules.constant_lr(
+        1.0, s.factor, s.total_iters if s.total_iters > 0 else np.iinfo(np.int32).max),
     "LinearLR": lambda s: torch_schedules.linear_lr(1.0, s.start_factor, s.end_factor, s.total_iters),
     "ExponentialLR": lambda s: torch_schedules.exponential_lr(1.0, s.gamma),
     "PolynomialLR": lambda s: torch_schedules.polynomial_lr(1.0, s.total_iters, s.power),

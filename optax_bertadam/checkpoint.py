@@ -156,8 +156,20 @@ def _differences(saved: list[str], wanted: list[str]) -> str:
         if types:
             parts.append(f"State types only in {label}: {_validation.listing(types, 6, '; ')}.")
         if leaves:
-            parts.append(f"Leaves only in {label}: {_validation.listing(leaves, 6, '; ')}.")
+            parts.append(f"Leaves only in {label}: {_validation.listing(_by_field(leaves), 6, '; ')}.")
     return " ".join(parts) or "The same entries, in another order."
+
+
+def _by_field(lines: list[str]) -> list[str]:
+    """Leaves of one state field (a per-parameter tree) as one entry with their count."""
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        path = line.rpartition(": ")[0]
+        dot = path.rfind(".")
+        bracket = path.find("[", dot) if dot >= 0 else -1
+        groups.setdefault(path[:bracket] if bracket > dot >= 0 else path, []).append(line)
+    return [members[0] if len(members) == 1 else f"{field} ({len(members)} leaves)"
+            for field, members in groups.items()]
 
 
 def _check_step(step: Any) -> int:

@@ -9,20 +9,6 @@ optional per-tensor ``transform`` for layouts that differ (e.g. :func:`transpose
 
 Which optax state field receives which torch key:
 
-optax state                                torch per-parameter state
-=========================================  ==============================================
-``ScaleByBiasFreeAdamState.next_m/next_v``   ``BertAdam``: ``next_m``, ``next_v``
-``optax.ScaleByAdamState.mu/nu``             ``torch.optim.Adam/AdamW``: ``exp_avg``, ``exp_avg_sq``
-``optax.ScaleByAmsgradState.nu_max``         ``max_exp_avg_sq`` (``amsgrad=True``)
-``AdafactorState.exp_avg_sq_row/_col``        ``transformers.Adafactor``: the same keys (rank >= 2;
-                                             swapped when ``transform`` transposes the kernel)
-``AdafactorState.exp_avg_sq``                 ``exp_avg_sq`` (parameters of rank < 2)
-``AdagradState.sum``                          ``torch.optim.Adagrad``: ``sum``
-``RMSpropState.square_avg/grad_avg/...``      ``torch.optim.RMSprop``: the same keys
-any field named ``next_m``, ``exp_avg``, ...  the torch key of the same name
-every integer ``count`` field                 ``step`` (the same for every parameter)
-=========================================  ==============================================
-=======
 ==============================================  ========================================================
 optax state                                     torch per-parameter state
 ==============================================  ========================================================
@@ -32,8 +18,8 @@ optax state                                     torch per-parameter state
 ``AdafactorState.exp_avg_sq_row/_col``          ``transformers.Adafactor``: the same keys (rank >= 2;
                                                 swapped when ``transform`` transposes the kernel)
 ``AdafactorState.exp_avg_sq``                   ``exp_avg_sq`` (parameters of rank < 2)
-``AdagradState.sum``                             ``torch.optim.Adagrad``: ``sum``
-``RMSpropState.square_avg/grad_avg/...``         ``torch.optim.RMSprop``: the same keys
+``AdagradState.sum``                            ``torch.optim.Adagrad``: ``sum``
+``RMSpropState.square_avg/grad_avg/...``        ``torch.optim.RMSprop``: the same keys
 any field named ``next_m``, ``exp_avg``, ...    the torch key of the same name
 every integer ``count`` field                   ``step`` (the same for every parameter)
 ==============================================  ========================================================
@@ -377,6 +363,13 @@ def load_torch_state_dict(
             + "; ".join(f"step {s}: {_validation.listing(names, 5)}" for s, names in sorted(by_step.items()))
         )
     torch_step = next(iter(steps.values()), None)
+    if isinstance(scheduler_state, Mapping) and "last_epoch" not in scheduler_state:
+        # A ChainedScheduler keeps no count of its own: its members' (stepped together) is it.
+        first = scheduler_state
+        while isinstance(first, Mapping) and "last_epoch" not in first and first.get("_schedulers"):
+            first = first["_schedulers"][0]
+        if isinstance(first, Mapping) and "last_epoch" in first:
+            scheduler_state = {**scheduler_state, "last_epoch": first["last_epoch"]}
     if scheduler_state is not None:
         if not isinstance(scheduler_state, Mapping) or "last_epoch" not in scheduler_state:
             raise ValueError(

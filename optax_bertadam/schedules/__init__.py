@@ -41,6 +41,7 @@ from optax_bertadam.schedules.loss_driven import (
 )
 from optax_bertadam.schedules.pytorch import (
     CycleSchedules,
+    TorchScheduler,
     chained_scheduler,
     constant_lr,
     cosine_annealing_lr,
@@ -52,6 +53,7 @@ from optax_bertadam.schedules.pytorch import (
     multiplicative_lr,
     one_cycle_lr,
     polynomial_lr,
+    replay_torch_schedulers,
     step_lr,
     swa_lr,
 )
@@ -89,7 +91,9 @@ __all__ = [
     "multiplicative_lr",
     "one_cycle_lr",
     "polynomial_lr",
+    "replay_torch_schedulers",
     "step_lr",
+    "TorchScheduler",
     "swa_lr",
     "ReduceLROnPlateauState",
     "bert_schedule",

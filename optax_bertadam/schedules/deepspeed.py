@@ -7,17 +7,15 @@ into the optimizer, so update ``k`` (``k`` updates applied so far, optax's ``cou
 rate the class computes for ``last_batch_iteration = k - 1``. Update 0 is the constructor's rate,
 which for three of them is not the formula at ``-1``:
 
-=================  =====================================  ====================================
-class              update 0                               update ``k >= 1`` (``t = k - 1``)
-=================  =====================================  ====================================
-``WarmupLR``       ``warmup_min_lr``                      warmup on ``t``, then ``max``
-``WarmupDecayLR``  ``warmup_min_lr``                      warmup on ``t``, then linear decay
-``WarmupCosineLR`` **0** (whatever the optimizer's lr)    ``lr * ratio(t)``
-``OneCycle``       ``cycle_min_lr``, momentum             the cycle on ``t + 1 = k``, then the
-                   ``cycle_min_mom`` (the formula gives   decay
-                   ``cycle_max_mom``)
-``LRRangeTest``    ``min_lr``                             ``min_lr * (1 + rate * k / size)``
-=================  =====================================  ====================================
+====================  ======================================  ========================================
+class                 update 0                                update ``k >= 1`` (``t = k - 1``)
+====================  ======================================  ========================================
+``WarmupLR``          ``warmup_min_lr``                       warmup on ``t``, then ``max``
+``WarmupDecayLR``     ``warmup_min_lr``                       warmup on ``t``, then linear decay
+``WarmupCosineLR``    **0** (whatever the optimizer's lr)     ``lr * ratio(t)``
+``OneCycle``          ``cycle_min_lr``, ``cycle_min_mom``     the cycle on ``t + 1 = k``, then decay
+``LRRangeTest``       ``min_lr``                              ``min_lr * (1 + rate * k / size)``
+====================  ======================================  ========================================
 
 Argument conventions: ``WarmupLR``, ``WarmupDecayLR``, ``OneCycle`` and ``LRRangeTest`` set the
 rate themselves and ignore the optimizer's ``lr`` (their factories take no learning rate);
