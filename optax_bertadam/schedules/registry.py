@@ -6,7 +6,7 @@ its PyTorch/transformers counterpart (a dotted path, imported only by the parity
 here), and how the example's arguments translate to the counterpart's.
 
 Every cross-cutting schedule test runs over :data:`SCHEDULES`: parity with the counterpart
-(``parity_tests/test_schedule_registry.py``, through the one comparator of the harness),
+(``parity_tests/test_schedule_registry_parity.py``, through the one comparator of the harness),
 every schedule as the ``learning_rate`` of every optimizer (``tests/``), the demo's plot. A new
 schedule is one function in its module and one record here; a public schedule factory without a
 record fails ``tests/test_schedule_registry.py``. The registry is an immutable tuple, built once;
