@@ -40,6 +40,8 @@ def _one_line(err: BaseException) -> str:
         (lambda: ob.bertadam(1e-3, eps=1e-8), "use e=1e-08"),
         (lambda: ob.adamw(1e-3, e=1e-8), "use eps=1e-08"),
         (lambda: ob.adamw(1e-3, weight_decay_mask={}), "use mask={}"),
+        # bertadam's decay mask is mask= too now (it was weight_decay_mask=).
+        (lambda: ob.bertadam(1e-3, weight_decay_mask={}), "use mask={}"),
         (lambda: ob.bertadam(1e-3, num_training_steps=10), "use t_total=10"),
         (lambda: ob.create_optimizer(1e-3, 10, lr=1e-3), "use init_lr=0.001"),
         (lambda: ob.adamw(params={}, learning_rate=1e-3), "pass the parameters to tx.init(params)"),
