@@ -29,6 +29,7 @@ import numpy as np
 from optax_bertadam import _torch_scheduler_readers as scheduler_readers
 from optax_bertadam import _validation, lamb, optimizers, transforms
 from optax_bertadam.schedules import bert as bert_schedules
+from optax_bertadam.schedules import deepspeed as ds_schedules
 from optax_bertadam.schedules import loss_driven
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
@@ -762,6 +763,22 @@ def _read_greedy(scheduler: Any, context: SchedulerContext):
     return rule, initial
 
 
+def _read_deepspeed_scheduler(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    # deepspeed.py builds the schedules of a config; a live scheduler is read into its config.
+    from optax_bertadam import deepspeed as ds_config
+
+    name, params, base_lrs = ds_config.scheduler_settings(scheduler)
+    lrs = base_lrs if base_lrs is not None else [float(scalar(g["lr"])) for g in context.groups]
+    rates = ds_config.group_schedules(name, params, lrs, cycles_momentum=context.momentum_name == "b1")
+    return _check_momentum(rates, context, name)
+
+
+def _deepspeed_scheduler(name: str) -> SchedulerRecord:
+    return SchedulerRecord(f"deepspeed.runtime.lr_schedules.{name}",
+                           _exactly("deepspeed.runtime.lr_schedules", name),
+                           _read_deepspeed_scheduler, ds_schedules.DEEPSPEED_SCHEDULERS[name])
+
+
 def _torch_scheduler(name: str, read, factory, **kwargs) -> SchedulerRecord:
     return SchedulerRecord(f"torch.optim.lr_scheduler.{name}",
                            _exactly("torch.optim.lr_scheduler", name), read, factory, **kwargs)
@@ -796,6 +813,7 @@ SCHEDULERS: tuple[SchedulerRecord, ...] = (
                      loss_driven=True),
     SchedulerRecord("transformers.AdafactorSchedule", _exactly("transformers", "AdafactorSchedule"),
                     _read_adafactor_schedule, None),
+    *(_deepspeed_scheduler(name) for name in ds_schedules.DEEPSPEED_SCHEDULERS),
     SchedulerRecord("transformers.GreedyLR", _exactly("transformers", "GreedyLR"), _read_greedy,
                     loss_driven.greedy_lr, loss_driven=True),
 )

@@ -282,17 +282,28 @@ def _entry(path: str, value: Any, index: int, count: int) -> Any:
 
 def _group_schedules(settings: _Settings, group_lrs: Sequence[float]):
     """Per group: (rate: float or schedule, beta1 schedule or None)."""
-    count = len(group_lrs)
     if settings.scheduler is None:
         return [(lr, None) for lr in group_lrs]
-    factory = ds_schedules.DEEPSPEED_SCHEDULERS[settings.scheduler]
+    return group_schedules(settings.scheduler, settings.scheduler_params, group_lrs,
+                           cycles_momentum=settings.optimizer != "SGD")
+
+
+def group_schedules(scheduler: str, scheduler_params: dict[str, Any], group_lrs: Sequence[float],
+                    *, cycles_momentum: bool) -> list[tuple[Any, Any]]:
+    """Per group: (rate schedule, beta1 schedule or None) of a DeepSpeed scheduler's config.
+
+    ``cycles_momentum``: the optimizer has ``betas`` (DeepSpeed's ``OneCycle`` cycles ``betas[0]``
+    only then).
+    """
+    count = len(group_lrs)
+    factory = ds_schedules.DEEPSPEED_SCHEDULERS[scheduler]
     out = []
     for index, lr in enumerate(group_lrs):
         kwargs = {key: _entry(f"scheduler.params.{key}", value, index, count)
-                  for key, value in settings.scheduler_params.items()}
-        if settings.scheduler == "WarmupCosineLR":
+                  for key, value in scheduler_params.items()}
+        if scheduler == "WarmupCosineLR":
             kwargs["learning_rate"] = lr
-        if settings.scheduler == "WarmupLR" and kwargs.get("warmup_max_lr") is None:
+        if scheduler == "WarmupLR" and kwargs.get("warmup_max_lr") is None:
             kwargs["warmup_max_lr"] = lr  # DeepSpeed's None: the group's lr
         try:
             built = factory(**kwargs)
@@ -300,7 +311,7 @@ def _group_schedules(settings: _Settings, group_lrs: Sequence[float]):
             raise type(error)(f"scheduler.params: {error}") from error
         if isinstance(built, CycleSchedules):
             # DeepSpeed cycles betas[0] only for an optimizer with betas.
-            momentum = built.momentum if settings.optimizer != "SGD" else None
+            momentum = built.momentum if cycles_momentum else None
             out.append((built.learning_rate, momentum))
         else:
             out.append((built, None))
@@ -630,6 +641,13 @@ def _live_scheduler(engine: Any) -> tuple[str | None, dict[str, Any], list[float
     if scheduler.last_batch_iteration != -1 or engine.global_steps != 0:
         raise _refuse("engine.lr_scheduler.last_batch_iteration", scheduler.last_batch_iteration,
                       "expected -1: from_deepspeed reads an engine before its first step")
+    return scheduler_settings(scheduler)
+
+
+def scheduler_settings(scheduler: Any) -> tuple[str, dict[str, Any], list[float] | None]:
+    """A live ``deepspeed.runtime.lr_schedules`` scheduler as (type, its config ``params``, the
+    per-group base lrs where the schedule scales them (``WarmupCosineLR``), else None)."""
+    name = type(scheduler).__name__
     if name in ("WarmupLR", "WarmupDecayLR"):
         params = dict(warmup_min_lr=list(scheduler.min_lrs), warmup_max_lr=list(scheduler.max_lrs),
                       warmup_num_steps=scheduler.warmup_num_steps,

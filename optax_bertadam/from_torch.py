@@ -35,6 +35,8 @@ def _last_epoch(scheduler: Any) -> int:
     """The scheduler's update count (a ``ChainedScheduler`` keeps its members')."""
     if hasattr(scheduler, "last_epoch"):
         return int(scheduler.last_epoch)
+    if hasattr(scheduler, "last_batch_iteration"):  # DeepSpeed's: -1 when built
+        return int(scheduler.last_batch_iteration) + 1
     return _last_epoch(scheduler._schedulers[0])
 
 
@@ -253,7 +255,10 @@ def from_torch(
     ConstantLR, LinearLR, ExponentialLR, PolynomialLR, ChainedScheduler (of those),
     CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR (built-in modes), OneCycleLR,
     SequentialLR (of supported schedulers), every transformers ``get_scheduler`` LambdaLR,
-    ``AdafactorSchedule``, ``ReduceLROnPlateau``, ``GreedyLR``; or a jnp function
+    ``AdafactorSchedule``, ``ReduceLROnPlateau``, ``GreedyLR``, ``torch.optim.swa_utils.SWALR``,
+    compositions PyTorch runs (nested ``SequentialLR``/``ChainedScheduler``, ``CosineAnnealingLR``
+    in a chain: replayed as PyTorch steps them), DeepSpeed's ``WarmupLR``, ``WarmupDecayLR``,
+    ``WarmupCosineLR``, ``OneCycle`` and ``LRRangeTest`` over a torch optimizer; or a jnp function
     ``count -> factor`` of each group's ``initial_lr`` (a ``LambdaLR`` written with
     ``jax.numpy``).
     Refused (``ValueError`` naming it): ``maximize=True``, timm Lamb's ``decoupled_decay=True``,

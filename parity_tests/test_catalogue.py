@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from deepspeed.runtime import lr_schedules as ds_lr
 from pytorch_pretrained_bert.optimization import BertAdam as PublishedBertAdam
 from torch.optim import lr_scheduler
 
@@ -117,6 +118,11 @@ LIVE_SCHEDULERS = {
     "ReduceLROnPlateau": lambda o: lr_scheduler.ReduceLROnPlateau(o),
     "AdafactorSchedule": lambda o: transformers.optimization.AdafactorSchedule(o),
     "GreedyLR": lambda o: transformers.optimization.GreedyLR(o),
+    "WarmupLR": lambda o: ds_lr.WarmupLR(o, warmup_num_steps=5),
+    "WarmupDecayLR": lambda o: ds_lr.WarmupDecayLR(o, total_num_steps=20, warmup_num_steps=5),
+    "WarmupCosineLR": lambda o: ds_lr.WarmupCosineLR(o, total_num_steps=20, warmup_num_steps=5),
+    "OneCycle": lambda o: ds_lr.OneCycle(o, 0.01, 0.1, cycle_first_step_size=5),
+    "LRRangeTest": lambda o: ds_lr.LRRangeTest(o),
 }
 
 

@@ -179,3 +179,45 @@ def test_lr_range_test(case, dtype):
 def test_bad_arguments_are_refused_when_built(factory, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         factory(**kwargs)
+
+
+# from_torch reads a live DeepSpeed scheduler over a plain torch optimizer (a catalogue record of
+# each class): per-group lrs, OneCycle's beta1 cycled on Adam, a scheduler resumed mid-run.
+LIVE = {
+    "WarmupLR": lambda o: lr_schedules.WarmupLR(o, warmup_min_lr=[0.001, 0.002],
+                                                warmup_max_lr=[0.05, 0.02], warmup_num_steps=6),
+    "WarmupDecayLR": lambda o: lr_schedules.WarmupDecayLR(o, total_num_steps=18, warmup_num_steps=4,
+                                                          warmup_type="linear"),
+    "WarmupCosineLR": lambda o: lr_schedules.WarmupCosineLR(o, total_num_steps=20, warmup_num_steps=5,
+                                                            warmup_min_ratio=0.1),
+    "OneCycle": lambda o: lr_schedules.OneCycle(o, 0.01, 0.1, cycle_first_step_size=5,
+                                                decay_lr_rate=0.1, decay_step_size=3,
+                                                cycle_min_mom=0.8, cycle_max_mom=0.95),
+    "LRRangeTest": lambda o: lr_schedules.LRRangeTest(o, lr_range_test_min_lr=[0.001, 0.002],
+                                                      lr_range_test_step_size=3),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(LIVE))
+def test_from_torch_reads_a_live_deepspeed_scheduler(name, dtype):
+    import optax_bertadam as ob
+    from parity_tests.group_harness import run_group_parity
+    from parity_tests.harness import LR_TOL, PARAM_TOL, SMALL_SHAPES, TorchSide, assert_within
+
+    def make_torch(named):
+        values = list(named.values())
+        optimizer = torch.optim.Adam([{"params": values[:1]}, {"params": values[1:], "lr": 0.03}],
+                                     lr=0.02, betas=(0.9, 0.99))
+        scheduler = LIVE[name](optimizer)
+        side = TorchSide(optimizer, scheduler, scheduler.get_last_lr)
+        side.named = list(named.items())
+        return side
+
+    def make_optax(params, side):
+        return ob.from_torch(side.optimizer, side.scheduler, named_parameters=side.named, params=params)
+
+    param_error, lr_error = run_group_parity(make_torch, make_optax, dtype=dtype, steps=20,
+                                             shapes=SMALL_SHAPES)
+    assert_within("param error", param_error, PARAM_TOL[dtype])
+    assert_within("lr error", lr_error, LR_TOL[dtype])
