@@ -73,18 +73,29 @@ def scheduler_count(scheduler: Any) -> int:
     return int(scheduler.last_epoch)
 
 
-def _anneal_strategy(scheduler: Any, attribute: str) -> str:
-    """``'cos'`` or ``'linear'``, also from a state dict of an older torch (a function only)."""
+# torch's annealing functions (OneCycleLR's and SWALR's), by the strategy name they implement: a
+# state dict of an older torch (OneCycleLR before 2.2) restores only the function.
+_ANNEAL_FUNCTIONS = {"_annealing_cos": "cos", "_annealing_linear": "linear",
+                     "_cosine_anneal": "cos", "_linear_anneal": "linear"}
+
+
+def anneal_strategy(scheduler: Any, attribute: str) -> str:
+    """``'cos'`` or ``'linear'`` of a OneCycleLR or SWALR, also from a state dict of an older torch.
+
+    Raises:
+      ValueError: an ``anneal_func`` that is not one of torch's own (a function of the user's).
+    """
     strategy = getattr(scheduler, attribute, None)
     if strategy in ("cos", "linear"):
         return strategy
     function = getattr(scheduler, "anneal_func", None)
-    name = getattr(function, "__name__", "")
-    if "cos" in name:
-        return "cos"
-    if "linear" in name:
-        return "linear"
-    raise ValueError(f"{type(scheduler).__name__}.anneal_func={function!r} is neither cos nor linear")
+    name = getattr(function, "__name__", None)
+    if name in _ANNEAL_FUNCTIONS:
+        return _ANNEAL_FUNCTIONS[name]
+    raise ValueError(
+        f"{type(scheduler).__name__}.anneal_func={function!r} is not supported: expected torch's own "
+        f"{' or '.join(_ANNEAL_FUNCTIONS)} (anneal_strategy 'cos' or 'linear')"
+    )
 
 
 def _refuse_user_function(where: str, function: Any) -> ValueError:
@@ -169,7 +180,7 @@ def read_torch_scheduler(
         options.update(
             max_lr=float(values["max_lr"]), total_steps=total,
             pct_start=(phases[0]["end_step"] + 1) / total,
-            anneal_strategy=_anneal_strategy(scheduler, "_anneal_func_type"),
+            anneal_strategy=anneal_strategy(scheduler, "_anneal_func_type"),
             cycle_momentum=bool(scheduler.cycle_momentum),
             div_factor=values["max_lr"] / values["initial_lr"],
             final_div_factor=values["initial_lr"] / values["min_lr"],
@@ -180,7 +191,7 @@ def read_torch_scheduler(
                            max_momentum=float(values["max_momentum"]))
     else:  # SWALR
         options.update(swa_lr=float(values["swa_lr"]), anneal_epochs=scheduler.anneal_epochs,
-                       anneal_strategy=_anneal_strategy(scheduler, "_anneal_strategy"))
+                       anneal_strategy=anneal_strategy(scheduler, "_anneal_strategy"))
     return TorchScheduler(name, options)
 
 
@@ -268,7 +279,7 @@ def read_swalr(scheduler: Any, base_lrs: Sequence[float] | None = None) -> list[
     if _class_name(scheduler, "scheduler") != "SWALR":
         raise ValueError(f"scheduler is a {type(scheduler).__qualname__}, not a SWALR")
     groups = scheduler.optimizer.param_groups
-    strategy = _anneal_strategy(scheduler, "_anneal_strategy")
+    strategy = anneal_strategy(scheduler, "_anneal_strategy")
     epochs = int(scheduler.anneal_epochs)
     if base_lrs is None:
         step = scheduler_count(scheduler)

@@ -610,24 +610,6 @@ def _read_cyclic(scheduler: Any, context: SchedulerContext) -> GroupRates:
     return _check_momentum(rates, context, "CyclicLR")
 
 
-# OneCycleLR's annealing functions as torch < 2.2 kept them (``anneal_func``, a function that a
-# state dict of that time restores), by the strategy name torch keeps today.
-_ONE_CYCLE_ANNEAL_FUNCTIONS = {"_annealing_cos": "cos", "_annealing_linear": "linear"}
-
-
-def _one_cycle_anneal_strategy(scheduler: Any) -> str:
-    if hasattr(scheduler, "_anneal_func_type"):
-        return scheduler._anneal_func_type
-    function = getattr(scheduler, "anneal_func", None)
-    name = getattr(function, "__name__", None)
-    if name in _ONE_CYCLE_ANNEAL_FUNCTIONS:
-        return _ONE_CYCLE_ANNEAL_FUNCTIONS[name]
-    raise ValueError(
-        f"OneCycleLR.anneal_func={function!r} is not supported: expected torch's own "
-        f"{' or '.join(_ONE_CYCLE_ANNEAL_FUNCTIONS)} (anneal_strategy 'cos' or 'linear')"
-    )
-
-
 def _read_one_cycle(scheduler: Any, context: SchedulerContext) -> GroupRates:
     groups = context.groups
     late = [i for i, g in enumerate(groups) if "max_lr" not in g]
@@ -636,7 +618,7 @@ def _read_one_cycle(scheduler: Any, context: SchedulerContext) -> GroupRates:
             f"OneCycleLR has no max_lr for param_groups{late} (groups added after the scheduler "
             "was built)"
         )
-    strategy = _one_cycle_anneal_strategy(scheduler)
+    strategy = scheduler_readers.anneal_strategy(scheduler, "_anneal_func_type")
     phases = scheduler._schedule_phases
     total = scheduler.total_steps
     rates = []
