@@ -26,7 +26,6 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from optax_bertadam import _torch_scheduler_readers as scheduler_readers
 from optax_bertadam import _validation, lamb, optimizers, transforms
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import deepspeed as ds_schedules
@@ -34,6 +33,7 @@ from optax_bertadam.schedules import loss_driven
 from optax_bertadam.schedules import pytorch as torch_schedules
 from optax_bertadam.schedules import transformers as hf_schedules
 from optax_bertadam.schedules.classic import sequential_lr
+from optax_bertadam.schedules.pytorch import TorchScheduler
 
 Schedule = Callable[[Any], Any]
 # Per group: the rate (count -> lr; None keeps the optimizer's) and the cycled momentum (or None).
@@ -416,9 +416,18 @@ class SchedulerContext:
         return [float(scalar(g["initial_lr"])) for g in self.groups]
 
 
+# (scheduler, group index) -> that group's keyword arguments of a record's factory.
+Options = Callable[[Any, int], dict[str, Any]]
+
+
 @dataclasses.dataclass(frozen=True)
 class SchedulerRecord:
     """One PyTorch-side learning-rate scheduler class.
+
+    A class whose hyperparameters a closed form or the replay reproduces is read once, by
+    :attr:`options`; both readings derive from it: the closed form ``factory(**options)`` (its
+    :attr:`read`, and its :attr:`multiplier` for a multiplicative class) and the step-by-step
+    replay's ``TorchScheduler(short_name, options)`` (:func:`torch_scheduler`).
 
     Attributes:
       name: the name users know it by, e.g. ``"torch.optim.lr_scheduler.StepLR"``.
@@ -431,6 +440,14 @@ class SchedulerRecord:
       multiplier: for a multiplicative scheduler (each step multiplies the current rate), its
         factor as a :class:`~optax_bertadam.ScaledSchedule` at rate 1, read from the object:
         what a ``ChainedScheduler`` composes.
+      options: ``(scheduler, group index) -> dict``: the group's hyperparameters read from the
+        live object, exactly the keyword arguments of :attr:`factory` and the options of its
+        :class:`~optax_bertadam.schedules.pytorch.TorchScheduler` (a ``learning_rate`` is the
+        scheduler's ``base_lrs`` entry); a function of the user's own is refused
+        (:func:`refuse_user_function`). ``None``: a class read otherwise.
+      replay: :func:`~optax_bertadam.schedules.pytorch.replay_torch_schedulers` reproduces it,
+        alone or inside a ``SequentialLR``/``ChainedScheduler``: by its :attr:`options`, or for
+        a composite (a replayed record without options) by its members' (``_schedulers``).
     """
 
     name: str
@@ -439,6 +456,8 @@ class SchedulerRecord:
     factory: Callable[..., Any] | None
     loss_driven: bool = False
     multiplier: Callable[[Any], transforms.ScaledSchedule] | None = None
+    options: Options | None = None
+    replay: bool = False
 
     @property
     def short_name(self) -> str:
@@ -468,46 +487,92 @@ def _check_per_group_lists(scheduler: Any, context: SchedulerContext) -> None:
             )
 
 
-def _scaled_by_multiplier(record_multiplier: Callable[[Any], transforms.ScaledSchedule]):
-    def read(scheduler: Any, context: SchedulerContext) -> GroupRates:
-        multiplier = record_multiplier(scheduler).multiplier
-        name = type(scheduler).__qualname__
-        return [(transforms.ScaledSchedule(lr, multiplier, name), None)
-                for lr in context.base_lrs(scheduler)]
-
-    return read
-
-
-def _multiplier_of_member(scheduler: Any) -> transforms.ScaledSchedule:
-    record = scheduler_record(scheduler)
-    if record.multiplier is None:
+def _check_momentum(rates: GroupRates, context: SchedulerContext, scheduler_name: str) -> GroupRates:
+    if context.momentum_name is None and any(m is not None for _, m in rates):
         raise ValueError(
-            f"scheduler {class_of(scheduler)} cannot be a member of ChainedScheduler here: only the "
-            "multiplicative schedulers compose ("
-            f"{_validation.listing(r.short_name for r in SCHEDULERS if r.multiplier is not None)})"
+            f"{scheduler_name}(cycle_momentum=True) cycles a momentum this optimizer does not have "
+            "as momentum or betas[0]; pass cycle_momentum=False"
         )
-    return record.multiplier(scheduler)
+    return rates
 
 
-def _refuse_multiplicative_lr(scheduler: Any) -> transforms.ScaledSchedule:
-    raise refuse_user_function("MultiplicativeLR.lr_lambdas", scheduler.lr_lambdas)
+# ------------------------------------------------- each class's hyperparameters, read once
 
 
-_MULTIPLIERS: Mapping[str, Callable[[Any], transforms.ScaledSchedule]] = {
-    "StepLR": lambda s: torch_schedules.step_lr(1.0, s.step_size, s.gamma),
-    "MultiStepLR": lambda s: torch_schedules.multi_step_lr(1.0, sorted(s.milestones.elements()), s.gamma),
-    # total_iters=0: torch applies the factor when built and never undoes it (its step-by-step
-    # form checks last_epoch == total_iters only after the first step).
-    "ConstantLR": lambda s: torch_schedules.constant_lr(
-        1.0, s.factor, s.total_iters if s.total_iters > 0 else np.iinfo(np.int32).max),
-    "LinearLR": lambda s: torch_schedules.linear_lr(1.0, s.start_factor, s.end_factor, s.total_iters),
-    "ExponentialLR": lambda s: torch_schedules.exponential_lr(1.0, s.gamma),
-    "PolynomialLR": lambda s: torch_schedules.polynomial_lr(1.0, s.total_iters, s.power),
-    "ChainedScheduler": lambda s: torch_schedules.chained_scheduler(
-        [_multiplier_of_member(member) for member in s._schedulers]
-    ),
-    "MultiplicativeLR": _refuse_multiplicative_lr,
-}
+def scheduler_count(scheduler: Any) -> int:
+    """How many times ``scheduler.step()`` has run since it was built: the count to resume at.
+
+    A ``ChainedScheduler`` keeps no count of its own (its first member's); ``SWALR``'s is its
+    ``_step_count - 1`` (what its rate depends on).
+
+    Returns:
+      The count (an int >= 0 for a scheduler built the usual way).
+    """
+    name = type(scheduler).__qualname__
+    if name == "ChainedScheduler":
+        return scheduler_count(scheduler._schedulers[0])
+    if name == "SWALR":
+        return int(scheduler._step_count) - 1
+    return int(scheduler.last_epoch)
+
+
+# torch's annealing functions (OneCycleLR's and SWALR's), by the strategy name they implement: a
+# state dict of an older torch (OneCycleLR before 2.2) restores only the function.
+_ANNEAL_FUNCTIONS = {"_annealing_cos": "cos", "_annealing_linear": "linear",
+                     "_cosine_anneal": "cos", "_linear_anneal": "linear"}
+
+
+def anneal_strategy(scheduler: Any, attribute: str) -> str:
+    """``'cos'`` or ``'linear'`` of a OneCycleLR or SWALR, also from a state dict of an older torch.
+
+    Raises:
+      ValueError: an ``anneal_func`` that is not one of torch's own (a function of the user's).
+    """
+    strategy = getattr(scheduler, attribute, None)
+    if strategy in ("cos", "linear"):
+        return strategy
+    function = getattr(scheduler, "anneal_func", None)
+    name = getattr(function, "__name__", None)
+    if name in _ANNEAL_FUNCTIONS:
+        return _ANNEAL_FUNCTIONS[name]
+    raise ValueError(
+        f"{type(scheduler).__name__}.anneal_func={function!r} is not supported: expected torch's own "
+        f"{' or '.join(_ANNEAL_FUNCTIONS)} (anneal_strategy 'cos' or 'linear')"
+    )
+
+
+def _base_lr(scheduler: Any, group: int) -> float:
+    return float(scalar(scheduler.base_lrs[group]))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Attributes:
+    """Options that are attributes of the scheduler of the same name, with the group's base rate."""
+
+    names: tuple[str, ...]
+
+    def __call__(self, scheduler: Any, group: int) -> dict[str, Any]:
+        return {"learning_rate": _base_lr(scheduler, group),
+                **{name: getattr(scheduler, name) for name in self.names}}
+
+
+def _attributes(*names: str) -> _Attributes:
+    return _Attributes(names)
+
+
+def _multi_step_lr_options(scheduler: Any, group: int) -> dict[str, Any]:
+    return dict(learning_rate=_base_lr(scheduler, group),
+                milestones=tuple(sorted(scheduler.milestones.elements())), gamma=scheduler.gamma)
+
+
+def _constant_lr(learning_rate: float, factor: float = 1.0 / 3, total_iters: int = 5):
+    """:func:`~optax_bertadam.schedules.pytorch.constant_lr` as torch runs ``total_iters=0``.
+
+    torch then applies the factor when built and never undoes it (its step-by-step form checks
+    ``last_epoch == total_iters`` only after the first step); the replay reproduces that itself.
+    """
+    never = np.iinfo(np.int32).max
+    return torch_schedules.constant_lr(learning_rate, factor, total_iters if total_iters > 0 else never)
 
 
 # transformers' LambdaLR functions (functools.partial of these) -> our multipliers at rate 1.
@@ -559,95 +624,263 @@ def transformers_multiplier(function: Any, where: str) -> Schedule | None:
     )
 
 
-def _read_lambda_lr(scheduler: Any, context: SchedulerContext) -> GroupRates:
-    rates = []
-    base_lrs = context.base_lrs(scheduler)
-    for index, function in enumerate(scheduler.lr_lambdas):
-        where = f"LambdaLR.lr_lambdas[{index}]"
-        multiplier = transformers_multiplier(function, where)
-        if multiplier is None:
-            raise refuse_user_function(where, function)
-        rates.append((transforms.ScaledSchedule(base_lrs[index], multiplier, "LambdaLR"), None))
-    return rates
+def _lambda_options(scheduler: Any, group: int) -> dict[str, Any]:
+    """``LambdaLR``/``MultiplicativeLR``: a transformers function becomes its jnp multiplier."""
+    function = scheduler.lr_lambdas[group]
+    where = f"{type(scheduler).__qualname__}.lr_lambdas[{group}]"
+    multiplier = transformers_multiplier(function, where)
+    if multiplier is None:
+        raise refuse_user_function(where, function)
+    return dict(learning_rate=_base_lr(scheduler, group), lr_lambda=multiplier)
 
 
-def _read_cosine_annealing(scheduler: Any, context: SchedulerContext) -> GroupRates:
-    return [(torch_schedules.cosine_annealing_lr(lr, scheduler.T_max, scheduler.eta_min), None)
-            for lr in context.base_lrs(scheduler)]
+def _lambda_lr(learning_rate: float, lr_lambda: Schedule) -> transforms.ScaledSchedule:
+    """``LambdaLR`` as a value: ``learning_rate * lr_lambda(count)`` (equal readings, equal states)."""
+    return transforms.ScaledSchedule(learning_rate, lr_lambda, "LambdaLR")
 
 
-def _read_warm_restarts(scheduler: Any, context: SchedulerContext) -> GroupRates:
-    return [(torch_schedules.cosine_annealing_warm_restarts(
-        lr, scheduler.T_0, scheduler.T_mult, scheduler.eta_min), None)
-        for lr in context.base_lrs(scheduler)]
-
-
-def _check_momentum(rates: GroupRates, context: SchedulerContext, scheduler_name: str) -> GroupRates:
-    if context.momentum_name is None and any(m is not None for _, m in rates):
-        raise ValueError(
-            f"{scheduler_name}(cycle_momentum=True) cycles a momentum this optimizer does not have "
-            "as momentum or betas[0]; pass cycle_momentum=False"
-        )
-    return rates
-
-
-def _read_cyclic(scheduler: Any, context: SchedulerContext) -> GroupRates:
+def _cyclic_options(scheduler: Any, group: int) -> dict[str, Any]:
+    # scale_mode follows mode when torch's own scale function is used (a user's is refused).
     if scheduler._scale_fn_custom is not None:
         raise refuse_user_function("CyclicLR.scale_fn", scheduler._scale_fn_custom)
     up = int(round(scheduler.total_size * scheduler.step_ratio))
-    down = int(round(scheduler.total_size)) - up
-    base_lrs = context.base_lrs(scheduler)
-    rates = []
-    for g in range(len(context.groups)):
-        cycle = torch_schedules.cyclic_lr(
-            base_lrs[g], float(scheduler.max_lrs[g]), up, down, scheduler.mode,
-            scheduler.gamma, scale_mode=scheduler.scale_mode,
-            cycle_momentum=bool(scheduler.cycle_momentum),
-            base_momentum=float(scheduler.base_momentums[g]) if scheduler.cycle_momentum else 0.8,
-            max_momentum=float(scheduler.max_momentums[g]) if scheduler.cycle_momentum else 0.9,
-        )
-        rates.append((cycle.learning_rate, cycle.momentum))
-    return _check_momentum(rates, context, "CyclicLR")
+    options = dict(
+        base_lr=_base_lr(scheduler, group), max_lr=float(scalar(scheduler.max_lrs[group])),
+        step_size_up=up, step_size_down=int(round(scheduler.total_size)) - up, mode=scheduler.mode,
+        gamma=scheduler.gamma, cycle_momentum=bool(scheduler.cycle_momentum),
+    )
+    if scheduler.cycle_momentum:
+        options.update(base_momentum=float(scalar(scheduler.base_momentums[group])),
+                       max_momentum=float(scalar(scheduler.max_momentums[group])))
+    return options
 
 
-def _read_one_cycle(scheduler: Any, context: SchedulerContext) -> GroupRates:
-    groups = context.groups
-    late = [i for i, g in enumerate(groups) if "max_lr" not in g]
-    if late:
+def _one_cycle_options(scheduler: Any, group: int) -> dict[str, Any]:
+    # OneCycleLR keeps its per-group values in the groups (it replaces group['initial_lr']).
+    g = _group_values(scheduler.optimizer.param_groups[group])
+    if "max_lr" not in g:
         raise ValueError(
-            f"OneCycleLR has no max_lr for param_groups{late} (groups added after the scheduler "
-            "was built)"
+            f"OneCycleLR has no max_lr for param_groups[{group}] (a group added after the "
+            "scheduler was built)"
         )
-    strategy = scheduler_readers.anneal_strategy(scheduler, "_anneal_func_type")
     phases = scheduler._schedule_phases
     total = scheduler.total_steps
-    rates = []
-    for group in groups:
-        g = _group_values(group)
-        cycle = torch_schedules.one_cycle_lr(
-            float(g["max_lr"]), total_steps=total,
-            pct_start=(phases[0]["end_step"] + 1) / total,
-            anneal_strategy=strategy,
-            cycle_momentum=bool(scheduler.cycle_momentum),
-            base_momentum=float(g.get("base_momentum", 0.85)),
-            max_momentum=float(g.get("max_momentum", 0.95)),
-            div_factor=g["max_lr"] / g["initial_lr"],
-            final_div_factor=g["initial_lr"] / g["min_lr"],
-            three_phase=len(phases) == 3,
+    options = dict(
+        max_lr=float(g["max_lr"]), total_steps=total, pct_start=(phases[0]["end_step"] + 1) / total,
+        anneal_strategy=anneal_strategy(scheduler, "_anneal_func_type"),
+        cycle_momentum=bool(scheduler.cycle_momentum),
+        div_factor=g["max_lr"] / g["initial_lr"], final_div_factor=g["initial_lr"] / g["min_lr"],
+        three_phase=len(phases) == 3,
+    )
+    if scheduler.cycle_momentum:
+        options.update(base_momentum=float(g["base_momentum"]), max_momentum=float(g["max_momentum"]))
+    return options
+
+
+def _swalr_options(scheduler: Any, group: int) -> dict[str, Any]:
+    # No learning_rate: SWALR starts from the group's lr when it takes over, which it recovers
+    # from the current rate at every step (read_swalr; the replay does as PyTorch does).
+    return dict(swa_lr=float(scalar(scheduler.optimizer.param_groups[group]["swa_lr"])),
+                anneal_epochs=int(scheduler.anneal_epochs),
+                anneal_strategy=anneal_strategy(scheduler, "_anneal_strategy"))
+
+
+# ------------------------------------------------------ the closed forms, from the options
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClosedForm:
+    """Every group as ``factory(**options(scheduler, group))``: a rate or a :class:`CycleSchedules`."""
+
+    factory: Callable[..., Any]
+    options: Options
+
+    def __call__(self, scheduler: Any, context: SchedulerContext) -> GroupRates:
+        rates: GroupRates = []
+        for group in range(len(context.groups)):
+            made = self.factory(**self.options(scheduler, group))
+            if isinstance(made, torch_schedules.CycleSchedules):
+                rates.append((made.learning_rate, made.momentum))
+            else:
+                rates.append((made, None))
+        return _check_momentum(rates, context, type(scheduler).__qualname__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _MultiplierOf:
+    """A multiplicative class's factor: ``factory(**options, learning_rate=1.0)``.
+
+    Its options other than the rate are the scheduler's, the same for every group.
+    """
+
+    factory: Callable[..., transforms.ScaledSchedule]
+    options: Options
+
+    def __call__(self, scheduler: Any) -> transforms.ScaledSchedule:
+        return self.factory(**{**self.options(scheduler, 0), "learning_rate": 1.0})
+
+
+def _scaled_by_multiplier(record_multiplier: Callable[[Any], transforms.ScaledSchedule]):
+    def read(scheduler: Any, context: SchedulerContext) -> GroupRates:
+        multiplier = record_multiplier(scheduler).multiplier
+        name = type(scheduler).__qualname__
+        return [(transforms.ScaledSchedule(lr, multiplier, name), None)
+                for lr in context.base_lrs(scheduler)]
+
+    return read
+
+
+def _record_of(scheduler: Any) -> SchedulerRecord | None:
+    return next((record for record in SCHEDULERS if record.recognises(scheduler)), None)
+
+
+def _is_multiplicative(scheduler: Any) -> bool:
+    record = _record_of(scheduler)
+    if record is None or record.multiplier is None:
+        return False
+    if record.short_name == "ChainedScheduler":
+        return all(_is_multiplicative(member) for member in scheduler._schedulers)
+    return True
+
+
+def _multiplier_of_member(scheduler: Any) -> transforms.ScaledSchedule:
+    record = scheduler_record(scheduler)
+    if record.multiplier is None:
+        raise ValueError(
+            f"scheduler {class_of(scheduler)} cannot be a member of ChainedScheduler here: only the "
+            "multiplicative schedulers compose ("
+            f"{_validation.listing(r.short_name for r in SCHEDULERS if r.multiplier is not None)})"
         )
-        rates.append((cycle.learning_rate, cycle.momentum))
-    return _check_momentum(rates, context, "OneCycleLR")
+    return record.multiplier(scheduler)
 
 
-# Counts a step-by-step replay of a composite scheduler tabulates when it is built (0.8 s for
-# 100k); later counts are replayed on the host, exactly but a callback per update.
+def _chained_multiplier(scheduler: Any) -> transforms.ScaledSchedule:
+    return torch_schedules.chained_scheduler([_multiplier_of_member(m) for m in scheduler._schedulers])
+
+
+def _refuse_multiplicative_lr(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    # Its product of the user's factors has no closed form here (the replay multiplies them).
+    raise refuse_user_function("MultiplicativeLR.lr_lambdas", scheduler.lr_lambdas)
+
+
+def read_swalr(scheduler: Any, base_lrs: Sequence[float] | None = None) -> list[Schedule]:
+    """Per group, the rate a live ``torch.optim.swa_utils.SWALR`` sets after each of its steps.
+
+    Args:
+      scheduler: the live ``SWALR``.
+      base_lrs: each group's ``lr`` when SWALR took over (its rate at count 0). ``None``: recovered
+        from the group's current ``lr`` as PyTorch recovers it at every step (exact while SWALR
+        still anneals; once it holds ``swa_lr`` only that is known, and it is all that remains).
+
+    Returns:
+      One :func:`~optax_bertadam.schedules.pytorch.swa_lr` schedule per group, a function of
+      :func:`scheduler_count`.
+    """
+    if not is_instance_of(scheduler, "torch.optim.swa_utils", "SWALR"):
+        raise ValueError(f"scheduler is a {type(scheduler).__qualname__}, not a SWALR")
+    groups = scheduler.optimizer.param_groups
+    options = [_swalr_options(scheduler, group) for group in range(len(groups))]
+    if base_lrs is None:
+        epochs = int(scheduler.anneal_epochs)
+        step = scheduler_count(scheduler)
+        if epochs == 0:
+            step = max(1, step)
+        strategy = anneal_strategy(scheduler, "_anneal_strategy")
+        alpha = torch_schedules._swa_alpha_cos if strategy == "cos" else torch_schedules._swa_alpha_linear
+        a = alpha(max(0, min(1, step / max(1, epochs))))
+        base_lrs = [
+            o["swa_lr"] if a == 1 else (float(scalar(g["lr"])) - a * o["swa_lr"]) / (1 - a)
+            for o, g in zip(options, groups, strict=True)
+        ]
+    if len(base_lrs) != len(groups):
+        raise ValueError(f"base_lrs has {len(base_lrs)} entries but the optimizer has {len(groups)} groups")
+    return [torch_schedules.swa_lr(float(lr), **o) for lr, o in zip(base_lrs, options, strict=True)]
+
+
+def _read_swalr(scheduler: Any, context: SchedulerContext) -> GroupRates:
+    return [(rate, None) for rate in read_swalr(scheduler)]
+
+
+# -------------------------------------------------------------- the replay, from the options
+
+
+def torch_scheduler(scheduler: Any, group: int, *, where: str = "scheduler") -> TorchScheduler:
+    """Group ``group``'s values of a live scheduler (members included), as a :class:`TorchScheduler`.
+
+    A leaf is ``TorchScheduler(record.short_name, record.options(scheduler, group))``; a
+    ``SequentialLR``/``ChainedScheduler`` holds its members' (and its milestones).
+
+    Args:
+      scheduler: a live scheduler whose record has ``replay``.
+      group: the parameter group's index.
+      where: how errors name the scheduler.
+
+    Returns:
+      The :class:`~optax_bertadam.schedules.pytorch.TorchScheduler`.
+
+    Raises:
+      ValueError: for a class that cannot be replayed or a function of the user's own.
+    """
+    record = _record_of(scheduler)
+    if record is None or not record.replay:
+        raise ValueError(
+            f"{where} is a {class_of(scheduler)}, which cannot be replayed; supported: "
+            f"{_validation.listing((r.short_name for r in SCHEDULERS if r.replay), None)}"
+        )
+    if record.options is not None:
+        return TorchScheduler(record.short_name, record.options(scheduler, group))
+    members = tuple(torch_scheduler(member, group, where=f"{where}._schedulers[{index}]")
+                    for index, member in enumerate(scheduler._schedulers))
+    milestones = tuple(int(m) for m in getattr(scheduler, "_milestones", ()))
+    return TorchScheduler(record.short_name, members=members, milestones=milestones)
+
+
+def _first_leaf(spec: TorchScheduler) -> TorchScheduler:
+    return _first_leaf(spec.members[0]) if spec.members else spec
+
+
+# Counts a step-by-step replay tabulates when it is built (0.8 s for 100k); later counts are
+# replayed on the host, exactly but a callback per update.
 REPLAY_STEPS = 100_000
 
 
-def _replayed(reader, scheduler: Any, context: SchedulerContext) -> GroupRates:
+def replay_scheduler(
+    scheduler: Any, base_lrs: Sequence[float], *, num_steps: int = REPLAY_STEPS
+) -> list[torch_schedules.CycleSchedules]:
+    """Per group, the rate (and cycled momentum) a live scheduler sets at each count, replayed.
+
+    For what no closed form of the count reproduces: a ``ChainedScheduler`` of any members
+    (``CosineAnnealingLR`` in its recursive form anneals whatever rate the others left), a
+    ``SequentialLR`` whose nested ``SequentialLR``/``ChainedScheduler`` members run one step
+    ahead of their parts, whose ``CyclicLR``/``OneCycleLR`` members cycle the momentum (each sets
+    it while active) or whose ``MultiplicativeLR`` after the first position multiplies the
+    previous member's last rate. Each group's :func:`torch_scheduler` goes to
+    :func:`~optax_bertadam.schedules.pytorch.replay_torch_schedulers`.
+
+    Args:
+      scheduler: the live scheduler (a record with ``replay``).
+      base_lrs: each group's ``initial_lr`` (the rate a ``SequentialLR`` resets to when built),
+        used where the first scheduler records no base rate of the group.
+      num_steps: counts tabulated on the device (later ones are replayed on the host).
+
+    Returns:
+      One :class:`~optax_bertadam.schedules.pytorch.CycleSchedules` per group (``momentum``
+      ``None`` unless a member cycles it), functions of :func:`scheduler_count`.
+    """
+    schedules = []
+    for group, base_lr in enumerate(base_lrs):
+        spec = torch_scheduler(scheduler, group)
+        # The group's lr before the first scheduler was built: what that one recorded as its
+        # base (OneCycleLR may have replaced group['initial_lr'] since).
+        first = _first_leaf(spec).option("learning_rate")
+        learning_rate = float(base_lr) if first is None else first
+        schedules.append(torch_schedules.replay_torch_schedulers(learning_rate, spec, num_steps))
+    return schedules
+
+
+def _replayed(scheduler: Any, context: SchedulerContext) -> GroupRates:
     """A composite that no closed form of the count reproduces, replayed as PyTorch steps it."""
-    cycles = reader(scheduler, context.base_lrs(scheduler), num_steps=REPLAY_STEPS,
-                    read_lambda=transformers_multiplier)
+    cycles = replay_scheduler(scheduler, context.base_lrs(scheduler))
     return _check_momentum([(cycle.learning_rate, cycle.momentum) for cycle in cycles], context,
                            type(scheduler).__qualname__)
 
@@ -668,27 +901,18 @@ def _read_sequential(scheduler: Any, context: SchedulerContext) -> GroupRates:
         if all(momentum is None for member in rates for _, momentum in member):
             return [(sequential_lr([member[g][0] for member in rates], list(scheduler._milestones)), None)
                     for g in range(len(context.groups))]
-    return _replayed(scheduler_readers.read_sequential_lr, scheduler, context)
+    return _replayed(scheduler, context)
 
 
 def _read_chained(scheduler: Any, context: SchedulerContext) -> GroupRates:
     if all(_is_multiplicative(member) for member in scheduler._schedulers):
-        return _scaled_by_multiplier(_MULTIPLIERS["ChainedScheduler"])(scheduler, context)
+        return _scaled_by_multiplier(_chained_multiplier)(scheduler, context)
     # CosineAnnealingLR (its recursive form anneals whatever rate the others left), cyclic or
     # sequential members: the replay.
-    return _replayed(scheduler_readers.read_chained_scheduler, scheduler, context)
+    return _replayed(scheduler, context)
 
 
-def _is_multiplicative(scheduler: Any) -> bool:
-    name = type(scheduler).__qualname__
-    if name == "ChainedScheduler":
-        return all(_is_multiplicative(member) for member in scheduler._schedulers)
-    return name in _MULTIPLIERS and name != "MultiplicativeLR" and is_instance_of(
-        scheduler, "torch.optim.lr_scheduler", name)
-
-
-def _read_swalr(scheduler: Any, context: SchedulerContext) -> GroupRates:
-    return [(rate, None) for rate in scheduler_readers.read_swalr(scheduler)]
+# ------------------------------------------------------------------- the other schedulers
 
 
 def _read_adafactor_schedule(scheduler: Any, context: SchedulerContext) -> GroupRates:
@@ -766,31 +990,42 @@ def _torch_scheduler(name: str, read, factory, **kwargs) -> SchedulerRecord:
                            _exactly("torch.optim.lr_scheduler", name), read, factory, **kwargs)
 
 
-def _multiplicative(name: str, factory) -> SchedulerRecord:
-    return _torch_scheduler(name, _scaled_by_multiplier(_MULTIPLIERS[name]), factory,
-                            multiplier=_MULTIPLIERS[name])
+def _replayed_leaf(name: str, factory, options: Options, *, module: str = "torch.optim.lr_scheduler",
+                   read=None, multiplier=None) -> SchedulerRecord:
+    """A class read by its ``options``: the closed form ``factory(**options)`` unless ``read``
+    says otherwise, and the replay."""
+    return SchedulerRecord(f"{module}.{name}", _exactly(module, name),
+                           _ClosedForm(factory, options) if read is None else read, factory,
+                           multiplier=multiplier, options=options, replay=True)
+
+
+def _multiplicative(name: str, factory, options: Options) -> SchedulerRecord:
+    """A class whose steps multiply the rate: its factor at rate 1 is what a chain composes."""
+    return _replayed_leaf(name, factory, options, multiplier=_MultiplierOf(factory, options))
 
 
 #: Every PyTorch-side scheduler the library reads.
 SCHEDULERS: tuple[SchedulerRecord, ...] = (
-    _multiplicative("StepLR", torch_schedules.step_lr),
-    _multiplicative("MultiStepLR", torch_schedules.multi_step_lr),
-    _multiplicative("ConstantLR", torch_schedules.constant_lr),
-    _multiplicative("LinearLR", torch_schedules.linear_lr),
-    _multiplicative("ExponentialLR", torch_schedules.exponential_lr),
-    _multiplicative("PolynomialLR", torch_schedules.polynomial_lr),
+    _multiplicative("StepLR", torch_schedules.step_lr, _attributes("step_size", "gamma")),
+    _multiplicative("MultiStepLR", torch_schedules.multi_step_lr, _multi_step_lr_options),
+    _multiplicative("ConstantLR", _constant_lr, _attributes("factor", "total_iters")),
+    _multiplicative("LinearLR", torch_schedules.linear_lr,
+                    _attributes("start_factor", "end_factor", "total_iters")),
+    _multiplicative("ExponentialLR", torch_schedules.exponential_lr, _attributes("gamma")),
+    _multiplicative("PolynomialLR", torch_schedules.polynomial_lr, _attributes("total_iters", "power")),
     _torch_scheduler("ChainedScheduler", _read_chained, torch_schedules.chained_scheduler,
-                     multiplier=_MULTIPLIERS["ChainedScheduler"]),
-    _multiplicative("MultiplicativeLR", torch_schedules.multiplicative_lr),
-    _torch_scheduler("LambdaLR", _read_lambda_lr, None),
-    _torch_scheduler("CosineAnnealingLR", _read_cosine_annealing, torch_schedules.cosine_annealing_lr),
-    _torch_scheduler("CosineAnnealingWarmRestarts", _read_warm_restarts,
-                     torch_schedules.cosine_annealing_warm_restarts),
-    _torch_scheduler("CyclicLR", _read_cyclic, torch_schedules.cyclic_lr),
-    _torch_scheduler("OneCycleLR", _read_one_cycle, torch_schedules.one_cycle_lr),
-    _torch_scheduler("SequentialLR", _read_sequential, sequential_lr),
-    SchedulerRecord("torch.optim.swa_utils.SWALR", _exactly("torch.optim.swa_utils", "SWALR"),
-                    _read_swalr, torch_schedules.swa_lr),
+                     multiplier=_chained_multiplier, replay=True),
+    _replayed_leaf("MultiplicativeLR", torch_schedules.multiplicative_lr, _lambda_options,
+                   read=_refuse_multiplicative_lr),
+    _replayed_leaf("LambdaLR", _lambda_lr, _lambda_options),
+    _replayed_leaf("CosineAnnealingLR", torch_schedules.cosine_annealing_lr, _attributes("T_max", "eta_min")),
+    _replayed_leaf("CosineAnnealingWarmRestarts", torch_schedules.cosine_annealing_warm_restarts,
+                   _attributes("T_0", "T_mult", "eta_min")),
+    _replayed_leaf("CyclicLR", torch_schedules.cyclic_lr, _cyclic_options),
+    _replayed_leaf("OneCycleLR", torch_schedules.one_cycle_lr, _one_cycle_options),
+    _torch_scheduler("SequentialLR", _read_sequential, sequential_lr, replay=True),
+    _replayed_leaf("SWALR", torch_schedules.swa_lr, _swalr_options, module="torch.optim.swa_utils",
+                   read=_read_swalr),
     _torch_scheduler("ReduceLROnPlateau", _read_plateau, loss_driven.reduce_lr_on_plateau,
                      loss_driven=True),
     SchedulerRecord("transformers.AdafactorSchedule", _exactly("transformers", "AdafactorSchedule"),
@@ -807,9 +1042,9 @@ def scheduler_record(scheduler: Any) -> SchedulerRecord:
     Raises:
       ValueError: no record recognises it (the message lists what is supported).
     """
-    for record in SCHEDULERS:
-        if record.recognises(scheduler):
-            return record
+    record = _record_of(scheduler)
+    if record is not None:
+        return record
     raise ValueError(
         f"scheduler {class_of(scheduler)} is not supported; supported: "
         f"{_validation.listing((r.name for r in SCHEDULERS), None)}, or a jnp function count -> factor "

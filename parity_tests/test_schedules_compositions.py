@@ -3,10 +3,11 @@
 PyTorch's side: the real schedulers over ``torch.optim.SGD`` (momentum 0.9) with two parameter
 groups of different ``lr`` (and, for the cyclical members, different ``max_lr``/momenta), driven
 the usual way: read each group's ``lr`` (and ``momentum``), ``optimizer.step()``,
-``scheduler.step()``. The optax side: ``optax_bertadam._torch_scheduler_readers`` called on the
-live objects, its per-group schedules through ``jax.jit(jax.vmap)`` (and a jitted scalar call)
-in float32 (x64 off) and float64 (``jax.enable_x64(True)``). Runs go past the cosine troughs
-and past the replay's device table (``num_steps`` shorter than the run: the host path).
+``scheduler.step()``. The optax side: ``optax_bertadam.catalogue.replay_scheduler`` (each
+group's ``TorchScheduler`` read through the catalogue's per-class options) called on the live
+objects, its per-group schedules through ``jax.jit(jax.vmap)`` (and a jitted scalar call) in
+float32 (x64 off) and float64 (``jax.enable_x64(True)``). Runs go past the cosine troughs and past
+the replay's device table (``num_steps`` shorter than the run: the host path).
 
 Error measure (``harness.check_schedule``): ``max_k |optax_k - torch_k| / max_k |torch_k|``.
 Tolerances: 1e-6 in float32, 1e-12 in float64. ``pytest -s`` prints the worst error per case.
@@ -24,7 +25,7 @@ import torch
 from torch.optim import lr_scheduler as S
 from torch.optim.swa_utils import SWALR
 
-from optax_bertadam import _torch_scheduler_readers as readers
+from optax_bertadam import catalogue
 from optax_bertadam.schedules import pytorch as pt
 from parity_tests import harness
 
@@ -127,9 +128,7 @@ def _check_groups(name, schedules, expected, dtype, counts, attribute="learning_
 
 def _read(scheduler, optimizer, num_steps):
     base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
-    if type(scheduler).__name__ == "ChainedScheduler":
-        return readers.read_chained_scheduler(scheduler, base_lrs, num_steps=num_steps)
-    return readers.read_sequential_lr(scheduler, base_lrs, num_steps=num_steps)
+    return catalogue.replay_scheduler(scheduler, base_lrs, num_steps=num_steps)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -156,12 +155,12 @@ def test_resumed_scheduler_continues_at_its_count(name, dtype):
     build, cycles_momentum = COMPOSITIONS[name]
     optimizer, scheduler = _built(build)
     _run(scheduler, optimizer, 18)
-    count = readers.scheduler_count(scheduler)
+    count = catalogue.scheduler_count(scheduler)
     assert count == 17
     fresh_optimizer, fresh = _built(build)
     fresh.load_state_dict(scheduler.state_dict())
     fresh_optimizer.load_state_dict(optimizer.state_dict())
-    assert readers.scheduler_count(fresh) == count
+    assert catalogue.scheduler_count(fresh) == count
     for live, opt in ((scheduler, optimizer), (fresh, fresh_optimizer)):
         schedules = _read(live, opt, num_steps=100)
         rates, momenta = _run(live, opt, 30)
@@ -184,7 +183,7 @@ SWALR_CASES = {
 @pytest.mark.parametrize("case", SWALR_CASES)
 def test_swalr_matches_torch(case, dtype):
     optimizer, scheduler = _built(lambda o: SWALR(o, **SWALR_CASES[case]))
-    schedules = readers.read_swalr(scheduler, [g["lr"] for g in optimizer.param_groups])
+    schedules = catalogue.read_swalr(scheduler, [g["lr"] for g in optimizer.param_groups])
     rates, _ = _run(scheduler, optimizer, 50)
     for group, schedule in enumerate(schedules):
         harness.check_schedule(f"SWALR-{case}[{group}]", lambda s=schedule: s, rates[:, group], dtype)
@@ -200,8 +199,8 @@ def test_swalr_after_swa_start_is_read_from_its_current_rate(dtype):
         swa = SWALR(optimizer, swa_lr=_two(0.01, 0.004), anneal_epochs=8)
     _run(cosine, optimizer, 12)
     _run(swa, optimizer, 4)  # three SWALR steps: annealing from the cosine's rate at count 11
-    schedules = readers.read_swalr(swa)  # base recovered from the live rate
-    count = readers.scheduler_count(swa)
+    schedules = catalogue.read_swalr(swa)  # base recovered from the live rate
+    count = catalogue.scheduler_count(swa)
     assert count == 3
     rates, _ = _run(swa, optimizer, 20)
     counts = np.arange(count, count + 20)
@@ -221,7 +220,7 @@ def test_multiplicative_lr_after_the_first_position_with_a_jnp_factor(dtype):
     optimizer, scheduler = _built(lambda o: S.SequentialLR(o, [
         S.CosineAnnealingLR(o, 10, 1e-3), S.MultiplicativeLR(o, factor)], milestones=[6]))
     with pytest.raises(ValueError, match="lr_lambdas.*function of your own"):
-        readers.read_sequential_lr(scheduler, list(LRS))
+        catalogue.replay_scheduler(scheduler, list(LRS))
     rates, _ = _run(scheduler, optimizer, 40)
     for group, lr in enumerate(LRS):
         spec = pt.TorchScheduler("SequentialLR", members=(
@@ -239,13 +238,14 @@ def test_what_torch_cannot_run_or_the_object_does_not_show_is_refused():
     optimizer, scheduler = _built(lambda o: S.SequentialLR(o, [
         S.ExponentialLR(o, 0.9), S.ChainedScheduler([S.StepLR(o, 2)])], milestones=[3]))
     with pytest.raises(ValueError, match="after the first position.*NotImplementedError"):
-        readers.read_sequential_lr(scheduler, list(LRS))
+        catalogue.replay_scheduler(scheduler, list(LRS))
     optimizer, scheduler = _built(lambda o: S.ChainedScheduler([
         S.CyclicLR(o, 0.01, 0.1, scale_fn=lambda x: 1.0), S.ExponentialLR(o, 0.9)]))
     with pytest.raises(ValueError, match="scale_fn.*function of your own"):
-        readers.read_chained_scheduler(scheduler, list(LRS))
-    with pytest.raises(ValueError, match="not a SequentialLR"):
-        readers.read_sequential_lr(scheduler, list(LRS))
+        catalogue.replay_scheduler(scheduler, list(LRS))
+    optimizer, scheduler = _built(lambda o: S.ReduceLROnPlateau(o))
+    with pytest.raises(ValueError, match="ReduceLROnPlateau, which cannot be replayed; supported: .*SWALR"):
+        catalogue.replay_scheduler(scheduler, list(LRS))
     with pytest.raises(ValueError, match="kind='Plateau' is invalid"):
         pt.replay_torch_schedulers(0.1, pt.TorchScheduler("Plateau"))
     with pytest.raises(ValueError, match="requires it"):
