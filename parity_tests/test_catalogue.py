@@ -5,10 +5,20 @@ hyperparameter differs from the class's defaults and from the other group; its r
 each group its own values (a reader that takes ``optimizer.defaults`` or the first group's value
 fails). Every scheduler record recognises a live object of its class, and nothing else. A new
 record without a live builder here fails ``test_every_record_has_a_live_object``.
+
+Every scheduler record with an options reader (``record.options``, the one reader of its
+hyperparameters) is read from a live object over two groups with different values: the closed
+form and the step-by-step replay built from those options, alone and inside a
+``ChainedScheduler``, give each group the rates (and momenta) the live scheduler sets, in float32
+and float64 (``harness.LR_TOL``).
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -17,6 +27,9 @@ from pytorch_pretrained_bert.optimization import BertAdam as PublishedBertAdam
 from torch.optim import lr_scheduler
 
 from optax_bertadam import algorithms, catalogue
+from optax_bertadam.schedules import pytorch as torch_schedules
+from parity_tests import harness
+from parity_tests.harness import DTYPES
 from parity_tests.timm_lamb import Lamb as TimmLamb
 from torch_ref import BertAdam as DeepSpeedBertAdam
 
@@ -146,3 +159,115 @@ def test_every_trainer_optim_is_a_transformers_name_and_a_catalogued_class():
     for record in catalogue.TRAINER_OPTIMS:
         assert record.name in known
         catalogue.optimizer_record_by_name(record.optimizer)
+
+
+# ------------------------------------------------- one options reader, two readings of it
+
+def _hf_lambda(name, **keywords):
+    """A transformers get_scheduler function, as a live LambdaLR holds it."""
+    return functools.partial(getattr(transformers.optimization, name), **keywords)
+
+
+# Record short name -> a live scheduler over two groups (lr 0.1 and 0.03, momentum 0.9) whose
+# per-group values differ from each other and from the class's defaults: a reader of the first
+# group's value (or of a default) gives the other group a wrong rate. Every record that the
+# replay can read alone (it has options) is here.
+REPLAYED_LEAVES = {
+    "StepLR": lambda o: lr_scheduler.StepLR(o, 3, 0.5),
+    "MultiStepLR": lambda o: lr_scheduler.MultiStepLR(o, [5, 2, 5], 0.6),
+    "ConstantLR": lambda o: lr_scheduler.ConstantLR(o, 0.4, 4),
+    "LinearLR": lambda o: lr_scheduler.LinearLR(o, 0.25, 0.8, 6),
+    "ExponentialLR": lambda o: lr_scheduler.ExponentialLR(o, 0.9),
+    "PolynomialLR": lambda o: lr_scheduler.PolynomialLR(o, 7, 2.0),
+    "MultiplicativeLR": lambda o: lr_scheduler.MultiplicativeLR(o, [
+        _hf_lambda("_get_cosine_schedule_with_warmup_lr_lambda", num_warmup_steps=0,
+                   num_training_steps=40, num_cycles=0.5),
+        _hf_lambda("_get_cosine_schedule_with_warmup_lr_lambda", num_warmup_steps=0,
+                   num_training_steps=30, num_cycles=0.5)]),
+    "LambdaLR": lambda o: lr_scheduler.LambdaLR(o, [
+        _hf_lambda("_get_linear_schedule_with_warmup_lr_lambda", num_warmup_steps=2,
+                   num_training_steps=14),
+        _hf_lambda("_get_cosine_schedule_with_warmup_lr_lambda", num_warmup_steps=3,
+                   num_training_steps=12, num_cycles=0.5)]),
+    "CosineAnnealingLR": lambda o: lr_scheduler.CosineAnnealingLR(o, 7, 1e-3),
+    "CosineAnnealingWarmRestarts": lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, 3, 2, 1e-3),
+    "CyclicLR": lambda o: lr_scheduler.CyclicLR(
+        o, base_lr=[0.01, 0.002], max_lr=[0.1, 0.04], step_size_up=3, step_size_down=5,
+        mode="triangular2", base_momentum=[0.8, 0.75], max_momentum=[0.9, 0.95]),
+    "OneCycleLR": lambda o: lr_scheduler.OneCycleLR(
+        o, max_lr=[0.2, 0.05], total_steps=24, pct_start=0.25, anneal_strategy="linear",
+        base_momentum=[0.8, 0.7], max_momentum=[0.95, 0.9], div_factor=8.0, final_div_factor=50.0,
+        three_phase=True),
+    "SWALR": lambda o: torch.optim.swa_utils.SWALR(o, swa_lr=[0.02, 0.01], anneal_epochs=5),
+}
+REPLAY_STEPS = 20
+# No closed form: the product of the user's factors (a transformers function here) is replayed.
+NO_CLOSED_FORM = {"MultiplicativeLR"}
+
+
+def test_every_replayed_leaf_record_has_a_live_object():
+    assert sorted(REPLAYED_LEAVES) == sorted(
+        r.short_name for r in catalogue.SCHEDULERS if r.replay and r.options is not None)
+
+
+def _live(make, chained):
+    optimizer = torch.optim.SGD(two_groups(dict(lr=0.1), dict(lr=0.03)), lr=0.5, momentum=0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scheduler = make(optimizer)
+        return optimizer, lr_scheduler.ChainedScheduler([scheduler]) if chained else scheduler
+
+
+def _torch_rates(optimizer, scheduler):
+    rates, momenta = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(REPLAY_STEPS):
+            rates.append([g["lr"] for g in optimizer.param_groups])
+            momenta.append([g["momentum"] for g in optimizer.param_groups])
+            optimizer.step()
+            scheduler.step()
+    return np.asarray(rates), np.asarray(momenta)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(REPLAYED_LEAVES))
+def test_one_options_reader_gives_the_closed_form_and_the_replay_each_groups_values(name, dtype):
+    """record.options is the only reader of the class's hyperparameters: the closed form
+    (factory(**options)) and the replay (TorchScheduler(name, options)), alone and inside a
+    ChainedScheduler, give each group the rates (and momenta) the live scheduler sets.
+    Tolerances: harness.LR_TOL (1e-6 float32, 1e-12 float64), relative to the peak rate."""
+    record = catalogue.scheduler_record_by_name(name)
+    optimizer, scheduler = _live(REPLAYED_LEAVES[name], chained=False)
+    options = [record.options(scheduler, group) for group in range(2)]
+    assert options[0] != options[1], options  # the groups' own values, each read
+    spec = dict(catalogue.torch_scheduler(scheduler, 1).options)  # the replay's, of the same reader
+    assert spec.keys() == options[1].keys()
+    assert {k: v for k, v in spec.items() if not callable(v)} == {
+        k: v for k, v in options[1].items() if not callable(v)}
+    base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    readings = {"replay": catalogue.replay_scheduler(scheduler, base_lrs, num_steps=REPLAY_STEPS)}
+    if name in NO_CLOSED_FORM:
+        with pytest.raises(ValueError, match="function of your own"):
+            catalogue.read_scheduler(scheduler, optimizer, "momentum")
+    else:
+        readings["closed form"] = [torch_schedules.CycleSchedules(*rate) for rate in
+                                   catalogue.read_scheduler(scheduler, optimizer, "momentum")]
+    rates, momenta = _torch_rates(optimizer, scheduler)
+    chain_optimizer, chain = _live(REPLAYED_LEAVES[name], chained=True)
+    chain_base = [g["initial_lr"] for g in chain_optimizer.param_groups]
+    readings["replay in a ChainedScheduler"] = catalogue.replay_scheduler(chain, chain_base,
+                                                                          num_steps=REPLAY_STEPS)
+    chain_rates, chain_momenta = _torch_rates(chain_optimizer, chain)
+    cycles = name in ("CyclicLR", "OneCycleLR")
+    for reading, schedules in readings.items():
+        want_rates, want_momenta = ((chain_rates, chain_momenta) if "Chained" in reading
+                                    else (rates, momenta))
+        for group, cycle in enumerate(schedules):
+            harness.check_schedule(f"{name} {reading}[{group}]", lambda c=cycle: c.learning_rate,
+                                   want_rates[:, group], dtype, jit_scalar=False)
+            assert (cycle.momentum is not None) == cycles, (reading, group)
+            if cycles:
+                harness.check_schedule(f"{name} {reading}[{group}].momentum",
+                                       lambda c=cycle: c.momentum, want_momenta[:, group], dtype,
+                                       jit_scalar=False)
