@@ -6,6 +6,8 @@ which factory of this package reproduces it, the per-parameter keys of its ``sta
 a metric drives it. :func:`~optax_bertadam.from_torch`, the state migration and
 :func:`~optax_bertadam.compare_training` read these records; nothing else in the library keeps a
 list of PyTorch classes. Nothing here imports torch: the records read attributes of live objects.
+A scheduler class's hyperparameters are read once, by its record's ``options``: its closed form
+and its step-by-step replay (:func:`torch_scheduler`, :func:`replay_scheduler`) are built from them.
 
 Teaching the library a new PyTorch class is one record here plus the factory that reproduces it.
 
