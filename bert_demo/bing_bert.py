@@ -32,7 +32,9 @@ float64 is refused: DeepSpeed's ``clip_grad_norm_`` computes the norm in float32
 
 Example::
 
-    result = run_bing_bert(DemoSettings(steps=30, recipe="bing_bert_lamb"))
+    from bert_demo.main_job import DemoSettings, run_demo
+
+    result = run_demo(DemoSettings(steps=30, recipe="bing_bert_lamb"))
     result.passed  # True
 """
 
