@@ -5,6 +5,8 @@ Not part of the ``optax_bertadam`` wheel: it is a folder of the repository, run 
 not (torch, ``torch_ref``, flax, matplotlib, ``parity_tests``).
 
 - ``bert_demo.cli``: the ``demo``, ``schedules`` and ``parity`` commands.
+- ``bert_demo.bing_bert``: ``demo --recipe bing_bert_lamb``, DeepSpeedExamples' bing_bert LAMB
+  recipe on a DeepSpeed engine vs ``optax_bertadam.bing_bert_lamb``.
 - ``bert_demo.models``: the Flax NNX BERT and its converter from a PyTorch ``state_dict``.
 - ``bert_demo.text_data``: the shipped corpus (``bert_demo/data/corpus.txt``), a word
   tokenizer and seeded masked-LM batches.

@@ -9,6 +9,11 @@ Subcommands:
     ``optax_bertadam.compare.compare_training`` (see :mod:`bert_demo.main_job`). It prints the
     report, writes ``demo.png``, ``demo.json`` and ``demo.csv``, and exits with status 1 when
     the two runs part beyond the bounds of :data:`bert_demo.main_job.DIVERGENCE_BOUNDS`.
+
+    ``demo --recipe bing_bert_lamb`` runs DeepSpeedExamples' bing_bert LAMB recipe instead: the
+    PyTorch model under a real ``deepspeed.initialize`` engine with the recipe's config (the
+    ``torch_ref`` twin of ``FusedLamb`` as client optimizer), the Flax port with
+    ``optax_bertadam.bing_bert_lamb`` (see :mod:`bert_demo.bing_bert`); same report and files.
 ``schedules``
     Plots every learning-rate schedule of the package on one figure.
 ``parity``
@@ -35,6 +40,8 @@ from bert_demo.main_job import (
     DEVICES,
     DIVERGENCE_BOUNDS,
     DTYPES,
+    RECIPE_DIVERGENCE_BOUNDS,
+    RECIPES,
     TORCH_OPTIMIZERS,
     DemoSettings,
     DeviceUnavailableError,
@@ -196,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=_positive_int, default=defaults.print_rows,
                       help="rows of the printed table, evenly spaced (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument("--recipe", choices=RECIPES, default=None,
+                      help="run a published recipe instead of BertAdam: bing_bert_lamb is "
+                           "DeepSpeedExamples' bing_bert LAMB pretraining (seq-128 phase: "
+                           "LAMB, clipping 1.0, the script's per-step rate with lr_offset) on a "
+                           "DeepSpeed engine vs optax_bertadam.bing_bert_lamb; float32 only, "
+                           "parameter bound "
+                           + ", ".join(f"{k}: {v['float32']['parameters']:g}"
+                                       for k, v in RECIPE_DIVERGENCE_BOUNDS.items())
+                           + "; --lr, --schedule and --torch-optimizer do not apply")
 
     schedules = commands.add_parser("schedules", help="plot every schedule of the package")
     schedules.add_argument("--out", type=Path, default=Path("out/schedules.png"),
@@ -225,13 +241,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seq_len < 3:
             parser.error(f"argument --seq-len: {args.seq_len} is invalid: expected at least 3 "
                          "([CLS], one token, [SEP])")
+        if args.recipe is not None:
+            # The recipe sets the optimizer and its rate: a choice of these would be ignored.
+            defaults = DemoSettings()
+            for flag, value, default in (("--lr", args.lr, defaults.learning_rate),
+                                         ("--schedule", args.schedule, defaults.schedule),
+                                         ("--torch-optimizer", args.torch_optimizer,
+                                          defaults.torch_optimizer)):
+                if value != default:
+                    parser.error(f"argument {flag}: {value} is invalid with --recipe "
+                                 f"{args.recipe}: the recipe sets the optimizer and its rate")
+            if args.dtype not in RECIPE_DIVERGENCE_BOUNDS[args.recipe]:
+                parser.error(f"argument --dtype: {args.dtype} is invalid with --recipe "
+                             f"{args.recipe}: expected "
+                             f"{', '.join(RECIPE_DIVERGENCE_BOUNDS[args.recipe])} (DeepSpeed's "
+                             "clip_grad_norm_ computes the norm in float32: float64 cannot agree)")
         try:
             settings = DemoSettings(
                 steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                 learning_rate=args.lr, schedule=args.schedule,
                 torch_optimizer=args.torch_optimizer, dtype=args.dtype, device=args.device,
                 seed=args.seed, print_rows=args.rows, out_dir=args.out,
-                progress_bar=not args.no_progress,
+                progress_bar=not args.no_progress, recipe=args.recipe,
             )
         except ValueError as error:  # a schedule pytorch_pretrained_bert does not have
             parser.error(f"argument --schedule: {error}")

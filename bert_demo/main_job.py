@@ -38,6 +38,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bert_demo.bing_bert import RECIPE_DIVERGENCE_BOUNDS, RECIPES
+
 # Scale-relative bounds of optax_bertadam.compare (tensor errors max|jax - torch| / max|torch|,
 # the loss relative to the torch loss, the rate relative to the peak rate) for the demo's
 # defaults (300 steps, batch 16 x 32, lr 5e-4, warmup_linear, torch_ref.BertAdam). Worst errors
@@ -103,6 +105,10 @@ class DemoSettings:
     print_rows: int = 11
     out_dir: Path = Path("out/demo")
     progress_bar: bool = True
+    # None: BertAdam (the fields above); "bing_bert_lamb": bert_demo.bing_bert, where the
+    # recipe sets the optimizer, its rate and clipping (learning_rate, warmup, weight_decay,
+    # max_grad_norm, schedule and torch_optimizer are not used).
+    recipe: str | None = None
 
     def __post_init__(self):
         for name, allowed in (("dtype", DTYPES), ("device", DEVICES),
@@ -113,6 +119,15 @@ class DemoSettings:
         if self.seq_len < 3:
             raise ValueError(f"seq_len={self.seq_len} is invalid: expected at least 3 "
                              "([CLS], one token, [SEP])")
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"recipe={self.recipe!r} is invalid: expected None or one of "
+                                 f"{', '.join(RECIPES)}")
+            if self.dtype not in RECIPE_DIVERGENCE_BOUNDS[self.recipe]:
+                raise ValueError(
+                    f"dtype={self.dtype!r} is invalid with recipe={self.recipe!r}: expected "
+                    f"{', '.join(RECIPE_DIVERGENCE_BOUNDS[self.recipe])} (DeepSpeed's "
+                    "clip_grad_norm_ computes the norm in float32: float64 cannot agree)")
         if self.torch_optimizer == "pytorch_pretrained_bert":
             if self.schedule not in PYTORCH_PRETRAINED_BERT_SCHEDULES:
                 raise ValueError(
@@ -357,7 +372,12 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        report, classes = _compare(settings, jax_device, torch_device)
+        if settings.recipe is None:
+            report, classes = _compare(settings, jax_device, torch_device)
+        else:
+            from bert_demo.bing_bert import compare_bing_bert
+
+            report, classes = compare_bing_bert(settings, jax_device, torch_device)
     finally:
         torch.set_num_threads(torch_threads)
     return DemoResult(settings, report, classes, time.perf_counter() - started)
@@ -462,21 +482,29 @@ def save_demo_plot(result: DemoResult, out_file: Path) -> None:
     loss_axis.plot(steps, [r.jax_loss for r in records], linewidth=2.5, alpha=0.6,
                    label=f"JAX: {result.classes['flax_model'].rsplit('.', 1)[1]} (Flax NNX) + "
                          f"{result.classes['optax_optimizer']}")
+    torch_model = result.classes["torch_model"].rsplit(".", 1)[1]
+    if settings.recipe is None:
+        torch_label = f"PyTorch: transformers {torch_model} + {result.classes['torch_optimizer']}"
+        title = f"BertAdam, JAX vs PyTorch: {settings.schedule}"
+        torch_rate = "torch (get_lr)"
+    else:
+        torch_label = (f"PyTorch: transformers {torch_model} in DeepSpeed "
+                       f"{result.classes['deepspeed_version']} + "
+                       f"{result.classes['torch_optimizer']}")
+        title = f"{settings.recipe} recipe, JAX vs DeepSpeed"
+        torch_rate = "torch (param_groups lr, set by the script's rule)"
     loss_axis.plot(steps, [r.torch_loss for r in records], linewidth=1, linestyle="--",
-                   color="black",
-                   label=f"PyTorch: transformers {result.classes['torch_model'].rsplit('.', 1)[1]}"
-                         f" + {result.classes['torch_optimizer']}")
+                   color="black", label=torch_label)
     loss_axis.set_ylabel("masked-LM loss")
-    loss_axis.set_title(f"BertAdam, JAX vs PyTorch: {settings.schedule}, {settings.dtype}, "
-                        f"{settings.steps} steps, batch {settings.batch_size}x{settings.seq_len}",
-                        fontsize=10)
+    loss_axis.set_title(f"{title}: {settings.dtype}, {settings.steps} steps, batch "
+                        f"{settings.batch_size}x{settings.seq_len}", fontsize=10)
     loss_axis.legend(fontsize=8)
 
     # The rate of each update; the torch side's is unreadable before its first step.
     lr_axis.plot(steps, [r.jax_lr[0] if r.jax_lr else np.nan for r in records],
                  color="tab:green", linewidth=2.5, alpha=0.6, label="optax (get_lr)")
     lr_axis.plot(steps, [r.torch_lr[0] if r.torch_lr else np.nan for r in records],
-                 color="black", linestyle="--", linewidth=1, label="torch (get_lr)")
+                 color="black", linestyle="--", linewidth=1, label=torch_rate)
     lr_axis.set_ylabel("learning rate")
     lr_axis.legend(fontsize=8)
 
@@ -573,6 +601,11 @@ def save_demo_records(result: DemoResult, json_file: Path, csv_file: Path) -> No
         "steps": rows,
         "report": result.report.to_dict(),
     }
+    if result.settings.recipe is not None:
+        from bert_demo.bing_bert import deepspeed_config, recipe_lines
+
+        summary["recipe"] = {"name": result.settings.recipe, "notes": recipe_lines(result),
+                             "deepspeed_config": deepspeed_config(result.settings)}
     json_file.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     with csv_file.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -592,7 +625,12 @@ def demo_command(settings: DemoSettings) -> int:
     save_demo_plot(result, out_dir / "demo.png")
     save_demo_records(result, out_dir / "demo.json", out_dir / "demo.csv")
     report, classes = result.report, result.classes
-    print(f"PyTorch: {classes['torch_model']} + {classes['torch_optimizer']}")
+    if settings.recipe is None:
+        print(f"PyTorch: {classes['torch_model']} + {classes['torch_optimizer']}")
+    else:
+        from bert_demo.bing_bert import recipe_lines
+
+        print("\n".join(recipe_lines(result)))
     print(f"JAX:     {classes['flax_model']} + {classes['optax_optimizer']}")
     print(report.table(max_rows=settings.print_rows))
     keys = key_bias_summary(report)

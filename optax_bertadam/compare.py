@@ -592,6 +592,8 @@ def compare_training(
     ignore: Iterable[str] | Callable[[str], bool] = (),
     torch_lr: Callable[[Any, Any], Sequence[float] | None] | None = None,
     jax_lr: Callable[[PyTree], Sequence[float] | float | None] | None = None,
+    torch_backward: Callable[[Any], Any] | None = None,
+    torch_step: Callable[[], Any] | None = None,
     stop_at_divergence: bool = False,
     jit: bool = True,
 ) -> ComparisonReport:
@@ -601,6 +603,9 @@ def compare_training(
 
         loss = torch_loss(torch_model, batch); loss.backward()
         torch_optimizer.step(); scheduler.step(); torch_optimizer.zero_grad()
+
+    (``torch_backward(loss)`` and ``torch_step()`` in place of ``loss.backward()`` and
+    ``torch_optimizer.step()`` where given: a DeepSpeed engine's ``backward`` and ``step``)
 
     and the JAX step (jitted once)::
 
@@ -660,6 +665,14 @@ def compare_training(
         :func:`optax_bertadam.get_last_lr`, one rate per group (``None`` where the state has no
         learning-rate state: then rates are not compared and a note says so). A single JAX rate
         is compared with every torch group; as many rates as groups, pairwise.
+      torch_backward: ``torch_backward(loss)`` instead of ``loss.backward()``, e.g. a DeepSpeed
+        engine's ``engine.backward`` (which scales the loss for accumulation and fp16 and
+        all-reduces the gradients). The gradients compared are those in ``.grad`` after it.
+      torch_step: ``torch_step()`` instead of ``torch_optimizer.step()``, e.g. ``engine.step``
+        (which clips and steps its wrapped optimizer); ``scheduler.step()`` still follows it.
+        With both, ``torch_optimizer`` is the optimizer whose groups and rates are read (for
+        DeepSpeed, the client optimizer ``engine.optimizer`` drives) and ``torch_model`` the
+        module it trains (``engine.module``).
       stop_at_divergence: stop after the step of the first divergence (later steps inherit it).
       jit: jit the JAX step (once); ``False`` to debug it eagerly.
 
@@ -838,13 +851,19 @@ def compare_training(
         # PyTorch.
         torch_optimizer.zero_grad()
         loss = torch_loss(torch_model, to_torch_batch(batch))
-        loss.backward()
+        if torch_backward is None:
+            loss.backward()
+        else:
+            torch_backward(loss)
         t_loss = float(loss.detach())
         t_grads = torch_tree(
             lambda n: torch_params[n].grad if torch_params[n].grad is not None
             else torch.zeros_like(torch_params[n])
         )
-        torch_optimizer.step()
+        if torch_step is None:
+            torch_optimizer.step()
+        else:
+            torch_step()
         if scheduler is not None:
             if catalogue.is_loss_driven(scheduler):
                 scheduler.step(t_loss)

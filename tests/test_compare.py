@@ -529,3 +529,39 @@ def test_a_loss_driven_scheduler_is_stepped_with_the_loss(kind):
     assert report.first_divergence is None, str(report)
     assert len(report.steps) == STEPS
     assert report.steps[-1].lr_error is not None
+
+
+def test_torch_backward_and_torch_step_replace_backward_and_step():
+    """The hooks a DeepSpeed engine needs (engine.backward, engine.step) replace
+    ``loss.backward()`` and ``optimizer.step()``: the gradients compared are those in ``.grad``
+    after the backward hook (here backpropagated in two halves, which must change nothing), and
+    a step hook that does not step is the update stage at step 0."""
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.normal(size=(8, 3)), "y": rng.normal(size=(8, 2))} for _ in range(3)]
+
+    def run(torch_step_of):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=1e-6)
+        params = {n: jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters()}
+        calls = {"backward": 0, "step": 0}
+
+        def backward(loss):
+            calls["backward"] += 1
+            (loss / 2).backward(retain_graph=True)
+            (loss / 2).backward()
+
+        def step():
+            calls["step"] += 1
+            torch_step_of(model, optimizer)
+
+        report = compare_training(
+            model, optimizer, lambda m, b: ((m(b["x"]) - b["y"]) ** 2).mean(), params,
+            ob.adamw(1e-2, eps=1e-6, weight_decay=0.01),
+            lambda p, b: ((b["x"] @ p["weight"].T + p["bias"] - b["y"]) ** 2).mean(), batches,
+            torch_backward=backward, torch_step=step)
+        assert calls == {"backward": 3, "step": 3}
+        return report
+
+    assert run(lambda model, optimizer: optimizer.step()).first_divergence is None
+    assert run(lambda model, optimizer: None).first_divergence[:2] == (0, "update")
