@@ -8,6 +8,16 @@
       add_decayed_weights(0.01, mask),             # + weight_decay * p
       scale_by_scheduled_learning_rate(schedule),  # * -lr_t, with get_lr() support
   )
+
+``adafactor`` is, in ``transformers.Adafactor``'s order (the rate comes before the first moment)::
+
+  compute_in_float32(optax.chain(
+      scale_by_factored_rms(decay_rate, eps1, clip_threshold),   # g / sqrt(V), RMS clip
+      scale_by_adafactor_step_size(lr, scale_parameter=True),     # * rho_t * max(eps2, RMS(p))
+      ema_of_updates(beta1),                                      # exp_avg of the scaled updates
+      add_decayed_weights_at_adafactor_step_size(wd, lr, mask=mask),  # + wd * alpha_t * p
+      optax.scale(-1.0),
+  ))
 """
 
 from __future__ import annotations
@@ -840,7 +850,7 @@ def scale_by_factored_rms(
       >>> tx = ob.scale_by_factored_rms(clip_threshold=0.5)
       >>> state = tx.init({"w": jnp.zeros((2, 2))})
       >>> updates, state = tx.update({"w": jnp.array([[3.0, -3.0], [1.0, 1.0]])}, state)
-      >>> updates["w"].tolist()  # t = 1: g / |g| = sign(g) (RMS 1), clipped to RMS 0.5
+      >>> [[round(u, 6) for u in row] for row in updates["w"].tolist()]  # t = 1: sign(g) at RMS 0.5
       [[0.5, -0.5], [0.5, 0.5]]
       >>> state.exp_avg_sq_row["w"].shape, state.exp_avg_sq_col["w"].shape
       ((2,), (2,))
