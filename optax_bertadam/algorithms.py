@@ -247,6 +247,36 @@ TRANSFORMS: tuple[Algorithm, ...] = (
         injectable=("learning_rate",),
     ),
     Algorithm(
+        name="scale_by_factored_rms",
+        factory=transforms.scale_by_factored_rms,
+        injectable=("decay_rate", "eps1", "clip_threshold"),
+    ),
+    Algorithm(
+        name="scale_by_adafactor_step_size",
+        factory=transforms.scale_by_adafactor_step_size,
+        static_args=("warmup_init", "scale_parameter"),
+        injectable=("learning_rate", "eps2"),
+    ),
+    Algorithm(
+        name="ema_of_updates",
+        factory=transforms.ema_of_updates,
+        injectable=("beta1",),
+    ),
+    Algorithm(
+        name="add_decayed_weights_at_adafactor_step_size",
+        factory=transforms.add_decayed_weights_at_adafactor_step_size,
+        static_args=("warmup_init", "scale_parameter"),
+        injectable=("weight_decay", "learning_rate", "eps2"),
+        mask_argument="mask",
+    ),
+    Algorithm(
+        name="compute_in_float32",
+        factory=lambda learning_rate=0.02: transforms.compute_in_float32(
+            optimizers.bertadam(learning_rate)
+        ),
+        injectable=("learning_rate",),
+    ),
+    Algorithm(
         name="gradient_accumulation",
         factory=lambda learning_rate=0.02, every_k_steps=2: optimizers.gradient_accumulation(
             optimizers.bertadam(learning_rate), every_k_steps

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -247,52 +245,6 @@ def adamw(
 # ---------------------------------------------------------------------------------------------
 
 
-class AdafactorState(NamedTuple):
-    """State of :func:`adafactor`; moment names are ``transformers.Adafactor``'s.
-
-    Attributes:
-      step_size: the update count (``state["step"]`` upstream, ``step_size.count``) and the rule
-        of the relative step size :math:`\\rho` of the next update, before the parameter-scale
-        factor; this is what :func:`optax_bertadam.get_lr` returns. With
-        ``scale_parameter=False`` it is the rate the next update applies to every tensor.
-      applied_learning_rates: per parameter (a scalar per leaf), the rate the last update
-        applied, :math:`\\rho \\max(\\epsilon_2, \\mathrm{RMS}(p))`: what
-        ``AdafactorSchedule.get_lr()`` reports for that tensor (0 before the first update, like
-        ``AdafactorSchedule(optimizer, initial_lr=0.0)``).
-      exp_avg: first moment, ``None`` when ``beta1`` is ``None``.
-      exp_avg_sq_row, exp_avg_sq_col: factored second moment of tensors of rank >= 2 (shape
-        ``(1,)`` placeholders for the others).
-      exp_avg_sq: second moment of tensors of rank < 2 (``(1,)`` placeholders for the others).
-    """
-
-    step_size: transforms.ScheduledLearningRateState
-    applied_learning_rates: PyTree
-    exp_avg: PyTree
-    exp_avg_sq_row: PyTree
-    exp_avg_sq_col: PyTree
-    exp_avg_sq: PyTree
-
-
-@dataclasses.dataclass(frozen=True)
-class AdafactorRelativeStep:
-    """Adafactor's relative step size of update ``count``: ``min(1e-6 t or 1e-2, 1/sqrt(t))``.
-
-    A value (not a closure) so that two equal optimizers have equal states' tree structures.
-    """
-
-    warmup_init: bool
-
-    def __call__(self, count: Any) -> Any:
-        t = jnp.asarray(count, dtype=float) + 1.0
-        min_step = 1e-6 * t if self.warmup_init else 1e-2
-        return jnp.minimum(min_step, 1.0 / jnp.sqrt(t))
-
-
-def _rms(x: Any) -> Any:
-    # Adafactor._rms: tensor.norm(2) / (tensor.numel() ** 0.5)
-    return jnp.sqrt(jnp.sum(jnp.square(x))) / math.sqrt(max(x.size, 1))
-
-
 @_validation.explains_torch_habits
 def adafactor(
     learning_rate: float | Callable[[Any], Any] | None = None,
@@ -329,13 +281,20 @@ def adafactor(
 
     where :math:`\mathrm{RMS}(x) = \lVert x\rVert_2 / \sqrt{\mathrm{numel}(x)}` and the parameter
     RMS is that of :math:`p` before the update. Computation is in at least float32 (upstream
-    upcasts float16/bfloat16 gradients and parameters); the update keeps the parameter's dtype.
+    upcasts float16/bfloat16 gradients and parameters); the update keeps the gradient's dtype.
+
+    It is ``compute_in_float32(optax.chain(scale_by_factored_rms,
+    scale_by_adafactor_step_size, ema_of_updates, add_decayed_weights_at_adafactor_step_size,
+    optax.scale(-1)))`` (see :mod:`optax_bertadam.transforms`), in upstream's order: the rate
+    multiplies the update *before* the first moment averages it, so it cannot be the last
+    stage as in the other optimizers, and the decay uses the same per-tensor rate.
 
     Learning rate: :func:`optax_bertadam.get_lr` returns :math:`\rho` of the next update (see
-    :class:`AdafactorState`), which is the applied rate when ``scale_parameter=False``. With
-    ``scale_parameter=True`` the applied rate differs per tensor; ``state.applied_learning_rates``
-    holds, per tensor, the rate of the last update, i.e. what ``AdafactorSchedule`` reports
-    (upstream reports it for the first parameter of each param group only).
+    :class:`~optax_bertadam.transforms.ScaleByAdafactorStepSizeState`), which is the applied rate
+    when ``scale_parameter=False``. With ``scale_parameter=True`` the applied rate differs per
+    tensor; that state's ``applied_learning_rates`` holds, per tensor, the rate of the last
+    update, i.e. what ``AdafactorSchedule`` reports (upstream reports it for the first parameter
+    of each param group only).
 
     Args:
       learning_rate: the external ``lr``: ``None`` with ``relative_step=True`` (required), else a
@@ -358,8 +317,10 @@ def adafactor(
         argument), and for values out of range.
 
     Returns:
-      An ``optax.GradientTransformation`` with an :class:`AdafactorState`; ``update`` needs
-      ``params``.
+      An ``optax.GradientTransformation`` whose state is the chain's: the moments are in
+      :class:`~optax_bertadam.transforms.ScaleByFactoredRmsState` and
+      :class:`~optax_bertadam.transforms.EmaOfUpdatesState` (``transformers.Adafactor``'s names);
+      ``update`` needs ``params``.
 
     Example:
       >>> import jax.numpy as jnp, optax_bertadam as ob
@@ -404,127 +365,20 @@ def adafactor(
         beta1 = _validation.check_range("beta1", beta1, low=0.0, high=1.0, high_inclusive=False)
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
 
-    if relative_step:
-        base_rate, step_schedule = 1.0, AdafactorRelativeStep(warmup_init)
-    elif callable(learning_rate):
-        base_rate, step_schedule = 1.0, learning_rate
-    else:
-        base_rate, step_schedule = learning_rate, transforms.constant_schedule
-
-    def compute_dtype(p):
-        return jnp.promote_types(p.dtype, jnp.float32)
-
-    def init_fn(params):
-        if mask is not None:
-            transforms.check_mask_matches(transforms.resolve_mask(mask, params), params, "mask")
-
-        def placeholder(p):
-            return jnp.zeros((1,), compute_dtype(p))
-
-        def row(p):
-            return jnp.zeros(p.shape[:-1], compute_dtype(p)) if p.ndim >= 2 else placeholder(p)
-
-        def col(p):
-            shape = p.shape[:-2] + p.shape[-1:]
-            return jnp.zeros(shape, compute_dtype(p)) if p.ndim >= 2 else placeholder(p)
-
-        def full(p):
-            return placeholder(p) if p.ndim >= 2 else jnp.zeros(p.shape, compute_dtype(p))
-
-        return AdafactorState(
-            step_size=transforms.ScheduledLearningRateState(
-                count=jnp.zeros([], jnp.int32),
-                learning_rate=jnp.asarray(base_rate, dtype=float),
-                schedule=transforms.StaticSchedule(step_schedule),
-            ),
-            applied_learning_rates=jax.tree.map(lambda p: jnp.zeros([], compute_dtype(p)), params),
-            exp_avg=(
-                None if beta1 is None
-                else jax.tree.map(lambda p: jnp.zeros(p.shape, compute_dtype(p)), params)
-            ),
-            exp_avg_sq_row=jax.tree.map(row, params),
-            exp_avg_sq_col=jax.tree.map(col, params),
-            exp_avg_sq=jax.tree.map(full, params),
-        )
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError(
-                "adafactor needs the parameters (their RMS scales the step): call "
-                "tx.update(grads, state, params)"
-            )
-        count = state.step_size.count
-        rho = transforms.scheduled_rate(base_rate, step_schedule, count)
-        t = jnp.asarray(count, dtype=float) + 1.0
-        beta2t = 1.0 - jnp.power(t, decay_rate)
-
-        # Leaves in order; matching by leaf order lets flax.nnx's Variable-wrapped state work.
-        grads, treedef = jax.tree.flatten(updates)
-        leaves = jax.tree.leaves(params)
-        decays = jax.tree.leaves(transforms.resolve_mask(mask, params))
-        exp_avgs = [None] * len(grads) if beta1 is None else jax.tree.leaves(state.exp_avg)
-        rows = jax.tree.leaves(state.exp_avg_sq_row)
-        cols = jax.tree.leaves(state.exp_avg_sq_col)
-        fulls = jax.tree.leaves(state.exp_avg_sq)
-        if not len(grads) == len(leaves) == len(decays) == len(rows):
-            raise ValueError(
-                f"adafactor: the updates have {len(grads)} leaves, the parameters {len(leaves)}, "
-                f"the mask {len(decays)} and the state {len(rows)}; they must match"
-            )
-
-        out = {"update": [], "lr": [], "m": [], "row": [], "col": [], "v": []}
-        for g, p, decay, m, r, c, v in zip(
-            grads, leaves, decays, exp_avgs, rows, cols, fulls, strict=True
-        ):
-            cd = compute_dtype(p)
-            g32, p32 = g.astype(cd), p.astype(cd)
-            b2t = beta2t.astype(cd)
-            # lr = param_scale * rel_step_sz, param_scale = max(eps2, RMS(p)) before the update.
-            rate = rho.astype(cd)
-            if scale_parameter:
-                rate = jnp.maximum(jnp.asarray(eps2, cd), _rms(p32)) * rate
-            square = g32 * g32 + eps1
-            if p.ndim >= 2:
-                # exp_avg_sq_row.mul_(beta2t).add_(update.mean(dim=-1), alpha=1 - beta2t), same
-                # for the column along dim -2; then _approx_sq_grad(row, col) * grad.
-                r = b2t * r + (1.0 - b2t) * jnp.mean(square, axis=-1)
-                c = b2t * c + (1.0 - b2t) * jnp.mean(square, axis=-2)
-                r_factor = jax.lax.rsqrt(r / jnp.mean(r, axis=-1, keepdims=True))[..., None]
-                c_factor = jax.lax.rsqrt(c)[..., None, :]
-                u = (r_factor * c_factor) * g32
-            else:
-                v = b2t * v + (1.0 - b2t) * square
-                u = jax.lax.rsqrt(v) * g32
-            # update.div_((RMS(update) / clip_threshold).clamp_(min=1.0)); update.mul_(lr)
-            u = u / jnp.maximum(_rms(u) / clip_threshold, 1.0)
-            u = u * rate
-            if beta1 is not None:
-                m = beta1 * m + (1.0 - beta1) * u
-                u = m
-            step = -u
-            if decay and not (_validation.is_concrete_scalar(weight_decay) and weight_decay == 0.0):
-                # p.add_(p, alpha=-weight_decay * lr), on the parameter before the update.
-                step = step + (-weight_decay * rate) * p32
-            for key, value in zip(out, (step.astype(p.dtype), rate, m, r, c, v), strict=True):
-                out[key].append(value)
-
-        # Each state field keeps the structure init gave it (flax.nnx: Variable-wrapped).
-        like = lambda tree, key: jax.tree.unflatten(jax.tree.structure(tree), out[key])
-        new_state = AdafactorState(
-            step_size=transforms.ScheduledLearningRateState(
-                count=optax.safe_increment(count),
-                learning_rate=jnp.asarray(base_rate, dtype=state.step_size.learning_rate.dtype),
-                schedule=transforms.StaticSchedule(step_schedule),
-            ),
-            applied_learning_rates=like(state.applied_learning_rates, "lr"),
-            exp_avg=None if beta1 is None else like(state.exp_avg, "m"),
-            exp_avg_sq_row=like(state.exp_avg_sq_row, "row"),
-            exp_avg_sq_col=like(state.exp_avg_sq_col, "col"),
-            exp_avg_sq=like(state.exp_avg_sq, "v"),
-        )
-        return jax.tree.unflatten(treedef, out["update"]), new_state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    # transformers' relative_step=True is the transforms' learning_rate=None.
+    rate = dict(learning_rate=None if relative_step else learning_rate, warmup_init=warmup_init,
+                scale_parameter=scale_parameter, eps2=eps2)
+    # Upstream's order, which is why the rate is not the last stage: the rate multiplies the
+    # clipped update, the first moment averages the scaled updates (exp_avg is of lr * update),
+    # and the decay, at the same per-tensor rate, is added outside the average; then the sign.
+    # In float32 throughout for low-precision gradients, as upstream's `grad.float()`.
+    return transforms.compute_in_float32(optax.chain(
+        transforms.scale_by_factored_rms(decay_rate, eps1, clip_threshold),
+        transforms.scale_by_adafactor_step_size(**rate),
+        optax.identity() if beta1 is None else transforms.ema_of_updates(beta1),
+        transforms.add_decayed_weights_at_adafactor_step_size(weight_decay, **rate, mask=mask),
+        optax.scale(-1.0),
+    ))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ optax state                                     torch per-parameter state
 ``ScaleByBiasFreeAdamState.next_m/next_v``      ``BertAdam``: ``next_m``, ``next_v``
 ``optax.ScaleByAdamState.mu/nu``                ``torch.optim.Adam/AdamW``: ``exp_avg``, ``exp_avg_sq``
 ``optax.ScaleByAmsgradState.nu_max``            ``max_exp_avg_sq`` (``amsgrad=True``)
-``AdafactorState.exp_avg_sq_row/_col``          ``transformers.Adafactor``: the same keys (rank >= 2;
+``ScaleByFactoredRmsState.exp_avg_sq_row/col``  ``transformers.Adafactor``: the same keys (rank >= 2;
                                                 swapped when ``transform`` transposes the kernel)
-``AdafactorState.exp_avg_sq``                   ``exp_avg_sq`` (parameters of rank < 2)
+``ScaleByFactoredRmsState.exp_avg_sq``          ``exp_avg_sq`` (parameters of rank < 2)
+``EmaOfUpdatesState.exp_avg``                   Adafactor's ``exp_avg`` (``beta1`` given)
 ``AdagradState.sum``                            ``torch.optim.Adagrad``: ``sum``
 ``RMSpropState.square_avg/grad_avg/...``        ``torch.optim.RMSprop``: the same keys
 any field named ``next_m``, ``exp_avg``, ...    the torch key of the same name

@@ -8,6 +8,16 @@
       add_decayed_weights(0.01, mask),             # + weight_decay * p
       scale_by_scheduled_learning_rate(schedule),  # * -lr_t, with get_lr() support
   )
+
+``adafactor`` is, in ``transformers.Adafactor``'s order (the rate comes before the first moment)::
+
+  compute_in_float32(optax.chain(
+      scale_by_factored_rms(decay_rate, eps1, clip_threshold),   # g / sqrt(V), RMS clip
+      scale_by_adafactor_step_size(lr, scale_parameter=True),     # * rho_t * max(eps2, RMS(p))
+      ema_of_updates(beta1),                                      # exp_avg of the scaled updates
+      add_decayed_weights_at_adafactor_step_size(wd, lr, mask=mask),  # + wd * alpha_t * p
+      optax.scale(-1.0),
+  ))
 """
 
 from __future__ import annotations
@@ -756,3 +766,518 @@ def scale_by_scheduled_learning_rate(
         )
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers.Adafactor, split into its stages (optimizers.adafactor chains them in upstream's
+# order). Each stage computes in at least float32, as upstream upcasts float16/bfloat16.
+# ---------------------------------------------------------------------------------------------
+
+
+def _compute_dtype(x: Array) -> Any:
+    return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
+
+
+def _rms(x: Array) -> Array:
+    # Adafactor._rms: tensor.norm(2) / (tensor.numel() ** 0.5)
+    return jnp.sqrt(jnp.sum(jnp.square(x))) / math.sqrt(max(x.size, 1))
+
+
+def _structured_like(tree: PyTree, leaves: list[Array]) -> PyTree:
+    """``leaves`` in the structure of ``tree`` (a state field keeps the structure init gave it:
+    ``flax.nnx.Optimizer`` hands init Variable-wrapped parameters, update bare arrays)."""
+    return jax.tree.unflatten(jax.tree.structure(tree), leaves)
+
+
+def _check_leaf_counts(who: str, **leaves: list[Any]) -> None:
+    counts = {name: len(listed) for name, listed in leaves.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"the {name} {count}" for name, count in counts.items())
+        raise ValueError(f"{who}: {listed} leaves; they must match")
+
+
+class ScaleByFactoredRmsState(NamedTuple):
+    """State of :func:`scale_by_factored_rms`; moment names are ``transformers.Adafactor``'s.
+
+    Attributes:
+      count: updates applied so far (upstream's ``state["step"]``; the decay reads it).
+      exp_avg_sq_row, exp_avg_sq_col: factored second moment of tensors of rank >= 2: the
+        averages over the last axis and over the one before (shape ``(1,)`` placeholders for
+        tensors of rank < 2, for which upstream keeps neither).
+      exp_avg_sq: second moment of tensors of rank < 2 (``(1,)`` placeholders for the others).
+    """
+
+    count: Array
+    exp_avg_sq_row: PyTree
+    exp_avg_sq_col: PyTree
+    exp_avg_sq: PyTree
+
+
+@_validation.explains_torch_habits
+def scale_by_factored_rms(
+    decay_rate: float = -0.8, eps1: float = 1e-30, clip_threshold: float = 1.0
+) -> optax.GradientTransformation:
+    r"""Adafactor's direction: the gradient over its (factored) RMS, then clipped by its own RMS.
+
+    At update :math:`t = k + 1`, per tensor, with :math:`G = g^2 + \epsilon_1` and
+    :math:`\hat\beta_{2t} = 1 - t^{\text{decay\_rate}}`:
+
+    .. math::
+      \text{rank} \ge 2:\ & R \leftarrow \hat\beta_{2t} R + (1 - \hat\beta_{2t})\,
+          \mathrm{mean}_{-1} G,\ C \leftarrow \hat\beta_{2t} C + (1 - \hat\beta_{2t})\,
+          \mathrm{mean}_{-2} G,\ u = g \big/ \sqrt{(R / \mathrm{mean}_{-1} R) \otimes C} \\
+      \text{rank} < 2:\ & V \leftarrow \hat\beta_{2t} V + (1 - \hat\beta_{2t}) G,\ u = g / \sqrt{V} \\
+      u &\leftarrow u \,/\, \max(1, \mathrm{RMS}(u) / \text{clip\_threshold}), \qquad
+          \mathrm{RMS}(x) = \lVert x\rVert_2 / \sqrt{\mathrm{numel}(x)}
+
+    Reproduces the lines of ``transformers.Adafactor.step`` from ``update = grad**2 + eps[0]``
+    to ``update.div_((self._rms(update) / clip_threshold).clamp_(min=1.0))``, i.e. everything
+    before ``update.mul_(lr)``. Unlike ``optax.scale_by_factored_rms``, every tensor of rank >= 2
+    is factored (over its last two axes), the decay is :math:`1 - t^{\text{decay\_rate}}`, the
+    row statistic is normalised by its mean, and the RMS clip is included. Computed in at least
+    float32; the update keeps the gradient's dtype.
+
+    Args:
+      decay_rate: exponent of the second-moment decay, ``<= 0`` (finite).
+      eps1: added to the squared gradient (upstream's ``eps[0]``), ``>= 0``.
+      clip_threshold: largest RMS of the update, ``> 0`` (finite).
+
+    Returns:
+      An ``optax.GradientTransformation`` with a :class:`ScaleByFactoredRmsState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.scale_by_factored_rms(clip_threshold=0.5)
+      >>> state = tx.init({"w": jnp.zeros((2, 2))})
+      >>> updates, state = tx.update({"w": jnp.array([[3.0, -3.0], [1.0, 1.0]])}, state)
+      >>> [[round(u, 6) for u in row] for row in updates["w"].tolist()]  # t = 1: sign(g) at RMS 0.5
+      [[0.5, -0.5], [0.5, 0.5]]
+      >>> state.exp_avg_sq_row["w"].shape, state.exp_avg_sq_col["w"].shape
+      ((2,), (2,))
+    """
+    decay_rate = _validation.check_finite("decay_rate", decay_rate)
+    decay_rate = _validation.check_range("decay_rate", decay_rate, high=0.0)
+    eps1 = _validation.check_range("eps1", eps1, low=0.0)
+    clip_threshold = _validation.check_range(
+        "clip_threshold", clip_threshold, low=0.0, low_inclusive=False
+    )
+    clip_threshold = _validation.check_finite("clip_threshold", clip_threshold)
+
+    def init_fn(params):
+        def placeholder(p):
+            return jnp.zeros((1,), _compute_dtype(p))
+
+        def row(p):
+            return jnp.zeros(p.shape[:-1], _compute_dtype(p)) if p.ndim >= 2 else placeholder(p)
+
+        def col(p):
+            shape = p.shape[:-2] + p.shape[-1:]
+            return jnp.zeros(shape, _compute_dtype(p)) if p.ndim >= 2 else placeholder(p)
+
+        def full(p):
+            return placeholder(p) if p.ndim >= 2 else jnp.zeros(p.shape, _compute_dtype(p))
+
+        return ScaleByFactoredRmsState(
+            count=jnp.zeros([], jnp.int32),
+            exp_avg_sq_row=jax.tree.map(row, params),
+            exp_avg_sq_col=jax.tree.map(col, params),
+            exp_avg_sq=jax.tree.map(full, params),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        # beta2t = 1.0 - math.pow(state["step"], decay_rate), the step counted from 1; in the
+        # default float dtype (the host's double under x64).
+        t = jnp.asarray(state.count, dtype=float) + 1.0
+        beta2t = 1.0 - jnp.power(t, decay_rate)
+        # Leaves in order: the state's fields keep init's structure (see _structured_like).
+        grads, treedef = jax.tree.flatten(updates)
+        rows = jax.tree.leaves(state.exp_avg_sq_row)
+        cols = jax.tree.leaves(state.exp_avg_sq_col)
+        fulls = jax.tree.leaves(state.exp_avg_sq)
+        _check_leaf_counts("scale_by_factored_rms", updates=grads, state=rows)
+        out, new_rows, new_cols, new_fulls = [], [], [], []
+        for g, r, c, v in zip(grads, rows, cols, fulls, strict=True):
+            cd = jnp.promote_types(_compute_dtype(g), r.dtype)
+            g32 = g.astype(cd)
+            b2t = beta2t.astype(cd)
+            square = g32 * g32 + eps1
+            if g.ndim >= 2:
+                # exp_avg_sq_row.mul_(beta2t).add_(update.mean(dim=-1), alpha=1 - beta2t), the
+                # same for the column along dim -2; then _approx_sq_grad(row, col) * grad.
+                r = (b2t * r + (1.0 - b2t) * jnp.mean(square, axis=-1)).astype(r.dtype)
+                c = (b2t * c + (1.0 - b2t) * jnp.mean(square, axis=-2)).astype(c.dtype)
+                r_factor = jax.lax.rsqrt(r / jnp.mean(r, axis=-1, keepdims=True))[..., None]
+                c_factor = jax.lax.rsqrt(c)[..., None, :]
+                u = (r_factor * c_factor) * g32
+            else:
+                v = (b2t * v + (1.0 - b2t) * square).astype(v.dtype)
+                u = jax.lax.rsqrt(v) * g32
+            # update.div_((self._rms(update) / clip_threshold).clamp_(min=1.0))
+            u = u / jnp.maximum(_rms(u) / clip_threshold, 1.0)
+            out.append(u.astype(g.dtype))
+            new_rows.append(r)
+            new_cols.append(c)
+            new_fulls.append(v)
+        return jax.tree.unflatten(treedef, out), ScaleByFactoredRmsState(
+            count=optax.safe_increment(state.count),
+            exp_avg_sq_row=_structured_like(state.exp_avg_sq_row, new_rows),
+            exp_avg_sq_col=_structured_like(state.exp_avg_sq_col, new_cols),
+            exp_avg_sq=_structured_like(state.exp_avg_sq, new_fulls),
+        )
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdafactorRelativeStep:
+    """Adafactor's relative step size of update ``count``: ``min(1e-6 t or 1e-2, 1/sqrt(t))``.
+
+    With ``t = count + 1`` (upstream's ``state["step"]``) and ``1e-6 t`` when ``warmup_init``.
+    A value (not a closure) so that two equal optimizers have equal states' tree structures.
+
+    >>> round(float(AdafactorRelativeStep(warmup_init=False)(0)), 6)
+    0.01
+    """
+
+    warmup_init: bool
+
+    def __call__(self, count: Any) -> Any:
+        """The relative step size :math:`\\rho` of update ``count``."""
+        t = jnp.asarray(count, dtype=float) + 1.0
+        min_step = 1e-6 * t if self.warmup_init else 1e-2
+        return jnp.minimum(min_step, 1.0 / jnp.sqrt(t))
+
+
+def _adafactor_rate_rule(
+    learning_rate: Any, warmup_init: Any, scale_parameter: Any, eps2: Any, who: str
+) -> tuple[Any, Callable[[Array], Array], bool, Any]:
+    """Check the step-size arguments shared by the two transforms that apply Adafactor's rate.
+
+    Returns ``(base_rate, schedule, scale_parameter, eps2)``: the rate of update ``k`` before the
+    parameter scale is ``base_rate * schedule(k)`` (``AdafactorRelativeStep`` for ``None``).
+    """
+    for name, flag in (("warmup_init", warmup_init), ("scale_parameter", scale_parameter)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name}={flag!r} is invalid: expected True or False")
+    eps2 = _validation.check_range("eps2", eps2, low=0.0)
+    if learning_rate is None:
+        return 1.0, AdafactorRelativeStep(bool(warmup_init)), bool(scale_parameter), eps2
+    if warmup_init:
+        raise ValueError(
+            f"warmup_init=True is invalid with learning_rate={learning_rate!r} in {who}: the "
+            "warmup grows the relative step size, which learning_rate=None selects"
+        )
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
+    if callable(learning_rate):
+        return 1.0, learning_rate, bool(scale_parameter), eps2
+    return learning_rate, constant_schedule, bool(scale_parameter), eps2
+
+
+def _adafactor_rate(rho: Array, p: Array | None, u: Array, scale_parameter: bool, eps2: Any) -> Array:
+    """Adafactor._get_lr of one tensor: ``max(eps2, RMS(p)) * rho`` (``rho`` without scaling).
+
+    ``p`` is the parameter before the update (``state["RMS"] = self._rms(p_data_fp32)``), in
+    whose (at least float32) dtype the rate is computed; ``None`` (not needed without
+    ``scale_parameter``): the update's.
+    """
+    cd = _compute_dtype(u if p is None else p)
+    rate = rho.astype(cd)
+    if scale_parameter:
+        rate = jnp.maximum(jnp.asarray(eps2, cd), _rms(p.astype(cd))) * rate
+    return rate
+
+
+class ScaleByAdafactorStepSizeState(NamedTuple):
+    """State of :func:`scale_by_adafactor_step_size`.
+
+    Attributes:
+      step_size: the update count (upstream's ``state["step"]``) and the rule of the step size
+        :math:`\\rho` of the next update before the parameter scale: what
+        :func:`optax_bertadam.get_lr` returns. With ``scale_parameter=False`` it is the rate the
+        next update applies to every tensor.
+      applied_learning_rates: per parameter (a scalar per leaf), the rate the last update
+        applied, :math:`\\rho \\max(\\epsilon_2, \\mathrm{RMS}(p))`: what
+        ``AdafactorSchedule.get_lr()`` reports for that tensor (0 before the first update, like
+        ``AdafactorSchedule(optimizer, initial_lr=0.0)``).
+    """
+
+    step_size: ScheduledLearningRateState
+    applied_learning_rates: PyTree
+
+
+@_validation.explains_torch_habits
+def scale_by_adafactor_step_size(
+    learning_rate: float | Callable[[Array], Array] | None = None,
+    *,
+    warmup_init: bool = False,
+    scale_parameter: bool = True,
+    eps2: float = 1e-3,
+) -> optax.GradientTransformation:
+    r"""Multiply each tensor's update by Adafactor's step size, scaled by the parameter's RMS.
+
+    At update :math:`t = k + 1`, per tensor (:math:`p` before the update):
+
+    .. math::
+      \rho_t &= \min\left(10^{-6} t \text{ if warmup\_init else } 10^{-2},\ 1/\sqrt{t}\right)
+          \text{ if learning\_rate is None, else } \mathrm{lr}_k \\
+      \alpha_t &= \rho_t \cdot \max(\epsilon_2, \mathrm{RMS}(p)) \text{ if scale\_parameter,
+          else } \rho_t, \qquad u \leftarrow \alpha_t\, u
+
+    Reproduces ``Adafactor._get_lr`` and ``update.mul_(lr)`` of ``transformers.Adafactor.step``
+    (``learning_rate=None`` is ``relative_step=True``). The sign is not applied here: in
+    :func:`optax_bertadam.adafactor` the first moment averages the scaled update, then the decay
+    is added and the sum negated. :func:`optax_bertadam.get_lr` reads :math:`\rho` of the next
+    update; ``state.applied_learning_rates`` holds each tensor's :math:`\alpha` of the last one.
+    Computed in at least float32; the update keeps its dtype.
+
+    Args:
+      learning_rate: ``None`` for the relative step size :math:`\rho_t`, else the rate ``>= 0``
+        or a schedule ``count -> rate``.
+      warmup_init: with ``learning_rate=None``, grow :math:`\rho_t` as :math:`10^{-6} t`.
+      scale_parameter: multiply the step size by :math:`\max(\epsilon_2, \mathrm{RMS}(p))`.
+      eps2: the floor of the parameter RMS (upstream's ``eps[1]``), ``>= 0``.
+
+    Returns:
+      An ``optax.GradientTransformation`` with a :class:`ScaleByAdafactorStepSizeState`;
+      ``update`` needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"w": jnp.full((2, 2), 3.0)}
+      >>> tx = ob.scale_by_adafactor_step_size()  # rho_1 = 1e-2, RMS(p) = 3
+      >>> updates, state = tx.update({"w": jnp.ones((2, 2))}, tx.init(params), params)
+      >>> round(updates["w"][0, 0].item(), 6), round(float(ob.get_lr(state)), 6)
+      (0.03, 0.01)
+      >>> round(float(state.applied_learning_rates["w"]), 6)
+      0.03
+    """
+    base_rate, schedule, scale_parameter, eps2 = _adafactor_rate_rule(
+        learning_rate, warmup_init, scale_parameter, eps2, "scale_by_adafactor_step_size"
+    )
+
+    def init_fn(params):
+        return ScaleByAdafactorStepSizeState(
+            step_size=ScheduledLearningRateState(
+                count=jnp.zeros([], jnp.int32),
+                learning_rate=jnp.asarray(base_rate, dtype=float),
+                schedule=StaticSchedule(schedule),
+            ),
+            applied_learning_rates=jax.tree.map(
+                lambda p: jnp.zeros([], _compute_dtype(p)), params
+            ),
+        )
+
+    def update_fn(updates, state, params=None):
+        if params is None and scale_parameter:
+            raise ValueError(
+                "scale_by_adafactor_step_size needs the parameters (their RMS scales the step): "
+                "call tx.update(grads, state, params)"
+            )
+        count = state.step_size.count
+        rho = scheduled_rate(base_rate, schedule, count)
+        leaves, treedef = jax.tree.flatten(updates)
+        applied = jax.tree.leaves(state.applied_learning_rates)
+        param_leaves = [None] * len(leaves) if params is None else jax.tree.leaves(params)
+        _check_leaf_counts("scale_by_adafactor_step_size", updates=leaves,
+                           parameters=param_leaves, state=applied)
+        out, rates = [], []
+        for u, p, old in zip(leaves, param_leaves, applied, strict=True):
+            rate = _adafactor_rate(rho, p, u, scale_parameter, eps2)
+            # update.mul_(lr)
+            out.append((u.astype(jnp.promote_types(u.dtype, rate.dtype)) * rate).astype(u.dtype))
+            rates.append(rate.astype(old.dtype))
+        return jax.tree.unflatten(treedef, out), ScaleByAdafactorStepSizeState(
+            step_size=ScheduledLearningRateState(
+                count=optax.safe_increment(count),
+                learning_rate=jnp.asarray(base_rate, dtype=state.step_size.learning_rate.dtype),
+                schedule=StaticSchedule(schedule),
+            ),
+            applied_learning_rates=_structured_like(state.applied_learning_rates, rates),
+        )
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class EmaOfUpdatesState(NamedTuple):
+    """State of :func:`ema_of_updates`.
+
+    Attributes:
+      exp_avg: the running average of the updates (``transformers.Adafactor``'s name), per
+        parameter, in at least float32.
+    """
+
+    exp_avg: PyTree
+
+
+@_validation.explains_torch_habits
+def ema_of_updates(beta1: float) -> optax.GradientTransformation:
+    r"""Replace the update by the running average of updates: Adafactor's first moment.
+
+    .. math:: m \leftarrow \beta_1 m + (1 - \beta_1)\, u \quad (m_0 = 0), \qquad u \leftarrow m
+
+    Reproduces ``exp_avg.mul_(beta1).add_(update, alpha=1 - beta1); update = exp_avg`` of
+    ``transformers.Adafactor.step``: no bias correction, and the average is of updates already
+    multiplied by their step size. Like ``optax.ema(beta1, debias=False)``, with the moment kept
+    in at least float32 under torch's name (so that PyTorch state migrates to it).
+
+    Args:
+      beta1: decay of the average, in ``[0, 1)``.
+
+    Returns:
+      An ``optax.GradientTransformation`` with an :class:`EmaOfUpdatesState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> tx = ob.ema_of_updates(0.5)
+      >>> state = tx.init({"w": jnp.zeros(1)})
+      >>> u1, state = tx.update({"w": jnp.full(1, 2.0)}, state)
+      >>> u2, state = tx.update({"w": jnp.full(1, 2.0)}, state)
+      >>> u1["w"].tolist(), u2["w"].tolist()  # 0.5 * 2, then 0.5 * 1 + 0.5 * 2
+      ([1.0], [1.5])
+    """
+    beta1 = _validation.check_range("beta1", beta1, low=0.0, high=1.0, high_inclusive=False)
+
+    def init_fn(params):
+        return EmaOfUpdatesState(
+            jax.tree.map(lambda p: jnp.zeros(p.shape, _compute_dtype(p)), params)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        leaves, treedef = jax.tree.flatten(updates)
+        moments = jax.tree.leaves(state.exp_avg)
+        _check_leaf_counts("ema_of_updates", updates=leaves, state=moments)
+        # astype: injected (array) hyperparameters must not promote the moment's dtype.
+        new = [(beta1 * m + (1.0 - beta1) * u.astype(m.dtype)).astype(m.dtype)
+               for u, m in zip(leaves, moments, strict=True)]
+        out = [m.astype(u.dtype) for u, m in zip(leaves, new, strict=True)]
+        return jax.tree.unflatten(treedef, out), EmaOfUpdatesState(
+            _structured_like(state.exp_avg, new)
+        )
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class AddAdafactorDecayState(NamedTuple):
+    """State of :func:`add_decayed_weights_at_adafactor_step_size`.
+
+    Attributes:
+      count: updates applied so far: the step size of update ``count`` scales the decay.
+    """
+
+    count: Array
+
+
+@_validation.explains_torch_habits
+def add_decayed_weights_at_adafactor_step_size(
+    weight_decay: float,
+    learning_rate: float | Callable[[Array], Array] | None = None,
+    *,
+    warmup_init: bool = False,
+    scale_parameter: bool = True,
+    eps2: float = 1e-3,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""Decoupled weight decay at Adafactor's per-tensor step size: ``u <- u + wd * alpha_t * p``.
+
+    .. math:: u \leftarrow u + (\text{weight\_decay}\cdot\alpha_t)\, p
+        \quad\text{(where the mask is True)}
+
+    with :math:`\alpha_t` the step size of :func:`scale_by_adafactor_step_size` built with the
+    same ``learning_rate``, ``warmup_init``, ``scale_parameter`` and ``eps2`` (pass the same
+    values: the decay recomputes it from the update count and the parameter before the update).
+    Reproduces ``p_data_fp32.add_(p_data_fp32, alpha=-weight_decay * lr)`` of
+    ``transformers.Adafactor.step`` once the update is negated, as in
+    :func:`optax_bertadam.adafactor`. Computed in at least float32; the update keeps its dtype.
+
+    Args:
+      weight_decay: decay coefficient, ``>= 0``; ``0`` makes this the identity, as upstream's
+        ``if group["weight_decay"] != 0``.
+      learning_rate: as :func:`scale_by_adafactor_step_size` (``None``: the relative step).
+      warmup_init: as :func:`scale_by_adafactor_step_size`.
+      scale_parameter: as :func:`scale_by_adafactor_step_size`.
+      eps2: as :func:`scale_by_adafactor_step_size`.
+      mask: bool tree (or function of the params returning one), True where the decay applies
+        (PyTorch: a param group with ``weight_decay=0.0``); ``None`` decays every tensor.
+
+    Returns:
+      An ``optax.GradientTransformation`` with an :class:`AddAdafactorDecayState`; ``update``
+      needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax_bertadam as ob
+      >>> params = {"w": jnp.full(2, 3.0)}
+      >>> tx = ob.add_decayed_weights_at_adafactor_step_size(0.5)  # alpha_1 = 1e-2 * RMS(p) = 0.03
+      >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+      >>> [round(u, 6) for u in updates["w"].tolist()]  # 0.5 * 0.03 * 3
+      [0.045, 0.045]
+    """
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+    base_rate, schedule, scale_parameter, eps2 = _adafactor_rate_rule(
+        learning_rate, warmup_init, scale_parameter, eps2,
+        "add_decayed_weights_at_adafactor_step_size",
+    )
+
+    def init_fn(params):
+        if mask is not None:
+            check_mask_matches(resolve_mask(mask, params), params, "mask")
+        return AddAdafactorDecayState(jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        count = optax.safe_increment(state.count)
+        if _validation.is_concrete_scalar(weight_decay) and weight_decay == 0.0:
+            return updates, AddAdafactorDecayState(count)
+        if params is None:
+            raise ValueError(
+                "add_decayed_weights_at_adafactor_step_size needs the parameters: call "
+                "tx.update(grads, state, params)"
+            )
+        rho = scheduled_rate(base_rate, schedule, state.count)
+        # Matched by leaf order (see add_decayed_weights).
+        mask_leaves = jax.tree.leaves(resolve_mask(mask, params))
+        leaves, treedef = jax.tree.flatten(updates)
+        param_leaves = jax.tree.leaves(params)
+        _check_leaf_counts("add_decayed_weights_at_adafactor_step_size", updates=leaves,
+                           parameters=param_leaves, mask=mask_leaves)
+        out = []
+        for u, p, decay in zip(leaves, param_leaves, mask_leaves, strict=True):
+            if decay:
+                rate = _adafactor_rate(rho, p, u, scale_parameter, eps2)
+                # p.add_(p, alpha=-weight_decay * lr), on the parameter before the update.
+                decayed = u.astype(rate.dtype) + (weight_decay * rate) * p.astype(rate.dtype)
+                u = decayed.astype(u.dtype)
+            out.append(u)
+        return jax.tree.unflatten(treedef, out), AddAdafactorDecayState(count)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def compute_in_float32(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Run ``inner`` on the updates upcast to (at least) float32; its output gets their dtype back.
+
+    What ``transformers.Adafactor`` does with float16/bfloat16 gradients (``grad.float()``, the
+    whole step in float32, one rounding at the end): a chain of transforms that each keep the
+    gradient's dtype would round every intermediate update to bfloat16. float32 and float64
+    updates pass through unchanged. The state is ``inner``'s own (nothing is added).
+
+    Args:
+      inner: the transformation to run in float32.
+
+    Returns:
+      An ``optax.GradientTransformation`` with ``inner``'s state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optax_bertadam as ob
+      >>> tx = ob.compute_in_float32(optax.scale(1.0 / 3.0))
+      >>> updates, _ = tx.update({"w": jnp.ones(1, jnp.bfloat16)}, tx.init({"w": jnp.ones(1)}))
+      >>> updates["w"].dtype
+      dtype(bfloat16)
+    """
+
+    def update_fn(updates, state, params=None, **extra_args):
+        upcast = jax.tree.map(lambda u: u.astype(_compute_dtype(u)), updates)
+        out, state = inner.update(upcast, state, params, **extra_args)
+        return jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates), state
+
+    return optax.GradientTransformation(inner.init, update_fn)

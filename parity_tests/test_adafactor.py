@@ -36,6 +36,18 @@ jax_schedule, torch_lambda = harness.linear_warmup_then_decay(LR, WARMUP, TOTAL)
 
 
 
+def state_node(state, node_type):
+    """The one ``node_type`` NamedTuple inside an optax state (adafactor's is its chain's)."""
+    found = [n for n in jax.tree.leaves(state, is_leaf=lambda n: isinstance(n, node_type))
+             if isinstance(n, node_type)]
+    assert len(found) == 1, (node_type.__name__, len(found))
+    return found[0]
+
+
+def applied_rates(state):
+    return state_node(state, ob.ScaleByAdafactorStepSizeState).applied_learning_rates
+
+
 def torch_kwargs(kwargs):
     return {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
 
@@ -125,7 +137,7 @@ def test_relative_step_crosses_its_switch(warmup_init, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_applied_rates_match_adafactor_schedule(dtype):
-    """state.applied_learning_rates is, per tensor, what AdafactorSchedule.get_lr() reports.
+    """The step size's applied_learning_rates are, per tensor, what AdafactorSchedule.get_lr() reports.
 
     Upstream reports one rate per param group (its first parameter): one group per tensor here.
     """
@@ -156,7 +168,7 @@ def test_applied_rates_match_adafactor_schedule(dtype):
 
         def rates_by_name(state):
             flat = dict(zip(harness.flatten_names(params),
-                            jax.tree.leaves(state.applied_learning_rates), strict=True))
+                            jax.tree.leaves(applied_rates(state)), strict=True))
             return jnp.stack([flat[n] for n in names])
 
         def body(carry, step_grads):
@@ -225,7 +237,7 @@ def test_update_needs_params_and_a_matching_mask():
     params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
     tx = optimizers.adafactor()
     state = tx.init(params)
-    with pytest.raises(ValueError, match="adafactor needs the parameters"):
+    with pytest.raises(ValueError, match="scale_by_adafactor_step_size needs the parameters"):
         tx.update(params, state)
     with pytest.raises(ValueError, match="mask does not match the parameters"):
         optimizers.adafactor(weight_decay=0.1, mask={"w": True}).init(params)
@@ -236,12 +248,16 @@ def test_state_layout_and_get_lr():
     params = {"w": jnp.ones((2, 3, 4)), "b": jnp.ones(3), "s": jnp.ones(())}
     tx = optimizers.adafactor(warmup_init=True)
     state = tx.init(params)
-    assert state.exp_avg is None
-    assert state.exp_avg_sq_row["w"].shape == (2, 3) and state.exp_avg_sq_col["w"].shape == (2, 4)
-    assert state.exp_avg_sq["b"].shape == (3,) and state.exp_avg_sq["s"].shape == ()
+    is_ema = lambda n: isinstance(n, ob.EmaOfUpdatesState)  # noqa: E731
+    assert not any(map(is_ema, jax.tree.leaves(state, is_leaf=is_ema)))  # beta1=None: no moment
+    moments = state_node(state, ob.ScaleByFactoredRmsState)
+    assert moments.exp_avg_sq_row["w"].shape == (2, 3) and moments.exp_avg_sq_col["w"].shape == (2, 4)
+    assert moments.exp_avg_sq["b"].shape == (3,) and moments.exp_avg_sq["s"].shape == ()
     assert float(ob.get_lr(state)) == pytest.approx(1e-6)
-    assert all(float(r) == 0.0 for r in jax.tree.leaves(state.applied_learning_rates))
+    assert all(float(r) == 0.0 for r in jax.tree.leaves(applied_rates(state)))
     _, state = jax.jit(tx.update)(params, state, params)
     assert float(ob.get_lr(state)) == pytest.approx(2e-6)
     # scale_parameter: rho(1) * max(eps2, RMS(p)) with RMS(ones) = 1.
-    assert float(state.applied_learning_rates["w"]) == pytest.approx(1e-6)
+    assert float(applied_rates(state)["w"]) == pytest.approx(1e-6)
+    assert state_node(optimizers.adafactor(beta1=0.9).init(params), ob.EmaOfUpdatesState
+                      ).exp_avg["w"].shape == (2, 3, 4)

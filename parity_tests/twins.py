@@ -158,6 +158,20 @@ TWINS: Mapping[str, Twin] = MappingProxyType(
         "scale_by_adam": Twin(example=MappingProxyType(dict(b1=0.85, b2=0.99, eps=1e-06, flavour="torch"))),
         "add_decayed_weights": Twin(example=MappingProxyType(dict(weight_decay=0.05))),
         "scale_by_scheduled_learning_rate": Twin(example=MappingProxyType(dict(learning_rate=0.02))),
+        # eps1 large enough for a change of it to show in the contract tests' updates.
+        "scale_by_factored_rms": Twin(
+            example=MappingProxyType(dict(decay_rate=-0.6, eps1=1e-3, clip_threshold=0.8))
+        ),
+        "scale_by_adafactor_step_size": Twin(
+            example=MappingProxyType(dict(learning_rate=0.02, scale_parameter=True, eps2=1e-3))
+        ),
+        "ema_of_updates": Twin(example=MappingProxyType(dict(beta1=0.85))),
+        "add_decayed_weights_at_adafactor_step_size": Twin(
+            example=MappingProxyType(
+                dict(weight_decay=0.05, learning_rate=0.02, scale_parameter=True, eps2=1e-3)
+            )
+        ),
+        "compute_in_float32": Twin(example=MappingProxyType(dict(learning_rate=0.02))),
         "gradient_accumulation": Twin(example=MappingProxyType(dict(learning_rate=0.02, every_k_steps=2))),
         "skip_nonfinite": Twin(example=MappingProxyType(dict(learning_rate=0.02))),
         "dynamic_loss_scale": Twin(example=MappingProxyType(dict(learning_rate=0.02, growth_interval=3))),
