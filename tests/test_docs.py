@@ -32,7 +32,9 @@ def _doctests(module_name: str) -> list[doctest.DocTest]:
 
 
 @pytest.mark.parametrize("module_name", MODULE_NAMES)
-def test_docstring_examples_run(module_name):
+def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
+    # Examples that build a transformers Trainer write its output_dir: not into the checkout.
+    monkeypatch.chdir(tmp_path)
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
     report: list[str] = []
     # The examples print float32 values: run them as a user would, with x64 off.
