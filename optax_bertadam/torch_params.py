@@ -179,7 +179,7 @@ def match_names(
       >>> try:  # a typo in a torch name: one error, each problem after a '; '
       ...     match_names(["dense/kernel"], ["dense.weight"], {"dense/kernel": "dense.wieght"})
       ... except ValueError as error:
-      ...     print(*str(error).split(": ", 1)[1].split("; "), sep="\n")
+      ...     print(*str(error).split(": ", 1)[1].split("; "), sep="\\n")
       torch names that are not in named_parameters: dense/kernel -> 'dense.wieght'
       torch parameters no Flax path maps to: dense.weight
     """
