@@ -11,17 +11,23 @@ arguments describe the correspondence, with the conventions of :func:`optax_bert
 * ``transform``: ``transform(flax_path, torch_array) -> array`` in the Flax layout, e.g.
   :func:`optax_bertadam.transpose_kernels`; default: none.
 
-:func:`match_parameters` pairs every Flax path with its torch tensor and refuses, in one
-``ValueError`` listing every problem, what does not pair: Flax paths with no torch name, torch
-names that are not parameters, torch parameters no Flax path reaches, shapes that differ after
-``transform``, one torch tensor behind two Flax leaves (tied weights). :func:`params_from_torch`,
-:func:`grads_from_torch` and :func:`params_to_torch` are built on it.
+:func:`match_names` pairs the names and refuses, in one ``ValueError`` listing every problem,
+what does not pair: Flax paths with no torch name, torch names that are not parameters, torch
+parameters no Flax path reaches, one torch tensor behind two Flax leaves (tied weights); with
+the options the optimizer state needs (which Flax paths must have a torch name, which torch
+names may stay unmatched). :func:`match_parameters` builds on it with the tensors in hand (tied
+aliases, shapes that differ after ``transform``). Every entry point goes through them:
+:func:`params_from_torch`, :func:`grads_from_torch`, :func:`params_to_torch`,
+:func:`optax_bertadam.from_torch`, :func:`optax_bertadam.load_torch_state_dict`,
+:func:`optax_bertadam.to_torch_state_dict` and :func:`optax_bertadam.compare_training`, so the
+same ``name_map`` works, and the same mistake reads the same, in all of them.
 
 Nothing here imports torch at import time; :func:`params_to_torch` imports it when called.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -225,7 +231,7 @@ def _match_names(
                      if n in known}
     mapping = _mapping(name_map, flax_paths)
     problems: list[str] = []
-    duplicates = sorted({n for n in torch_names if torch_names.count(n) > 1})
+    duplicates = sorted(n for n, count in collections.Counter(torch_names).items() if count > 1)
     if duplicates:
         problems.append(f"{torch_names_arg} has duplicate names: {_validation.listing(duplicates)}")
     unmapped = [p for p in flax_paths if p not in mapping and p in required_path_set]
@@ -359,7 +365,7 @@ def _to_numpy(tensor: Any, grads: bool, name: str) -> np.ndarray:
 
 
 def _tree_from_names(names: list[str], name_map: NameMap) -> dict[str, str]:
-    """Flax path -> torch name when no Flax tree is given: ``name_map`` inverted."""
+    """Flax path -> torch name when no Flax tree is given: the tree is ``name_map``'s keys."""
     if name_map is None:
         return {n.replace(".", "/"): n for n in names}
     if callable(name_map) and not isinstance(name_map, Mapping):
@@ -367,18 +373,9 @@ def _tree_from_names(names: list[str], name_map: NameMap) -> dict[str, str]:
             "name_map is a function of the Flax path, which cannot be inverted without the Flax "
             "paths: pass params=<the Flax tree or nnx.state(model, nnx.Param)>, or a dict"
         )
-    mapping = _mapping(name_map, [])
-    inverse: dict[str, str] = {}
-    doubled = []
-    for path, name in mapping.items():
-        if name in inverse:
-            doubled.append(name)
-        inverse[name] = path
-    if doubled:
-        raise ValueError("name_map maps several Flax paths to one torch name: "
-                         f"{_validation.listing(doubled)}; "
-                         "pass params= to choose the Flax tree")
-    return mapping
+    # Its keys are the tree's paths; two of them naming one torch tensor are refused by the
+    # matcher as tied weights, as with params=.
+    return _mapping(name_map, [])
 
 
 def _nest(paths: list[str], leaves: list[Any]) -> dict[str, Any]:

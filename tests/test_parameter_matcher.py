@@ -182,3 +182,9 @@ def test_a_name_map_of_another_type_is_refused_by_name(name_map):
                                              name_map)):
         with pytest.raises(TypeError, match=r"name_map=.* is invalid: expected a dict or a function"):
             call()
+
+
+def test_params_from_torch_without_a_tree_reports_a_tied_name_as_the_matcher_does():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"tied weights: .*\): a/kernel and b/kernel \(weight\)"):
+        ob.params_from_torch(model, {"a/kernel": "weight", "b/kernel": "weight", "bias": "bias"})
