@@ -709,17 +709,26 @@ def compare_training(
         raise ValueError("jax_loss=None is invalid with mode='end_to_end': it needs the JAX loss")
 
     # Names: Flax path -> torch name through the one matcher (names, shapes after transform, tied
-    # weights), over the optimizer's parameters: each is compared, and each has a group.
+    # weights), as from_torch pairs them: every parameter of the optimizer must have a Flax path.
     torch_params = dict(torch_model.named_parameters())
-    param_names = torch_parameter_names(torch_params.items(), torch_optimizer)
-    matches = match_parameters({n: torch_params[n] for n in param_names}, params, name_map, transform)
+    torch_parameter_names(torch_params.items(), torch_optimizer)  # every one named by the model
+    group_of_param = {
+        id(p): g for g, group in enumerate(torch_optimizer.param_groups) for p in group["params"]
+    }
+    matches = match_parameters(torch_params, params, name_map, transform,
+                               required=[p for group in torch_optimizer.param_groups
+                                         for p in group["params"]])
+    untrained = [f"{m.flax_path} -> {m.torch_name}" for m in matches if id(m.tensor) not in group_of_param]
+    if untrained:
+        raise ValueError(
+            "params holds parameters that torch_optimizer does not train (compare_training compares "
+            f"trained parameters, each in its group): {_validation.listing(untrained)}; leave them "
+            "out of params, or add them to the optimizer"
+        )
     flax_paths = [m.flax_path for m in matches]
     to_torch = {m.flax_path: m.torch_name for m in matches}
     names = [m.torch_name for m in matches]
     ignore = _check_ignore(ignore, names)
-    group_of_param = {
-        id(p): g for g, group in enumerate(torch_optimizer.param_groups) for p in group["params"]
-    }
     groups = {n: group_of_param[id(torch_params[n])] for n in names}
 
     leaves, treedef = jax.tree.flatten(params)

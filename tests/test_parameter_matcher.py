@@ -188,3 +188,14 @@ def test_params_from_torch_without_a_tree_reports_a_tied_name_as_the_matcher_doe
     model = torch.nn.Linear(2, 2)
     with pytest.raises(ValueError, match=r"tied weights: .*\): a/kernel and b/kernel \(weight\)"):
         ob.params_from_torch(model, {"a/kernel": "weight", "b/kernel": "weight", "bias": "bias"})
+
+
+def test_compare_training_refuses_a_parameter_its_optimizer_does_not_train():
+    """from_torch freezes such a parameter; compare_training compares trained ones only, and says
+    so rather than calling a parameter of the model 'not in named_parameters'."""
+    model, _, params = setup(stepped=False)
+    optimizer = torch.optim.AdamW([*model[0].parameters(), *model[1].parameters()], lr=1e-2)
+    with pytest.raises(ValueError, match=r"torch_optimizer does not train .*: 2/bias -> 2.bias, "
+                                         r"2/kernel -> 2.weight; leave them out of params"):
+        compare_training(model, optimizer, torch_loss, params, ob.adamw(1e-2), jax_loss, batches(1),
+                         name_map=torch_weight_name, transform=ob.transpose_kernels)
