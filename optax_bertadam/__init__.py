@@ -65,12 +65,12 @@ from optax_bertadam.torch_params import (
     match_parameters,
     params_from_torch,
     params_to_torch,
+    transpose_kernels,
 )
 from optax_bertadam.torch_state import (
     load_torch_state_dict,
     to_torch_state_dict,
     torch_parameter_names,
-    transpose_kernels,
 )
 from optax_bertadam.trainer import from_trainer, from_training_arguments
 from optax_bertadam.transforms import (

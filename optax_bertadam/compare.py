@@ -40,12 +40,8 @@ import optax
 
 from optax_bertadam import _validation, catalogue
 from optax_bertadam import lr as lr_lib
-from optax_bertadam.torch_state import (
-    _flax_paths,
-    _resolve_names,
-    _to_numpy,
-    torch_parameter_names,
-)
+from optax_bertadam.torch_params import match_parameters
+from optax_bertadam.torch_state import _to_numpy, torch_parameter_names
 
 PyTree = Any
 
@@ -647,8 +643,9 @@ def compare_training(
       scheduler: a torch LR scheduler stepped after every optimizer step (``step(loss)`` for
         ``ReduceLROnPlateau``), or ``None``.
       name_map: Flax path (``/``-joined, as :func:`optax_bertadam.parameter_names`) -> torch
-        name, as a mapping or a function; ``None``: the Flax path with ``.`` for ``/``. As in
-        :func:`optax_bertadam.load_torch_state_dict`, every name must match on both sides.
+        name, as a mapping or a function; ``None``: the Flax path with ``.`` for ``/``. Paired
+        by :func:`optax_bertadam.match_parameters` as in :func:`optax_bertadam.from_torch`: every
+        Flax path and every parameter of ``torch_optimizer`` must match, one tensor once.
       transform: ``transform(flax_path, torch_array) -> array`` in the Flax layout, e.g.
         :func:`optax_bertadam.transpose_kernels` for ``Linear`` weights.
       mode: ``"end_to_end"`` or ``"torch_gradients"``.
@@ -724,18 +721,27 @@ def compare_training(
     if jax_loss is None and mode == "end_to_end":
         raise ValueError("jax_loss=None is invalid with mode='end_to_end': it needs the JAX loss")
 
-    # Names: Flax path -> torch name, and each torch name's parameter group.
-    param_names = torch_parameter_names(torch_model.named_parameters(), torch_optimizer)
-    flax_paths = _flax_paths(params)
-    if callable(name_map):
-        name_map = {p: str(name_map(p)) for p in flax_paths}
-    to_torch = _resolve_names(flax_paths, param_names, name_map)
-    names = [to_torch[p] for p in flax_paths]
-    ignore = _check_ignore(ignore, names)
+    # Names: Flax path -> torch name through the one matcher (names, shapes after transform, tied
+    # weights), as from_torch pairs them: every parameter of the optimizer must have a Flax path.
+    torch_params = dict(torch_model.named_parameters())
+    torch_parameter_names(torch_params.items(), torch_optimizer)  # every one named by the model
     group_of_param = {
         id(p): g for g, group in enumerate(torch_optimizer.param_groups) for p in group["params"]
     }
-    torch_params = dict(torch_model.named_parameters())
+    matches = match_parameters(torch_params, params, name_map, transform,
+                               required=[p for group in torch_optimizer.param_groups
+                                         for p in group["params"]])
+    untrained = [f"{m.flax_path} -> {m.torch_name}" for m in matches if id(m.tensor) not in group_of_param]
+    if untrained:
+        raise ValueError(
+            "params holds parameters that torch_optimizer does not train (compare_training compares "
+            f"trained parameters, each in its group): {_validation.listing(untrained)}; leave them "
+            "out of params, or add them to the optimizer"
+        )
+    flax_paths = [m.flax_path for m in matches]
+    to_torch = {m.flax_path: m.torch_name for m in matches}
+    names = [m.torch_name for m in matches]
+    ignore = _check_ignore(ignore, names)
     groups = {n: group_of_param[id(torch_params[n])] for n in names}
 
     leaves, treedef = jax.tree.flatten(params)
@@ -755,17 +761,6 @@ def compare_training(
     def torch_in_flax_layout(path: str, tensor: Any) -> np.ndarray:
         value = _to_numpy(tensor)
         return np.asarray(transform(path, value)) if transform is not None else value
-
-    shape_errors = []
-    for path, leaf in zip(flax_paths, leaves, strict=True):
-        shape = torch_in_flax_layout(path, torch_params[to_torch[path]]).shape
-        if shape != tuple(leaf.shape):
-            shape_errors.append(f"{path} <- {to_torch[path]}: torch {shape} vs JAX {tuple(leaf.shape)}")
-    if shape_errors:
-        raise ValueError(
-            "the torch parameters do not match the JAX parameters (is a transform missing?): "
-            + _validation.listing(shape_errors)
-        )
 
     def torch_tree(get):
         return [torch_in_flax_layout(p, get(to_torch[p])) for p in flax_paths]

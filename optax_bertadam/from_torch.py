@@ -8,7 +8,7 @@ the class or option and listing what is supported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
@@ -205,7 +205,7 @@ def from_torch(
     *,
     named_parameters: Iterable[tuple[str, Any]],
     params: PyTree,
-    name_map: Mapping[str, str] | None = None,
+    name_map: torch_params.NameMap = None,
     transform: Callable[[str, np.ndarray], np.ndarray] | None = None,
 ) -> optax.GradientTransformation:
     r"""The optax transformation over ``params`` that does what ``optimizer`` and ``scheduler`` do.
@@ -281,7 +281,9 @@ def from_torch(
         the metric); a jnp function ``count -> factor`` of each group's lr; or ``None``.
       named_parameters: ``model.named_parameters()``.
       params: the Flax parameter tree the transformation will update.
-      name_map: Flax path (``/``-joined) -> torch name; default: the path with ``.``.
+      name_map: Flax path (``/``-joined) -> torch name, a dict or a function of the path;
+        default: the path with ``.``. Paired by :func:`optax_bertadam.match_parameters`, as in
+        :func:`optax_bertadam.load_torch_state_dict` and ``compare_training``.
       transform: ``transform(flax_path, array)`` from torch's layout to Flax's (e.g.
         :func:`optax_bertadam.transpose_kernels`), used to check the shapes.
 

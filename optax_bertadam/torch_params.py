@@ -11,18 +11,24 @@ arguments describe the correspondence, with the conventions of :func:`optax_bert
 * ``transform``: ``transform(flax_path, torch_array) -> array`` in the Flax layout, e.g.
   :func:`optax_bertadam.transpose_kernels`; default: none.
 
-:func:`match_parameters` pairs every Flax path with its torch tensor and refuses, in one
-``ValueError`` listing every problem, what does not pair: Flax paths with no torch name, torch
-names that are not parameters, torch parameters no Flax path reaches, shapes that differ after
-``transform``, one torch tensor behind two Flax leaves (tied weights). :func:`params_from_torch`,
-:func:`grads_from_torch` and :func:`params_to_torch` are built on it.
+:func:`match_names` pairs the names and refuses, in one ``ValueError`` listing every problem,
+what does not pair: Flax paths with no torch name, torch names that are not parameters, torch
+parameters no Flax path reaches, one torch tensor behind two Flax leaves (tied weights); with
+the options the optimizer state needs (which Flax paths must have a torch name, which torch
+names may stay unmatched). :func:`match_parameters` builds on it with the tensors in hand (tied
+aliases, shapes that differ after ``transform``). Every entry point goes through them:
+:func:`params_from_torch`, :func:`grads_from_torch`, :func:`params_to_torch`,
+:func:`optax_bertadam.from_torch`, :func:`optax_bertadam.load_torch_state_dict`,
+:func:`optax_bertadam.to_torch_state_dict` and :func:`optax_bertadam.compare_training`, so the
+same ``name_map`` works, and the same mistake reads the same, in all of them.
 
 Nothing here imports torch at import time; :func:`params_to_torch` imports it when called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import collections
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -30,11 +36,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_bertadam import _validation, masks
-from optax_bertadam.torch_state import transpose_kernels
 
 PyTree = Any
 NameMap = Mapping[str, str] | Callable[[str], str] | None
 Transform = Callable[[str, np.ndarray], np.ndarray] | None
+
+
+def transpose_kernels(path: str, array: np.ndarray) -> np.ndarray:
+    """A ``transform`` for Linear layers: transpose 2-D tensors whose Flax path ends in ``kernel``.
+
+    ``torch.nn.Linear.weight`` is ``(out, in)``, ``flax.nnx.Linear``/``linen.Dense`` kernels are
+    ``(in, out)``. It is its own inverse, so it serves both directions.
+
+    Args:
+      path: the ``/``-joined Flax path of the tensor.
+      array: the tensor, as a numpy array.
+
+    Returns:
+      ``array`` transposed if it is a 2-D ``kernel``, else ``array`` itself.
+
+    Example:
+      >>> import numpy as np, optax_bertadam as ob
+      >>> ob.transpose_kernels("dense/kernel", np.zeros((3, 2))).shape
+      (2, 3)
+      >>> ob.transpose_kernels("dense/bias", np.zeros(2)).shape
+      (2,)
+    """
+    if path.rsplit("/", 1)[-1] == "kernel" and np.ndim(array) == 2:
+        return np.swapaxes(array, 0, 1)
+    return array
+
 
 # Transforms that undo themselves: params_to_torch may use them in both directions.
 SELF_INVERSE_TRANSFORMS = (transpose_kernels,)
@@ -100,6 +131,148 @@ def _moved_shape(transform: Transform, path: str, shape: tuple[int, ...]) -> tup
     return tuple(np.shape(transform(path, np.broadcast_to(np.zeros((), np.float32), shape))))
 
 
+def match_names(
+    flax_paths: Sequence[str],
+    torch_names: Iterable[str],
+    name_map: NameMap = None,
+    *,
+    torch_names_arg: str = "named_parameters",
+    required_paths: Iterable[str] | None = None,
+    required_names: Iterable[str] | None = None,
+    name_map_beyond_paths: bool = False,
+) -> dict[str, str]:
+    """Flax path -> torch name for the paths that need one; refuse, in one error, what does not pair.
+
+    The name-level core of the one matcher: :func:`match_parameters` (tensors, shapes, tied
+    weights) builds on it; :func:`optax_bertadam.load_torch_state_dict`,
+    :func:`optax_bertadam.to_torch_state_dict` and :func:`optax_bertadam.compare.compare_training`
+    pair names through it (or through :func:`match_parameters`), so every entry point takes the same
+    ``name_map`` forms and words the same problem the same way.
+
+    Args:
+      flax_paths: the ``/``-joined Flax paths (as :func:`optax_bertadam.parameter_names` writes
+        them).
+      torch_names: the torch names a Flax path may map to (unique).
+      name_map: Flax path -> torch name, a dict or a function of the path; default: the path
+        with ``.`` for ``/``.
+      torch_names_arg: the argument ``torch_names`` came from, as the messages name it.
+      required_paths: the Flax paths that must have a torch name in ``torch_names`` (default:
+        all); the others (e.g. frozen, keeping no optimizer state) may map to a name outside it,
+        or have none, but may not map to a name of ``required_names``: that torch parameter is
+        trained, its Flax parameter is not.
+      required_names: the torch names that must be reached by a Flax path (default: all); the
+        others (e.g. parameters without ``requires_grad``, which torch never steps) may stay
+        unmatched.
+      name_map_beyond_paths: ``flax_paths`` is not every Flax parameter, so a dict ``name_map``
+        may have keys beyond it.
+
+    Returns:
+      ``{flax_path: torch_name}`` for every path of ``required_paths``, in the order of
+      ``flax_paths``.
+
+    Raises:
+      TypeError: ``name_map`` is neither a dict, a function nor ``None``.
+      ValueError: one error listing every problem: duplicate torch names, Flax paths with no
+        torch name, ``name_map`` keys that are not Flax paths, torch names not in
+        ``torch_names``, one torch name behind two Flax paths (tied weights), torch names no Flax
+        path maps to, and torch parameters trained whose Flax parameter is not.
+
+    Example:
+      >>> from optax_bertadam.torch_params import match_names
+      >>> match_names(["dense/kernel", "dense/bias"], ["dense.weight", "dense.bias"],
+      ...             lambda path: path.replace("/", ".").replace("kernel", "weight"))
+      {'dense/kernel': 'dense.weight', 'dense/bias': 'dense.bias'}
+      >>> try:  # a typo in a torch name: one error, each problem after a '; '
+      ...     match_names(["dense/kernel"], ["dense.weight"], {"dense/kernel": "dense.wieght"})
+      ... except ValueError as error:
+      ...     print(*str(error).split(": ", 1)[1].split("; "), sep="\\n")
+      torch names that are not in named_parameters: dense/kernel -> 'dense.wieght'
+      torch parameters no Flax path maps to: dense.weight
+    """
+    mapping, problems = _match_names(
+        list(flax_paths), list(torch_names), name_map, torch_names_arg=torch_names_arg,
+        required_paths=required_paths, required_names=required_names,
+        name_map_beyond_paths=name_map_beyond_paths,
+    )
+    _raise_problems(problems)
+    return mapping
+
+
+_MISMATCH = "the torch and Flax parameters do not match: "
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise ValueError(_MISMATCH + "; ".join(problems))
+
+
+def _match_names(
+    flax_paths: list[str],
+    torch_names: list[str],
+    name_map: NameMap,
+    *,
+    torch_names_arg: str = "named_parameters",
+    required_paths: Iterable[str] | None = None,
+    required_names: Iterable[str] | None = None,
+    name_map_beyond_paths: bool = False,
+    tensor_key: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, str], list[str]]:
+    """:func:`match_names` returning its problems instead of raising them.
+
+    ``tensor_key``: torch name -> the identity of its tensor (default: the name itself). Names
+    with one key are aliases of one tensor (tied weights listed under both names): two Flax paths
+    reaching one tensor are refused, and an alias of a reached tensor counts as reached.
+    """
+    torch_names = [str(n) for n in torch_names]
+    known = set(torch_names)
+    key = (lambda name: name) if tensor_key is None else (lambda name: tensor_key[name])
+    required_path_set = set(flax_paths if required_paths is None else required_paths)
+    required_keys = {key(n) for n in (torch_names if required_names is None else required_names)
+                     if n in known}
+    mapping = _mapping(name_map, flax_paths)
+    problems: list[str] = []
+    duplicates = sorted(n for n, count in collections.Counter(torch_names).items() if count > 1)
+    if duplicates:
+        problems.append(f"{torch_names_arg} has duplicate names: {_validation.listing(duplicates)}")
+    unmapped = [p for p in flax_paths if p not in mapping and p in required_path_set]
+    if unmapped:
+        problems.append(f"Flax paths with no torch name in name_map: {_validation.listing(unmapped)}")
+    unknown_keys = [] if name_map_beyond_paths else sorted(set(mapping) - set(flax_paths))
+    if unknown_keys:
+        problems.append(f"name_map keys that are not Flax paths: {_validation.listing(unknown_keys)}")
+    not_known = [f"{p} -> {mapping[p]!r}" for p in flax_paths
+                 if p in required_path_set and p in mapping and mapping[p] not in known]
+    if not_known:
+        problems.append(f"torch names that are not in {torch_names_arg}: "
+                        + _validation.listing(not_known))
+    # Every Flax path that reaches a torch parameter, required or not: two reaching one tensor
+    # train it twice; one reaching a required tensor trains it.
+    path_of_key: dict[Any, str] = {}
+    tied, trained_elsewhere = [], []
+    for path in flax_paths:
+        name = mapping.get(path)
+        if name not in known:
+            continue
+        if key(name) in path_of_key:
+            tied.append(f"{path_of_key[key(name)]} and {path} ({name})")
+        path_of_key[key(name)] = path
+        if path not in required_path_set and key(name) in required_keys:
+            trained_elsewhere.append(f"{name} (Flax {path})")
+    if tied:
+        problems.append("torch tensors behind two Flax leaves (tied weights: torch trains one "
+                        f"tensor, keep one Flax parameter for it): {_validation.listing(tied)}")
+    if trained_elsewhere:
+        problems.append("torch parameters of the optimizer whose Flax parameter the optax state "
+                        f"keeps no moments for (frozen in tx?): {_validation.listing(trained_elsewhere)}")
+    unreached = [n for n in dict.fromkeys(torch_names)
+                 if key(n) in required_keys and key(n) not in path_of_key]
+    if unreached:
+        problems.append(f"torch parameters no Flax path maps to: {_validation.listing(unreached)}")
+    resolved = {p: mapping[p] for p in flax_paths
+                if p in required_path_set and mapping.get(p) in known}
+    return resolved, problems
+
+
 def match_parameters(
     named_parameters: Any,
     params: PyTree,
@@ -110,8 +283,9 @@ def match_parameters(
 ) -> list[ParameterMatch]:
     """Pair every leaf of the Flax tree ``params`` with its torch tensor; refuse what does not pair.
 
-    The one matcher of torch names and Flax paths: :func:`params_from_torch`,
-    :func:`params_to_torch` and :func:`optax_bertadam.from_torch` go through it.
+    The one matcher of torch names and Flax paths (its names through :func:`match_names`):
+    :func:`params_from_torch`, :func:`params_to_torch`, :func:`optax_bertadam.from_torch` and
+    :func:`optax_bertadam.compare.compare_training` go through it.
 
     Args:
       named_parameters: ``model.named_parameters()``, a dict name -> tensor, or the
@@ -122,6 +296,8 @@ def match_parameters(
         with ``.`` for ``/``.
       transform: ``transform(flax_path, torch_array) -> array`` in the Flax layout (used here for
         shapes only), e.g. :func:`optax_bertadam.transpose_kernels`.
+      required: the torch tensors that must have a Flax leaf (default: every parameter of
+        ``named_parameters``); :func:`~optax_bertadam.from_torch` requires the optimizer's.
 
     Returns:
       A list of :class:`ParameterMatch` ``(flax_path, torch_name, tensor)``, in the order of
@@ -132,8 +308,6 @@ def match_parameters(
         name is not a parameter, ``name_map`` keys that are not Flax paths, torch parameters no
         Flax path reaches (a tied alias of a reached tensor excepted), shapes that differ after
         ``transform``, and one torch tensor behind two Flax leaves (tied weights: keep one).
-      required: the torch tensors that must have a Flax leaf (default: every parameter of
-        ``named_parameters``); :func:`~optax_bertadam.from_torch` requires the optimizer's.
 
     Example:
       >>> import torch, jax.numpy as jnp, optax_bertadam as ob
@@ -147,52 +321,32 @@ def match_parameters(
     named = _named(named_parameters)
     paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(params)
     paths = [masks.parameter_name(path) for path, _ in paths_and_leaves]
-    mapping = _mapping(name_map, paths)
-    problems: list[str] = []
-    unmapped = [p for p in paths if p not in mapping]
-    if unmapped:
-        problems.append(f"Flax paths with no torch name in name_map: {_validation.listing(unmapped)}")
-    unknown_keys = sorted(set(mapping) - set(paths))
-    if unknown_keys:
-        problems.append(f"name_map keys that are not Flax paths: {_validation.listing(unknown_keys)}")
-    not_parameters = [f"{p} -> {mapping[p]!r}" for p in paths if p in mapping and mapping[p] not in named]
-    if not_parameters:
-        problems.append("torch names that are not in named_parameters: "
-                        + _validation.listing(not_parameters))
+    required_ids = None if required is None else {id(t) for t in required}
+    mapping, problems = _match_names(
+        paths, list(named), name_map,
+        required_names=None if required_ids is None else [
+            n for n, t in named.items() if id(t) in required_ids],
+        tensor_key={n: id(t) for n, t in named.items()},
+    )
     matches: list[ParameterMatch] = []
-    path_of_tensor: dict[int, str] = {}
-    wrong_shapes, tied = [], []
+    wrong_shapes = []
     for path, (_, leaf) in zip(paths, paths_and_leaves, strict=True):
-        torch_name = mapping.get(path)
-        if torch_name not in named:
+        if path not in mapping:
             continue
+        torch_name = mapping[path]
         tensor = named[torch_name]
-        if id(tensor) in path_of_tensor:
-            tied.append(f"{path_of_tensor[id(tensor)]} and {path} ({torch_name})")
-        path_of_tensor[id(tensor)] = path
         moved = _moved_shape(transform, path, _shape(tensor))
         if moved != tuple(np.shape(leaf)):
             wrong_shapes.append(f"{path} <- {torch_name}: torch {moved} after transform, Flax "
                                 f"{tuple(np.shape(leaf))}")
         matches.append(ParameterMatch(path, torch_name, tensor))
-    if tied:
-        problems.append("torch tensors behind two Flax leaves (tied weights: torch trains one "
-                        f"tensor, keep one Flax parameter for it): {_validation.listing(tied)}")
     if wrong_shapes:
         problems.append(f"shapes that differ (is a transform missing?): {_validation.listing(wrong_shapes)}")
-    reached = set(path_of_tensor)
-    needed = None if required is None else {id(t) for t in required}
-    unreached = [n for n, t in named.items()
-                 if id(t) not in reached and (needed is None or id(t) in needed)]
-    if needed is not None:
-        known = {id(t) for t in named.values()}
-        unnamed = len(needed - known)
+    if required_ids is not None:
+        unnamed = len(required_ids - {id(t) for t in named.values()})
         if unnamed:
             problems.append(f"{unnamed} required torch parameter(s) not in named_parameters")
-    if unreached:
-        problems.append(f"torch parameters no Flax path maps to: {_validation.listing(unreached)}")
-    if problems:
-        raise ValueError("the torch and Flax parameters do not match: " + "; ".join(problems))
+    _raise_problems(problems)
     return matches
 
 
@@ -211,7 +365,7 @@ def _to_numpy(tensor: Any, grads: bool, name: str) -> np.ndarray:
 
 
 def _tree_from_names(names: list[str], name_map: NameMap) -> dict[str, str]:
-    """Flax path -> torch name when no Flax tree is given: ``name_map`` inverted."""
+    """Flax path -> torch name when no Flax tree is given: the tree is ``name_map``'s keys."""
     if name_map is None:
         return {n.replace(".", "/"): n for n in names}
     if callable(name_map) and not isinstance(name_map, Mapping):
@@ -219,18 +373,9 @@ def _tree_from_names(names: list[str], name_map: NameMap) -> dict[str, str]:
             "name_map is a function of the Flax path, which cannot be inverted without the Flax "
             "paths: pass params=<the Flax tree or nnx.state(model, nnx.Param)>, or a dict"
         )
-    mapping = _mapping(name_map, [])
-    inverse: dict[str, str] = {}
-    doubled = []
-    for path, name in mapping.items():
-        if name in inverse:
-            doubled.append(name)
-        inverse[name] = path
-    if doubled:
-        raise ValueError("name_map maps several Flax paths to one torch name: "
-                         f"{_validation.listing(doubled)}; "
-                         "pass params= to choose the Flax tree")
-    return mapping
+    # Its keys are the tree's paths; two of them naming one torch tensor are refused by the
+    # matcher as tied weights, as with params=.
+    return _mapping(name_map, [])
 
 
 def _nest(paths: list[str], leaves: list[Any]) -> dict[str, Any]:

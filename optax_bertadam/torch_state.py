@@ -3,9 +3,12 @@
 A PyTorch ``optimizer.state_dict()`` keys each parameter's state by an integer id: its position
 in the optimizer's parameters (``param_groups`` concatenated). The caller names those parameters
 (``param_names``, e.g. from :func:`torch_parameter_names`) and says which Flax parameter each one
-is (``name_map``: Flax path -> torch name; by default the Flax path with ``.`` separators), plus an
-optional per-tensor ``transform`` for layouts that differ (e.g. :func:`transpose_kernels`: a
-``torch.nn.Linear`` weight is ``(out, in)``, a Flax ``Dense`` kernel ``(in, out)``).
+is (``name_map``: Flax path -> torch name, a dict or a function; by default the Flax path with
+``.`` separators), plus an optional per-tensor ``transform`` for layouts that differ (e.g.
+:func:`optax_bertadam.transpose_kernels`: a ``torch.nn.Linear`` weight is ``(out, in)``, a Flax
+``Dense`` kernel ``(in, out)``). Names are paired by the one matcher of
+:mod:`optax_bertadam.torch_params` (:func:`~optax_bertadam.torch_params.match_names`), as in
+:func:`optax_bertadam.from_torch` and :func:`optax_bertadam.compare.compare_training`.
 
 Which optax state field receives which torch key:
 
@@ -45,6 +48,10 @@ import optax
 
 from optax_bertadam import _validation, catalogue
 from optax_bertadam.masks import parameter_name
+
+# The one parameter matcher; transpose_kernels lived here first and is still importable from here.
+from optax_bertadam.torch_params import NameMap, match_names
+from optax_bertadam.torch_params import transpose_kernels as transpose_kernels
 
 PyTree = Any
 Transform = Callable[[str, np.ndarray], np.ndarray]
@@ -127,31 +134,6 @@ def _to_step(value: Any, where: str) -> int:
     return int(step)
 
 
-def transpose_kernels(path: str, array: np.ndarray) -> np.ndarray:
-    """A ``transform`` for Linear layers: transpose 2-D tensors whose Flax path ends in ``kernel``.
-
-    ``torch.nn.Linear.weight`` is ``(out, in)``, ``flax.nnx.Linear``/``linen.Dense`` kernels are
-    ``(in, out)``. It is its own inverse, so it serves both directions.
-
-    Args:
-      path: the ``/``-joined Flax path of the tensor.
-      array: the tensor, as a numpy array.
-
-    Returns:
-      ``array`` transposed if it is a 2-D ``kernel``, else ``array`` itself.
-
-    Example:
-      >>> import numpy as np, optax_bertadam as ob
-      >>> ob.transpose_kernels("dense/kernel", np.zeros((3, 2))).shape
-      (2, 3)
-      >>> ob.transpose_kernels("dense/bias", np.zeros(2)).shape
-      (2,)
-    """
-    if path.rsplit("/", 1)[-1] == "kernel" and np.ndim(array) == 2:
-        return np.swapaxes(array, 0, 1)
-    return array
-
-
 def torch_parameter_names(named_parameters: Iterable[tuple[str, Any]], optimizer: Any) -> list[str]:
     """Names of ``optimizer``'s parameters in ``state_dict()`` id order (param groups concatenated).
 
@@ -187,63 +169,6 @@ def torch_parameter_names(named_parameters: Iterable[tuple[str, Any]], optimizer
     return names
 
 
-def _resolve_names(
-    flax_paths: Sequence[str],
-    param_names: Sequence[str],
-    name_map: Mapping[str, str] | None,
-    *,
-    stateful: Sequence[str] | None = None,
-    all_paths_known: bool = True,
-    stateless_names: Iterable[str] = (),
-) -> dict[str, str]:
-    """Flax path -> torch name of every path in ``stateful``, refusing unmatched names.
-
-    ``stateful`` are the Flax parameters the optax state keeps moments for (default: all of
-    ``flax_paths``); the others (frozen: no state, not in the torch optimizer) may map to a
-    torch name outside ``param_names`` or to none. ``all_paths_known=False``: ``flax_paths`` is
-    not every Flax parameter, so ``name_map`` may have keys beyond it. ``stateless_names``: torch
-    parameters of the optimizer that keep no state (``requires_grad=False``: never stepped),
-    which need no Flax parameter with moments.
-    """
-    stateless_names = set(stateless_names)
-    param_names = [str(n) for n in param_names]
-    known_names = set(param_names)
-    stateful_set = set(flax_paths if stateful is None else stateful)
-    duplicates = sorted({n for n in param_names if param_names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"param_names has duplicate names: {_validation.listing(duplicates)}")
-    if name_map is None:
-        mapping = {path: path.replace("/", ".") for path in flax_paths}
-    else:
-        mapping = {str(k): str(v) for k, v in name_map.items()}
-    problems = []
-    unmapped = [p for p in flax_paths if p not in mapping and p in stateful_set]
-    if unmapped:
-        problems.append(f"Flax parameters with no torch name in name_map: {_validation.listing(unmapped)}")
-    unknown_paths = sorted(set(mapping) - set(flax_paths)) if all_paths_known else []
-    if unknown_paths:
-        problems.append(f"name_map keys that are not Flax parameters: {_validation.listing(unknown_paths)}")
-    targets = [mapping[p] for p in flax_paths if p in mapping]
-    doubled = sorted({t for t in targets if targets.count(t) > 1})
-    if doubled:
-        problems.append(f"torch names mapped from several Flax parameters: {_validation.listing(doubled)}")
-    resolved = {p: mapping[p] for p in flax_paths if p in mapping and p in stateful_set}
-    missing = [t for t in resolved.values() if t not in known_names]
-    if missing:
-        problems.append(f"torch names not among param_names: {_validation.listing(missing)}")
-    trained_elsewhere = [f"{mapping[p]} (Flax {p})" for p in flax_paths
-                         if p not in stateful_set and mapping.get(p) in known_names - stateless_names]
-    if trained_elsewhere:
-        problems.append("torch parameters of the optimizer whose Flax parameter the optax state "
-                        f"keeps no moments for (frozen in tx?): {_validation.listing(trained_elsewhere)}")
-    unused = [n for n in param_names if n not in set(targets) and n not in stateless_names]
-    if unused:
-        problems.append(f"torch parameters no Flax parameter maps to: {_validation.listing(unused)}")
-    if problems:
-        raise ValueError("the parameter names do not match: " + "; ".join(problems))
-    return resolved
-
-
 def _stateful_paths(opt_state: PyTree) -> list[str] | None:
     """Flax paths the state keeps torch-mapped moments for; None: it keeps no moments at all."""
     paths: set[str] = set()
@@ -272,7 +197,7 @@ def load_torch_state_dict(
     params: PyTree,
     param_names: Sequence[str],
     *,
-    name_map: Mapping[str, str] | None = None,
+    name_map: NameMap = None,
     transform: Transform | None = None,
     step: int | None = None,
     scheduler_state: Mapping[str, Any] | None = None,
@@ -290,10 +215,11 @@ def load_torch_state_dict(
       param_names: torch names of the optimizer's parameters in ``state_dict`` id order, e.g.
         ``torch_parameter_names(model.named_parameters(), optimizer)``; with a single parameter
         group, ``[n for n, _ in model.named_parameters()]``.
-      name_map: Flax path (``/``-joined, as :func:`optax_bertadam.parameter_names`) -> torch name;
+      name_map: Flax path (``/``-joined, as :func:`optax_bertadam.parameter_names`) -> torch name,
+        a dict or a function of the path (as :func:`optax_bertadam.from_torch` takes it);
         ``None``: the Flax path with ``.`` instead of ``/``.
       transform: ``transform(flax_path, array) -> array`` applied to every torch tensor before it
-        goes into the Flax layout, e.g. :func:`transpose_kernels`.
+        goes into the Flax layout, e.g. :func:`optax_bertadam.transpose_kernels`.
       step: the number of updates applied, for states that keep no ``step`` (``torch.optim.SGD``)
         or to check it against a scheduler's: pass ``scheduler.last_epoch``. A ``step`` in the
         state that differs is refused (one optax count drives both the moments and the rate).
@@ -342,8 +268,11 @@ def load_torch_state_dict(
     # Parameters tx keeps no moments for (frozen: not in the torch optimizer, or without
     # requires_grad, so never stepped) need no torch name or no torch state.
     all_state = {name: state_dict["state"].get(pid, {}) for pid, name in zip(ids, param_names, strict=True)}
-    to_torch = _resolve_names(flax_paths, param_names, name_map, stateful=_stateful_paths(template),
-                              stateless_names=[n for n, state in all_state.items() if not len(state)])
+    to_torch = match_names(
+        flax_paths, param_names, name_map, torch_names_arg="param_names",
+        required_paths=_stateful_paths(template),
+        required_names=[n for n, state in all_state.items() if len(state)],
+    )
     torch_state = {name: all_state[name] for name in to_torch.values()}
 
     # One step for all: optax has one update count.
@@ -597,7 +526,7 @@ def to_torch_state_dict(
     optimizer: Any,
     param_names: Sequence[str],
     *,
-    name_map: Mapping[str, str] | None = None,
+    name_map: NameMap = None,
     transform: Transform | None = None,
 ) -> dict[str, Any]:
     """A ``state_dict`` for ``optimizer.load_state_dict`` holding the moments of ``opt_state``.
@@ -613,7 +542,7 @@ def to_torch_state_dict(
         :func:`torch_parameter_names`).
       name_map: Flax path -> torch name, as in :func:`load_torch_state_dict`.
       transform: ``transform(flax_path, array) -> array`` from the Flax layout to torch's, e.g.
-        :func:`transpose_kernels`.
+        :func:`optax_bertadam.transpose_kernels`.
 
     Returns:
       ``{"state": {id: {"step": ..., key: tensor}}, "param_groups": [...]}`` (no ``step`` for
@@ -673,10 +602,10 @@ def to_torch_state_dict(
     flax_paths = sorted(set().union(*values.values()))
     # name_map may name parameters the state keeps nothing for (frozen ones); torch parameters
     # without requires_grad keep no state in torch either.
-    to_torch = _resolve_names(
-        flax_paths, param_names, name_map, all_paths_known=False,
-        stateless_names=[n for n, p in zip(param_names, torch_params, strict=True)
-                         if not getattr(p, "requires_grad", True)],
+    to_torch = match_names(
+        flax_paths, param_names, name_map, torch_names_arg="param_names", name_map_beyond_paths=True,
+        required_names=[n for n, p in zip(param_names, torch_params, strict=True)
+                        if getattr(p, "requires_grad", True)],
     )
     shape_of = {name: tuple(p.shape) for name, p in zip(param_names, torch_params, strict=True)}
     factored = any(key in _FACTORED_KEYS for key in values)

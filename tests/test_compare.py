@@ -485,7 +485,7 @@ def test_bad_arguments_are_refused():
         compare_training(*args, **kwargs, bounds={"param": 1e-3})
     with pytest.raises(ValueError, match="is a transform missing"):
         compare_training(*args, name_map=flax_to_torch_name)
-    with pytest.raises(ValueError, match="the parameter names do not match"):
+    with pytest.raises(ValueError, match="the torch and Flax parameters do not match"):
         compare_training(*args, transform=ob.transpose_kernels)
     with pytest.raises(ValueError, match="ignore names tensors that are not compared: fc3.bias"):
         compare_training(*args, **kwargs, ignore=["fc3.bias"])
