@@ -505,6 +505,31 @@ def grads_from_torch(
     return params_from_torch(named_parameters, name_map, transform, dtype, params=params, grads=True)
 
 
+def inverse_of(transform: Transform, inverse_transform: Transform) -> Transform:
+    """The Flax -> torch layout function that undoes ``transform`` (torch -> Flax), or ``None``.
+
+    Every function of this package takes ``transform`` in one direction, torch's layout to Flax's
+    (as :func:`params_from_torch` reads); the way back is ``inverse_transform``, which a
+    transform known to be its own inverse (:func:`transpose_kernels`) does not need.
+
+    Raises:
+      ValueError: ``inverse_transform`` without ``transform``.
+      TypeError: a ``transform`` of the user's own without ``inverse_transform``.
+    """
+    if transform is None:
+        if inverse_transform is not None:
+            raise ValueError("inverse_transform is invalid without transform: nothing to invert")
+        return None
+    if inverse_transform is not None:
+        return inverse_transform
+    if transform in SELF_INVERSE_TRANSFORMS:
+        return transform
+    raise TypeError(
+        f"transform={transform!r} has no known inverse: pass inverse_transform=<Flax layout -> "
+        "torch layout> (transpose_kernels is its own inverse)"
+    )
+
+
 def params_to_torch(
     params: PyTree,
     model_or_named_parameters: Any,
@@ -543,19 +568,7 @@ def params_to_torch(
       >>> model.weight.sum().item(), tuple(model.weight.shape)
       (6.0, (2, 3))
     """
-    if transform is None:
-        if inverse_transform is not None:
-            raise ValueError("inverse_transform is invalid without transform: nothing to invert")
-        inverse = None
-    elif inverse_transform is not None:
-        inverse = inverse_transform
-    elif transform in SELF_INVERSE_TRANSFORMS:
-        inverse = transform
-    else:
-        raise TypeError(
-            f"transform={transform!r} has no known inverse: pass inverse_transform=<Flax layout -> "
-            "torch layout> (transpose_kernels is its own inverse)"
-        )
+    inverse = inverse_of(transform, inverse_transform)
     _validation.check_params_are_arrays(params)
     matches = match_parameters(model_or_named_parameters, params, name_map, transform)
     leaves = jax.tree.leaves(params)

@@ -50,7 +50,7 @@ from optax_bertadam import _validation, catalogue
 from optax_bertadam.masks import parameter_name
 
 # The one parameter matcher; transpose_kernels lived here first and is still importable from here.
-from optax_bertadam.torch_params import NameMap, match_names
+from optax_bertadam.torch_params import NameMap, inverse_of, match_names
 from optax_bertadam.torch_params import transpose_kernels as transpose_kernels
 
 PyTree = Any
@@ -528,6 +528,7 @@ def to_torch_state_dict(
     *,
     name_map: NameMap = None,
     transform: Transform | None = None,
+    inverse_transform: Transform | None = None,
 ) -> dict[str, Any]:
     """A ``state_dict`` for ``optimizer.load_state_dict`` holding the moments of ``opt_state``.
 
@@ -541,8 +542,11 @@ def to_torch_state_dict(
       param_names: torch names of ``optimizer``'s parameters, in its order (see
         :func:`torch_parameter_names`).
       name_map: Flax path -> torch name, as in :func:`load_torch_state_dict`.
-      transform: ``transform(flax_path, array) -> array`` from the Flax layout to torch's, e.g.
-        :func:`optax_bertadam.transpose_kernels`.
+      transform: the torch -> Flax layout function the state was read with (the same one as
+        :func:`load_torch_state_dict` takes), e.g. :func:`optax_bertadam.transpose_kernels`,
+        which is its own inverse.
+      inverse_transform: ``inverse_transform(flax_path, array) -> torch array``; needed for a
+        ``transform`` of your own (as :func:`optax_bertadam.params_to_torch`).
 
     Returns:
       ``{"state": {id: {"step": ..., key: tensor}}, "param_groups": [...]}`` (no ``step`` for
@@ -565,6 +569,8 @@ def to_torch_state_dict(
       ((2, 3), 1.0)
     """
     torch = _validation.import_torch("to_torch_state_dict")  # only here: the module works without torch
+    # One direction for `transform` everywhere (torch -> Flax); the export runs its inverse.
+    inverse = inverse_of(transform, inverse_transform)
 
     reference = optimizer.state_dict()
     ids = _group_ids(reference["param_groups"])
@@ -628,10 +634,10 @@ def to_torch_state_dict(
             torch_key, expected = key, shape_of[name]
             if key in _FACTORED_KEYS:
                 row, col = (np.shape(values[k][path]) for k in _FACTORED_KEYS)
-                torch_key = _factored_key(key, row, col, path, transform, shape_errors)
+                torch_key = _factored_key(key, row, col, path, inverse, shape_errors)
                 expected = _factored_shape(torch_key, shape_of[name])
-            elif transform is not None:
-                value = np.asarray(transform(path, value))
+            elif inverse is not None:
+                value = np.asarray(inverse(path, value))
             if tuple(value.shape) != expected:
                 shape_errors.append(f"{name} ({key}): optax {tuple(value.shape)} vs torch {expected}")
                 continue

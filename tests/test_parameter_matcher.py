@@ -199,3 +199,29 @@ def test_compare_training_refuses_a_parameter_its_optimizer_does_not_train():
                                          r"2/kernel -> 2.weight; leave them out of params"):
         compare_training(model, optimizer, torch_loss, params, ob.adamw(1e-2), jax_loss, batches(1),
                          name_map=torch_weight_name, transform=ob.transpose_kernels)
+
+
+def test_transform_has_one_direction_in_both_state_dict_functions():
+    """``transform`` is torch -> Flax in load_torch_state_dict AND to_torch_state_dict (the way
+    back is its inverse), as in params_from_torch/params_to_torch: a transform of the user's own
+    needs ``inverse_transform`` to export, and the pair brings torch's moments back exact."""
+    model, optimizer, params = setup()
+    names = ob.torch_parameter_names(model.named_parameters(), optimizer)
+    tx = ob.adamw(1e-2, eps=1e-6, weight_decay=0.01)
+
+    def to_flax(path, array):  # not its own inverse: transposes, then reverses the rows
+        return np.asarray(array).T[::-1] if np.ndim(array) == 2 else np.asarray(array)
+
+    def to_torch(path, array):
+        return np.asarray(array)[::-1].T if np.ndim(array) == 2 else np.asarray(array)
+
+    state = ob.load_torch_state_dict(optimizer.state_dict(), tx, params, names,
+                                     name_map=torch_weight_name, transform=to_flax)
+    with pytest.raises(TypeError, match="has no known inverse: pass inverse_transform"):
+        ob.to_torch_state_dict(state, optimizer, names, name_map=torch_weight_name,
+                               transform=to_flax)
+    exported = ob.to_torch_state_dict(state, optimizer, names, name_map=torch_weight_name,
+                                      transform=to_flax, inverse_transform=to_torch)
+    for pid, reference in optimizer.state_dict()["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(exported["state"][pid][key].numpy(), reference[key].numpy())
