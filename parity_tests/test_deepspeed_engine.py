@@ -14,9 +14,9 @@ feeds it to both sides: the engine through ``engine.backward(sum(p * G))`` (whos
 ``tx.update(G, state, params)``. After every micro-step every parameter (bf16: DeepSpeed's float32
 master weights) and every group's rate (``engine.get_lr()`` vs ``ob.get_last_lr``) are compared.
 
-The matrix is a pairwise covering of optimizer type (torch Adam/AdamW through ``torch_adam``, the
-CPU engine's build of ``FusedAdam`` and ``DeepSpeedCPUAdam`` compiles for minutes: see
-``parity_tests/deepspeed_compiled_ops.py``; ``Lamb`` is not built on CPU: ``test_lamb.py`` checks
+The matrix is a pairwise covering of optimizer type (torch Adam/AdamW through ``torch_adam``;
+``FusedAdam`` and ``DeepSpeedCPUAdam``, whose kernels the engine compiles on first use, are in
+``test_deepspeed_compiled.py``; ``Lamb`` is not built on CPU: ``test_lamb.py`` checks
 ``deepspeed_lamb`` against the ``FusedLamb`` twin), scheduler (all five and none), clipping on/off,
 accumulation 1/4, fp32/bf16, and the front door (the live engine or its config dict with
 ``groups``). fp16 is refused by the CPU engine: its loss scale is checked against
@@ -28,6 +28,7 @@ Error measures: parameters ``max |p_jax - p_ds| / max |p_ds|`` per tensor over t
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from typing import Any
@@ -45,8 +46,9 @@ from parity_tests import harness
 MICRO_STEPS = 24
 
 
-@pytest.fixture(scope="module")
-def deepspeed():
+@contextlib.contextmanager
+def one_rank_deepspeed():
+    """``deepspeed`` with a one-rank process group on this host; its shm collective stubbed."""
     with pytest.MonkeyPatch.context() as patch:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -59,6 +61,12 @@ def deepspeed():
 
         patch.setattr(sys.modules["deepspeed.comm.torch"], "build_shm_op", lambda: None)
         ds.init_distributed()  # once per process; deepspeed.initialize and the loss scaler use it
+        yield ds
+
+
+@pytest.fixture(scope="module")
+def deepspeed():
+    with one_rank_deepspeed() as ds:
         yield ds
 
 

@@ -1,0 +1,141 @@
+"""DeepSpeed's compiled Adam kernels, ``FusedAdam`` and ``DeepSpeedCPUAdam``, against this package.
+
+The engine builds ``FusedAdam`` for ``"type": "Adam"`` (CPU accelerator: ``csrc/cpu/adam/
+fused_adam.cpp``) and ``DeepSpeedCPUAdam`` under ZeRO stage 1-2 with ``offload_optimizer.device
+= "cpu"`` (``csrc/adam/cpu_adam.cpp``). They are two extensions (``fused_adam`` and ``cpu_adam``,
+both compiling ``cpu_adam_impl.cpp``), built with g++ on first use and cached in
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``): from an empty cache on a
+2-core machine about 60 s each; then about 3 s each to load. They live in this one module so
+that one process pays for them (``xdist_group``: under ``--dist loadgroup`` one worker runs it).
+
+Cases: the real engine (``run_engine_case`` of ``test_deepspeed_engine.py``: every parameter and
+every group's rate compared after every micro-step) with FusedAdam in AdamW mode, FusedAdam in L2
+mode without bias correction (through the config dict too), and DeepSpeedCPUAdam under ZeRO-2
+offload; and ``ob.from_torch`` over a live FusedAdam / DeepSpeedCPUAdam whose two groups hold
+values that differ from the defaults and from each other. Both kernels compute in float32 only
+(they refuse float64 parameters): the harness's float32 bounds (2e-5 parameters, 1e-6 rates).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import optax_bertadam as ob
+from parity_tests import harness
+from parity_tests.test_deepspeed_engine import (
+    ONE_CYCLE,
+    WARMUP,
+    _config,
+    _model,
+    _nest,
+    one_rank_deepspeed,
+    run_engine_case,
+)
+
+pytestmark = pytest.mark.xdist_group("deepspeed_compiled")
+
+MICRO_STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def deepspeed():
+    with one_rank_deepspeed() as ds:
+        yield ds
+
+
+OFFLOAD = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
+
+# (optimizer params, scheduler, clipping, accumulation, extra config, front door, class built)
+ENGINE_CASES = {
+    "FusedAdam-AdamW": (dict(weight_decay=0.1), WARMUP, 1.0, 4, {}, "engine", "FusedAdam"),
+    "FusedAdam-L2-no-bias-correction": (
+        dict(adam_w_mode=False, weight_decay=0.05, bias_correction=False, betas=(0.8, 0.99)),
+        ONE_CYCLE, 0.5, 1, {}, "engine", "FusedAdam"),
+    "FusedAdam-L2-no-bias-correction-config": (
+        dict(adam_w_mode=False, weight_decay=0.05, bias_correction=False, betas=(0.8, 0.99)),
+        ONE_CYCLE, 0.5, 1, {}, "config", "FusedAdam"),
+    "DeepSpeedCPUAdam-ZeRO2-offload": (dict(weight_decay=0.1, eps=1e-6), WARMUP, 1.0, 2, OFFLOAD,
+                                       "engine", "DeepSpeedCPUAdam"),
+}
+
+
+@pytest.mark.parametrize("case", list(ENGINE_CASES))
+def test_from_deepspeed_matches_the_engine_with_compiled_adam(deepspeed, case):
+    params, scheduler, clipping, accumulation, extra, door, built = ENGINE_CASES[case]
+    config = {**_config("Adam", params, scheduler, clipping, accumulation, "fp32"), **extra}
+    if door == "engine":
+        # The engine builds the class the config type's record names.
+        model = _model()
+        probe, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                         config=config)
+        assert type(probe.basic_optimizer).__name__ == built
+        del probe
+    worst_param, worst_rate = run_engine_case(deepspeed, config, front_door=door,
+                                              micro_steps=MICRO_STEPS)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
+
+
+def _two_groups(model: torch.nn.Module) -> list[dict]:
+    named = dict(model.named_parameters())
+    weights = [named["0.weight"], named["2.weight"]]
+    rest = [p for n, p in named.items() if n not in ("0.weight", "2.weight")]
+    return [dict(params=weights, lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05,
+                 bias_correction=False),
+            dict(params=rest, lr=0.02, betas=(0.7, 0.9), eps=1e-5, weight_decay=0.01)]
+
+
+LIVE = {
+    # L2 mode, a StepLR over it.
+    "FusedAdam": (lambda groups: __import__("deepspeed.ops.adam").ops.adam.FusedAdam(
+        groups, adam_w_mode=False),
+        lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)),
+    # AdamW mode; no scheduler (from_torch's live check copies the scheduler with its optimizer,
+    # and this one holds its C++ optimizer by id).
+    "DeepSpeedCPUAdam": (lambda groups: __import__("deepspeed.ops.adam").ops.adam.DeepSpeedCPUAdam(
+        groups, adamw_mode=True), lambda optimizer: None),
+}
+
+
+@pytest.mark.parametrize("name", list(LIVE))
+def test_from_torch_reads_a_live_compiled_adam(deepspeed, name):
+    make_optimizer, make_scheduler = LIVE[name]
+    model = _model()
+    optimizer = make_optimizer(_two_groups(model))
+    scheduler = make_scheduler(optimizer)
+    named = dict(model.named_parameters())
+    params = _nest({n: jnp.asarray(p.detach().numpy()) for n, p in named.items()})
+    tx = ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
+                       params=params)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    grads = harness.gradient_stream(MICRO_STEPS, seed=7,
+                                    shapes={n: tuple(p.shape) for n, p in named.items()})
+    diffs: dict[str, float] = {}
+    scales: dict[str, float] = {}
+    worst_rate = 0.0
+    for grad in grads:
+        for n, p in named.items():
+            p.grad = torch.tensor(grad[n], dtype=torch.float32)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        updates, state = update(_nest({n: jnp.asarray(g, jnp.float32) for n, g in grad.items()}),
+                                state, params)
+        params = optax.apply_updates(params, updates)
+        for n, p in named.items():
+            layer, leaf = n.split(".")
+            diff = np.max(np.abs(np.asarray(params[layer][leaf]) - p.detach().numpy()))
+            diffs[n] = max(diffs.get(n, 0.0), float(diff))
+            scales[n] = max(scales.get(n, 0.0), float(p.detach().abs().max()))
+        ours = [float(r) for r in ob.get_last_lr(state)]
+        theirs = [float(g["lr"]) for g in optimizer.param_groups]
+        worst_rate = max(worst_rate, max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)))
+    harness.assert_within("param error", max(diffs[n] / scales[n] for n in diffs),
+                          harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
