@@ -311,6 +311,10 @@ def fused_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1
       adam_w_mode: decoupled weight decay (AdamW) or L2 added to the gradient.
       mask: bool tree (or function of the params), True where decay applies.
 
+    Returns:
+      An ``optax.GradientTransformation``; its state holds ``exp_avg``/``exp_avg_sq`` under
+      torch's names and the rate :func:`optax_bertadam.get_lr` reads.
+
     >>> import jax.numpy as jnp
     >>> from optax_bertadam.deepspeed import fused_adam
     >>> tx = fused_adam(0.1, weight_decay=0.5, bias_correction=False, adam_w_mode=False)
@@ -731,8 +735,9 @@ def from_deepspeed(
     and ``betas[1] = 0.99`` for Adam and Lamb, as DeepSpeed), ``LRRangeTest``; a per-group list in
     its params is one value per group. Refused with a ``ValueError`` naming the key path: other
     optimizer and scheduler types (1-bit Adam/LAMB, 0/1 Adam, Lion, ...), a parameter of another
-    scheduler, inconsistent batch sizes, ``amsgrad`` (but with ``torch_adam``), and the keys of :data:`REFUSED_KEYS`; keys
-    of :data:`NO_NUMBER_KEYS` are accepted; any other key is refused as unknown.
+    scheduler, inconsistent batch sizes, ``amsgrad`` (but with ``torch_adam``), and the keys of
+    :data:`REFUSED_KEYS`; keys of :data:`NO_NUMBER_KEYS` are accepted; any other key is refused
+    as unknown.
 
     :func:`optax_bertadam.get_last_lr` lists each group's rate of the next step,
     :func:`optax_bertadam.get_loss_scale` the loss scale.
@@ -901,5 +906,5 @@ def _fp16_loss_scale(tx, settings: _Settings):
         raise type(error)(f"fp16: {error}") from error
 
 
-__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
+__all__ = ["from_deepspeed", "fused_adam", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
            "ConstructionStepState", "ScriptLearningRateState"]
