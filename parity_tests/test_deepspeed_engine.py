@@ -217,6 +217,16 @@ def test_from_deepspeed_matches_the_engine(deepspeed, case):
     harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
 
 
+@pytest.mark.parametrize("door", ["engine", "config"])
+def test_torch_adam_amsgrad_matches_the_engine(deepspeed, door):
+    # torch.optim.AdamW(amsgrad=True), read by its catalogue record (FusedAdam refuses amsgrad).
+    params = {**ADAMW[1], "amsgrad": True}
+    config = _config("AdamW", params, ONE_CYCLE, 1.0, 2, "fp32")
+    worst_param, worst_rate = run_engine_case(deepspeed, config, front_door=door)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
+
+
 def test_bf16_weight_decay_at_stage_0_construction_step(deepspeed):
     # The bf16 wrapper's construction-time zero-gradient step decays the float32 masters (not
     # the bf16 weights of the first forward pass): shown on the engine, reproduced by
