@@ -10,9 +10,10 @@ that one process pays for them (``xdist_group``: under ``--dist loadgroup`` one 
 
 Cases: the real engine (``run_engine_case`` of ``test_deepspeed_engine.py``: every parameter and
 every group's rate compared after every micro-step) with FusedAdam in AdamW mode, FusedAdam in L2
-mode without bias correction (through the config dict too), and DeepSpeedCPUAdam under ZeRO-2
-offload; and ``ob.from_torch`` over a live FusedAdam / DeepSpeedCPUAdam whose two groups hold
-values that differ from the defaults and from each other. Both kernels compute in float32 only
+mode without bias correction (through the config dict too), FusedAdam in L2 mode under bf16
+(``FP16_Optimizer``'s flat float32 masters), and DeepSpeedCPUAdam under ZeRO-2 offload; and
+``ob.from_torch`` over a live FusedAdam / DeepSpeedCPUAdam whose two groups hold values that
+differ from the defaults and from each other. Both kernels compute in float32 only
 (they refuse float64 parameters): the harness's float32 bounds (2e-5 parameters, 1e-6 rates).
 """
 
@@ -28,6 +29,7 @@ import torch
 import optax_bertadam as ob
 from parity_tests import harness
 from parity_tests.test_deepspeed_engine import (
+    COSINE,
     ONE_CYCLE,
     WARMUP,
     _config,
@@ -51,6 +53,7 @@ def deepspeed():
 OFFLOAD = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
 
 # (optimizer params, scheduler, clipping, accumulation, extra config, front door, class built)
+BF16 = {"bf16": {"enabled": True}}
 ENGINE_CASES = {
     "FusedAdam-AdamW": (dict(weight_decay=0.1), WARMUP, 1.0, 4, {}, "engine", "FusedAdam"),
     "FusedAdam-L2-no-bias-correction": (
@@ -59,6 +62,10 @@ ENGINE_CASES = {
     "FusedAdam-L2-no-bias-correction-config": (
         dict(adam_w_mode=False, weight_decay=0.05, bias_correction=False, betas=(0.8, 0.99)),
         ONE_CYCLE, 0.5, 1, {}, "config", "FusedAdam"),
+    # bf16 at stage 0 wraps FusedAdam in FP16_Optimizer (flat float32 masters), whose
+    # construction-time zero-gradient step moves the masters by the L2 decay.
+    "FusedAdam-L2-bf16": (dict(adam_w_mode=False, weight_decay=0.1), COSINE, 1.0, 1, BF16,
+                          "engine", "FusedAdam"),
     "DeepSpeedCPUAdam-ZeRO2-offload": (dict(weight_decay=0.1, eps=1e-6), WARMUP, 1.0, 2, OFFLOAD,
                                        "engine", "DeepSpeedCPUAdam"),
 }

@@ -98,9 +98,14 @@ def run_engine_case(deepspeed, config: dict[str, Any], *, front_door: str = "eng
         if not bf16:
             return {n: p.detach().float() for n, p in engine.module.named_parameters()}
         name_of = {id(p): n for n, p in engine.module.named_parameters()}
+        wrapper = engine.optimizer
+        if hasattr(wrapper, "fp32_groups_flat"):  # FP16_Optimizer (FusedAdam): flat masters
+            masters = [torch._utils._unflatten_dense_tensors(flat, group) for flat, group in
+                       zip(wrapper.fp32_groups_flat, wrapper.fp16_groups, strict=True)]
+        else:
+            masters = wrapper.fp32_groups
         return {name_of[id(h)]: m.detach().clone()
-                for hg, mg in zip(engine.optimizer.fp16_groups, engine.optimizer.fp32_groups,
-                                  strict=True)
+                for hg, mg in zip(wrapper.fp16_groups, masters, strict=True)
                 for h, m in zip(hg, mg, strict=True)}
 
     # The model's weights (bf16: as float32), not the masters: the bf16 wrapper's construction
