@@ -801,13 +801,19 @@ def from_deepspeed(
         settings = settings._replace(scheduler=name, scheduler_params=scheduler_params)
         groups = _live_groups(engine, named_parameters, params, name_map, transform)
         live_lrs = [float(g["lr"]) for g in engine.basic_optimizer.param_groups]
+        # A scheduler other than WarmupCosineLR overwrote the groups' lr when it was built: the
+        # lr the optimizer was built with (that of the fp16/bf16 wrapper's construction step)
+        # is gone.
+        overwritten = name if name is not None and base_lrs is None else None
         if base_lrs is None and name is None:
             base_lrs = live_lrs
         for index, group in enumerate(groups):
             if not group.get("frozen", False):
                 group["lr"] = (base_lrs or live_lrs)[index]
-    elif groups is None:
-        groups = [{"params": lambda path, leaf: True}]
+    else:
+        overwritten = None
+        if groups is None:
+            groups = [{"params": lambda path, leaf: True}]
     if isinstance(groups, (str, bytes, Mapping)) or not isinstance(groups, Sequence) or not groups:
         raise TypeError(f"groups={groups!r} is invalid: expected a non-empty list of dicts "
                         '{"params": selector, **optimizer params}')
@@ -861,6 +867,14 @@ def from_deepspeed(
             else:
                 # The wrapper steps before any scheduler or script sets a rate: at the lr the
                 # optimizer was built with.
+                if overwritten is not None:
+                    raise _refuse(
+                        "engine.lr_scheduler", overwritten,
+                        f"from_deepspeed(engine) cannot read the lr param_groups[{index}] had when "
+                        f"DeepSpeed's {settings.precision} optimizer stepped it once at "
+                        f"construction (weight_decay={decay} makes that step move the master "
+                        f"weights): {overwritten} has overwritten it since; pass the config (a "
+                        "dict or file) with groups= instead")
                 at_built_lr = _group_transformation(builders[index], built_lrs[index], None,
                                                     where=f"groups[{index}]")
                 built[index] = _construction_step_at_first_update(built[index], at_built_lr)

@@ -249,6 +249,17 @@ def test_bf16_weight_decay_at_stage_0_construction_step(deepspeed):
         harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
 
 
+def test_construction_step_under_a_scheduler_that_overwrote_the_lr(deepspeed):
+    # bf16 at stage 0 steps the masters at the built lr, then WarmupLR overwrites every group's
+    # lr: the config knows the built lr, the engine no longer does (refused, not guessed).
+    config = _config(*ADAMW, WARMUP, 1.0, 1, "bf16")
+    worst_param, worst_rate = run_engine_case(deepspeed, config, front_door="config", micro_steps=8)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
+    with pytest.raises(ValueError, match=r"engine.lr_scheduler='WarmupLR' .*param_groups\[0\]"):
+        run_engine_case(deepspeed, config, front_door="engine", micro_steps=1)
+
+
 @pytest.mark.parametrize(
     "hysteresis, consecutive, window, min_scale",
     [(2, False, 3, 1.0), (1, False, 2, 4.0), (3, True, 4, 1.0), (2, True, 1, 0.25)],
