@@ -5,8 +5,10 @@ fused_adam.cpp``) and ``DeepSpeedCPUAdam`` under ZeRO stage 1-2 with ``offload_o
 = "cpu"`` (``csrc/adam/cpu_adam.cpp``). They are two extensions (``fused_adam`` and ``cpu_adam``,
 both compiling ``cpu_adam_impl.cpp``), built with g++ on first use and cached in
 ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``): from an empty cache on a
-2-core machine about 60 s each; then about 3 s each to load. They live in this one module so
-that one process pays for them (``xdist_group``: under ``--dist loadgroup`` one worker runs it).
+2-core machine about 60 s each; then about 3 s each to load. Each kernel's cases are one test
+item, so that exactly one process builds it (pytest-xdist places items, not modules, on its
+workers; a second worker needing the same kernel would wait on the first one's build lock),
+and the two kernels may build in parallel on two workers.
 
 Cases: the real engine (``run_engine_case`` of ``test_deepspeed_engine.py``: every parameter and
 every group's rate compared after every micro-step) with FusedAdam in AdamW mode, FusedAdam in L2
@@ -39,13 +41,11 @@ from parity_tests.test_deepspeed_engine import (
     run_engine_case,
 )
 
-pytestmark = pytest.mark.xdist_group("deepspeed_compiled")
-
 MICRO_STEPS = 24
 
 
 @pytest.fixture(scope="module")
-def deepspeed():
+def deepspeed():  # one process group for the module's two items
     with one_rank_deepspeed() as ds:
         yield ds
 
@@ -71,8 +71,7 @@ ENGINE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(ENGINE_CASES))
-def test_from_deepspeed_matches_the_engine_with_compiled_adam(deepspeed, case):
+def _engine_case(deepspeed, case: str) -> None:
     params, scheduler, clipping, accumulation, extra, door, built = ENGINE_CASES[case]
     config = {**_config("Adam", params, scheduler, clipping, accumulation, "fp32"), **extra}
     if door == "engine":
@@ -80,12 +79,12 @@ def test_from_deepspeed_matches_the_engine_with_compiled_adam(deepspeed, case):
         model = _model()
         probe, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                          config=config)
-        assert type(probe.basic_optimizer).__name__ == built
+        assert type(probe.basic_optimizer).__name__ == built, case
         del probe
     worst_param, worst_rate = run_engine_case(deepspeed, config, front_door=door,
                                               micro_steps=MICRO_STEPS)
-    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
-    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
+    harness.assert_within(f"{case}: param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within(f"{case}: lr error", worst_rate, harness.LR_TOL["float32"])
 
 
 def _two_groups(model: torch.nn.Module) -> list[dict]:
@@ -109,8 +108,8 @@ LIVE = {
 }
 
 
-@pytest.mark.parametrize("name", list(LIVE))
-def test_from_torch_reads_a_live_compiled_adam(deepspeed, name):
+def _live_case(name: str) -> None:
+    """``ob.from_torch`` over a live ``name`` against its own steps."""
     make_optimizer, make_scheduler = LIVE[name]
     model = _model()
     optimizer = make_optimizer(_two_groups(model))
@@ -143,6 +142,23 @@ def test_from_torch_reads_a_live_compiled_adam(deepspeed, name):
         ours = [float(r) for r in ob.get_last_lr(state)]
         theirs = [float(g["lr"]) for g in optimizer.param_groups]
         worst_rate = max(worst_rate, max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)))
-    harness.assert_within("param error", max(diffs[n] / scales[n] for n in diffs),
-                          harness.PARAM_TOL["float32"])
-    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
+    harness.assert_within(f"from_torch({name}): param error",
+                          max(diffs[n] / scales[n] for n in diffs), harness.PARAM_TOL["float32"])
+    harness.assert_within(f"from_torch({name}): lr error", worst_rate, harness.LR_TOL["float32"])
+
+
+def test_fused_adam(deepspeed):
+    """Every FusedAdam case: the engine's ``"type": "Adam"`` (AdamW; L2 without bias correction,
+    engine and config; L2 under bf16), and from_torch over a live FusedAdam."""
+    for case, (*_, built) in ENGINE_CASES.items():
+        if built == "FusedAdam":
+            _engine_case(deepspeed, case)
+    _live_case("FusedAdam")
+
+
+def test_deepspeed_cpu_adam(deepspeed):
+    """Every DeepSpeedCPUAdam case: ZeRO-2 offload on the engine, and from_torch over a live one."""
+    for case, (*_, built) in ENGINE_CASES.items():
+        if built == "DeepSpeedCPUAdam":
+            _engine_case(deepspeed, case)
+    _live_case("DeepSpeedCPUAdam")
