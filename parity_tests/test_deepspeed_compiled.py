@@ -21,14 +21,9 @@ differ from the defaults and from each other. Both kernels compute in float32 on
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 import pytest
 import torch
 
-import optax_bertadam as ob
 from parity_tests import harness
 from parity_tests.test_deepspeed_engine import (
     COSINE,
@@ -36,9 +31,9 @@ from parity_tests.test_deepspeed_engine import (
     WARMUP,
     _config,
     _model,
-    _nest,
     one_rank_deepspeed,
     run_engine_case,
+    run_live_case,
 )
 
 MICRO_STEPS = 24
@@ -96,15 +91,25 @@ def _two_groups(model: torch.nn.Module) -> list[dict]:
             dict(params=rest, lr=0.02, betas=(0.7, 0.9), eps=1e-5, weight_decay=0.01)]
 
 
+def _fused_adam(groups):
+    from deepspeed.ops.adam import FusedAdam
+
+    return FusedAdam(groups, adam_w_mode=False)  # L2 mode
+
+
+def _cpu_adam(groups):
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    return DeepSpeedCPUAdam(groups, adamw_mode=True)
+
+
 LIVE = {
-    # L2 mode, a StepLR over it.
-    "FusedAdam": (lambda groups: __import__("deepspeed.ops.adam").ops.adam.FusedAdam(
-        groups, adam_w_mode=False),
-        lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)),
-    # AdamW mode; no scheduler (from_torch's live check copies the scheduler with its optimizer,
-    # and this one holds its C++ optimizer by id).
-    "DeepSpeedCPUAdam": (lambda groups: __import__("deepspeed.ops.adam").ops.adam.DeepSpeedCPUAdam(
-        groups, adamw_mode=True), lambda optimizer: None),
+    # A StepLR over it.
+    "FusedAdam": (_fused_adam, lambda optimizer: torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=5, gamma=0.5)),
+    # No scheduler: from_torch's live check copies the scheduler with its optimizer, and this
+    # one holds its C++ optimizer by id.
+    "DeepSpeedCPUAdam": (_cpu_adam, lambda optimizer: None),
 }
 
 
@@ -113,37 +118,10 @@ def _live_case(name: str) -> None:
     make_optimizer, make_scheduler = LIVE[name]
     model = _model()
     optimizer = make_optimizer(_two_groups(model))
-    scheduler = make_scheduler(optimizer)
-    named = dict(model.named_parameters())
-    params = _nest({n: jnp.asarray(p.detach().numpy()) for n, p in named.items()})
-    tx = ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
-                       params=params)
-    state = tx.init(params)
-    update = jax.jit(tx.update)
-    grads = harness.gradient_stream(MICRO_STEPS, seed=7,
-                                    shapes={n: tuple(p.shape) for n, p in named.items()})
-    diffs: dict[str, float] = {}
-    scales: dict[str, float] = {}
-    worst_rate = 0.0
-    for grad in grads:
-        for n, p in named.items():
-            p.grad = torch.tensor(grad[n], dtype=torch.float32)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        updates, state = update(_nest({n: jnp.asarray(g, jnp.float32) for n, g in grad.items()}),
-                                state, params)
-        params = optax.apply_updates(params, updates)
-        for n, p in named.items():
-            layer, leaf = n.split(".")
-            diff = np.max(np.abs(np.asarray(params[layer][leaf]) - p.detach().numpy()))
-            diffs[n] = max(diffs.get(n, 0.0), float(diff))
-            scales[n] = max(scales.get(n, 0.0), float(p.detach().abs().max()))
-        ours = [float(r) for r in ob.get_last_lr(state)]
-        theirs = [float(g["lr"]) for g in optimizer.param_groups]
-        worst_rate = max(worst_rate, max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)))
-    harness.assert_within(f"from_torch({name}): param error",
-                          max(diffs[n] / scales[n] for n in diffs), harness.PARAM_TOL["float32"])
+    worst_param, worst_rate = run_live_case(model, optimizer, make_scheduler(optimizer),
+                                            MICRO_STEPS)
+    harness.assert_within(f"from_torch({name}): param error", worst_param,
+                          harness.PARAM_TOL["float32"])
     harness.assert_within(f"from_torch({name}): lr error", worst_rate, harness.LR_TOL["float32"])
 
 

@@ -151,6 +151,42 @@ def run_engine_case(deepspeed, config: dict[str, Any], *, front_door: str = "eng
     return worst_param, worst_rate
 
 
+def run_live_case(model: torch.nn.Module, optimizer, scheduler, micro_steps: int,
+                  seed: int = 7) -> tuple[float, float]:
+    """``ob.from_torch(optimizer, scheduler)`` against ``optimizer.step(); scheduler.step()`` on
+    the same float32 gradients; the worst errors (parameters relative to their largest
+    magnitude per tensor, rates relative to the rate)."""
+    named = dict(model.named_parameters())
+    params = _nest({n: jnp.asarray(p.detach().numpy()) for n, p in named.items()})
+    tx = ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
+                       params=params)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    grads = harness.gradient_stream(micro_steps, seed=seed,
+                                    shapes={n: tuple(p.shape) for n, p in named.items()})
+    diffs: dict[str, float] = {}
+    scales: dict[str, float] = {}
+    worst_rate = 0.0
+    for grad in grads:
+        for n, p in named.items():
+            p.grad = torch.tensor(grad[n], dtype=torch.float32)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        updates, state = update(_nest({n: jnp.asarray(g, jnp.float32) for n, g in grad.items()}),
+                                state, params)
+        params = optax.apply_updates(params, updates)
+        for n, p in named.items():
+            layer, leaf = n.split(".")
+            diff = np.max(np.abs(np.asarray(params[layer][leaf]) - p.detach().numpy()))
+            diffs[n] = max(diffs.get(n, 0.0), float(diff))
+            scales[n] = max(scales.get(n, 0.0), float(p.detach().abs().max()))
+        ours = [float(r) for r in ob.get_last_lr(state)]
+        theirs = [float(g["lr"]) for g in optimizer.param_groups]
+        worst_rate = max(worst_rate, max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)))
+    return max(diffs[n] / scales[n] for n in diffs), worst_rate
+
+
 def _config(optimizer: str, optimizer_params: dict[str, Any], scheduler, clipping: float,
             accumulation: int, precision: str) -> dict[str, Any]:
     config: dict[str, Any] = {
@@ -329,6 +365,30 @@ def test_keys_that_change_no_number_are_accepted(tmp_path):
         tx = ob.from_deepspeed(source, params=params)
         state = tx.init(params)
         assert [float(r) for r in ob.get_last_lr(state)] == [pytest.approx(0.001)]
+
+
+def test_from_torch_reads_fused_lamb_through_its_twin(deepspeed):
+    """``FusedLamb`` cannot be built on CPU: the torch_ref twin, under DeepSpeed's module and
+    class name (which is what the catalogue recognises), is read by ``FusedLamb``'s record and
+    stepped; its two groups differ from the defaults and from each other."""
+    from deepspeed.runtime import lr_schedules  # noqa: F401  (deepspeed.runtime.lr_schedules)
+
+    import torch_ref
+
+    twin = type("FusedLamb", (torch_ref.FusedLamb,), {"__module__": "deepspeed.ops.lamb.fused_lamb"})
+    model = _model()
+    named = dict(model.named_parameters())
+    weights = [named["0.weight"], named["2.weight"]]
+    rest = [p for n, p in named.items() if n not in ("0.weight", "2.weight")]
+    optimizer = twin([dict(params=weights, lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05,
+                           max_coeff=0.3, bias_correction=False),
+                      dict(params=rest, lr=0.02, betas=(0.7, 0.9), eps=1e-5, weight_decay=0.0,
+                           min_coeff=0.1)], eps_inside_sqrt=True)
+    scheduler = deepspeed.runtime.lr_schedules.WarmupLR(
+        optimizer, warmup_min_lr=0.001, warmup_max_lr=0.01, warmup_num_steps=3)
+    worst_param, worst_rate = run_live_case(model, optimizer, scheduler, 12)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
 
 
 @pytest.mark.parametrize("scheduler", [ONE_CYCLE, COSINE], ids=lambda s: s[0])
