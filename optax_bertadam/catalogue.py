@@ -8,6 +8,9 @@ a metric drives it. :func:`~optax_bertadam.from_torch`, the state migration and
 list of PyTorch classes. Nothing here imports torch: the records read attributes of live objects.
 
 Teaching the library a new PyTorch class is one record here plus the factory that reproduces it.
+Configurations name classes too: a ``TrainingArguments.optim`` (:data:`TRAINER_OPTIMS`) or a
+DeepSpeed ``optimizer.type`` (:data:`DEEPSPEED_OPTIMIZER_TYPES`) becomes the parameter group the
+class it builds would hold, which that class's record reads as it reads a live object.
 
 >>> from optax_bertadam import catalogue
 >>> [record.name for record in catalogue.OPTIMIZERS][:3]
