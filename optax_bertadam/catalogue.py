@@ -10,6 +10,9 @@ A scheduler class's hyperparameters are read once, by its record's ``options``: 
 and its step-by-step replay (:func:`torch_scheduler`, :func:`replay_scheduler`) are built from them.
 
 Teaching the library a new PyTorch class is one record here plus the factory that reproduces it.
+Configurations name classes too: a ``TrainingArguments.optim`` (:data:`TRAINER_OPTIMS`) or a
+DeepSpeed ``optimizer.type`` (:data:`DEEPSPEED_OPTIMIZER_TYPES`) becomes the parameter group the
+class it builds would hold, which that class's record reads as it reads a live object.
 
 >>> from optax_bertadam import catalogue
 >>> [record.name for record in catalogue.OPTIMIZERS][:3]
@@ -27,8 +30,10 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from optax_bertadam import _validation, lamb, optimizers, transforms
+from optax_bertadam import deepspeed as ds_engine
 from optax_bertadam.schedules import bert as bert_schedules
 from optax_bertadam.schedules import deepspeed as ds_schedules
 from optax_bertadam.schedules import loss_driven
@@ -89,6 +94,15 @@ class GroupOptimizer:
     momentum_name: str | None
     own_multiplier: Schedule | None = None
 
+    def build(self, learning_rate: Any, momentum: Schedule | None = None) -> Any:
+        """``factory(learning_rate, **kwargs)``; with a cycled ``momentum`` schedule, the factory
+        under ``optax.inject_hyperparams`` with that schedule as :attr:`momentum_name`."""
+        if momentum is None:
+            return self.factory(learning_rate, **self.kwargs)
+        static = tuple(k for k in self.kwargs if k != self.momentum_name)
+        injected = optax.inject_hyperparams(self.factory, static_args=("learning_rate", *static))
+        return injected(learning_rate=learning_rate, **{**self.kwargs, self.momentum_name: momentum})
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerRecord:
@@ -105,6 +119,9 @@ class OptimizerRecord:
       across_groups: ``optimizer -> GradientTransformation | None``: what the class does to the
         gradients of all its groups together before any group's update (timm's Lamb divides
         them by one global norm), applied to every trained parameter; ``None``: nothing.
+      construct: the class's constructor over keyword arguments (:class:`Constructor`), for
+        the classes a configuration names (DeepSpeed's ``optimizer.type``); ``None``: not built
+        from a configuration.
     """
 
     name: str
@@ -114,6 +131,7 @@ class OptimizerRecord:
     state_keys: tuple[str, ...] = ()
     writes_step: bool = True
     across_groups: Callable[[Any], Any] | None = None
+    construct: Constructor | None = None
 
 
 def _refuse_flag(group: Mapping[str, Any], index: int, class_name: str, flag: str) -> None:
@@ -314,6 +332,139 @@ def _timm_lamb_prenormalisation(optimizer: Any) -> Any:
     return None if norm is None else lamb.clip_by_global_norm_ratio(float(norm))
 
 
+def _read_deepspeed_adam(class_name: str):
+    """A group of ``FusedAdam`` / ``DeepSpeedCPUAdam`` as :func:`optax_bertadam.deepspeed.fused_adam`.
+
+    Both keep ``adam_w_mode`` on the object (one for all groups), the rest per group.
+    """
+
+    def read(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+        g = _group_values(group)
+        # FusedAdam refuses amsgrad when built; DeepSpeedCPUAdam when a group is added.
+        _refuse_flag(g, index, class_name, "amsgrad")
+        if getattr(optimizer, "fp32_optimizer_states", True) is False:
+            dtypes = sorted({str(p.dtype) for p in group.get("params", ())} - {"torch.float32"})
+            if dtypes:
+                raise ValueError(
+                    f"{class_name}(fp32_optimizer_states=False) over {', '.join(dtypes)} parameters "
+                    f"(param_groups[{index}]) is not supported by from_torch: its moments are kept "
+                    "in the parameters' dtype, rounded at every step"
+                )
+        b1, b2 = (scalar(b) for b in g["betas"])
+        return GroupOptimizer(ds_engine.fused_adam, dict(
+            b1=b1, b2=b2, eps=g["eps"], weight_decay=g["weight_decay"],
+            bias_correction=bool(g["bias_correction"]), adam_w_mode=bool(optimizer.adam_w_mode),
+        ), "b1")
+
+    return read
+
+
+def _read_fused_lamb(optimizer: Any, group: Mapping[str, Any], index: int) -> GroupOptimizer:
+    """A group of DeepSpeed's ``FusedLamb`` as :func:`optax_bertadam.deepspeed_lamb`
+    (``eps_inside_sqrt`` is kept on the object as ``eps_mode``, 0 for inside)."""
+    g = _group_values(group)
+    if g["max_grad_norm"] > 0:
+        raise ValueError(
+            f"FusedLamb(param_groups[{index}]['max_grad_norm']={g['max_grad_norm']!r}) is not "
+            "supported: its step() divides by a norm its caller passes (grad_norms=), which a "
+            "plain optimizer.step() does not (it fails), and DeepSpeed's engine refuses the key: "
+            "clip with gradient_clipping"
+        )
+    b1, b2 = (scalar(b) for b in g["betas"])
+    return GroupOptimizer(lamb.deepspeed_lamb, dict(
+        b1=b1, b2=b2, eps=g["eps"], eps_inside_sqrt=optimizer.eps_mode == 0,
+        weight_decay=g["weight_decay"], max_coeff=g["max_coeff"], min_coeff=g["min_coeff"],
+        bias_correction=bool(g["bias_correction"]),
+    ), "b1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfiguredOptimizer:
+    """What a configuration builds, read as a live optimizer is: ``defaults``, ``param_groups``
+    and the attributes its constructor keeps on the object (``optimizer.adam_w_mode``)."""
+
+    defaults: Mapping[str, Any]
+    param_groups: list[Mapping[str, Any]]
+    attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not fields
+        try:
+            return self.__dict__["attributes"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Constructor:
+    """A class's ``__init__(params, **kwargs)`` as a configuration runs it, without the class.
+
+    Attributes:
+      class_name: the class, as errors name it.
+      defaults: every keyword argument ``__init__`` takes, with its default.
+      group_keys: those the parameter group holds (``defaults`` in PyTorch's terms).
+      attributes: ``values -> {name: value}``: what ``__init__`` keeps on the object instead
+        (``FusedAdam.adam_w_mode``, ``FusedLamb.eps_mode``), read by the class's reader.
+      refuses: keyword arguments ``__init__`` raises on: ``{name: (bad value test, why)}``.
+    """
+
+    class_name: str
+    defaults: Mapping[str, Any]
+    group_keys: tuple[str, ...]
+    attributes: Callable[[Mapping[str, Any]], dict[str, Any]] = lambda values: {}
+    refuses: Mapping[str, tuple[Callable[[Any], bool], str]] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, kwargs: Mapping[str, Any], where: str) -> ConfiguredOptimizer:
+        """The optimizer ``kwargs`` build: its one group (without ``params``) and attributes.
+
+        Raises:
+          ValueError: naming ``where.key`` (e.g. ``optimizer.params.amsgrad``), for a keyword
+            the class does not take or raises on.
+        """
+        for key, value in kwargs.items():
+            if key not in self.defaults:
+                raise ValueError(f"{where}.{key}={value!r} is invalid: {self.class_name} takes "
+                                 f"{', '.join(sorted(self.defaults))}")
+            if key in self.refuses and self.refuses[key][0](value):
+                raise ValueError(f"{where}.{key}={value!r} is invalid: {self.class_name} "
+                                 f"{self.refuses[key][1]}")
+        values = {**self.defaults, **kwargs}
+        group = {key: values[key] for key in self.group_keys}
+        return ConfiguredOptimizer(group, [group], self.attributes(values))
+
+
+_TORCH_FLAGS = dict(maximize=False, foreach=None, capturable=False, differentiable=False, fused=None)
+_ADAM_DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+_AMSGRAD = {"amsgrad": (bool, "does not support the AMSGrad variant (it raises)")}
+
+
+def _torch_constructor(class_name: str, defaults: Mapping[str, Any]) -> Constructor:
+    return Constructor(class_name, defaults, tuple(defaults))
+
+
+_FUSED_ADAM = Constructor(
+    "FusedAdam", dict(**_ADAM_DEFAULTS, bias_correction=True, adam_w_mode=True, weight_decay=0.0,
+                      amsgrad=False, set_grad_none=True),
+    ("lr", "bias_correction", "betas", "eps", "weight_decay"),
+    lambda v: dict(adam_w_mode=1 if v["adam_w_mode"] else 0, set_grad_none=v["set_grad_none"]),
+    _AMSGRAD,
+)
+_CPU_ADAM = Constructor(
+    "DeepSpeedCPUAdam", dict(**_ADAM_DEFAULTS, bias_correction=True, weight_decay=0.0, amsgrad=False,
+                             adamw_mode=True, fp32_optimizer_states=True),
+    ("lr", "betas", "eps", "weight_decay", "bias_correction", "amsgrad"),
+    lambda v: dict(adam_w_mode=v["adamw_mode"], fp32_optimizer_states=v["fp32_optimizer_states"]),
+    _AMSGRAD,
+)
+_FUSED_LAMB = Constructor(
+    "FusedLamb", dict(**_ADAM_DEFAULTS, bias_correction=True, eps_inside_sqrt=False, weight_decay=0.0,
+                      max_grad_norm=0.0, max_coeff=10.0, min_coeff=0.01, amsgrad=False),
+    ("lr", "bias_correction", "betas", "eps", "weight_decay", "max_grad_norm", "max_coeff",
+     "min_coeff"),
+    lambda v: dict(eps_mode=0 if v["eps_inside_sqrt"] else 1),
+    _AMSGRAD,
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Exactly:
     """Recognises the class ``qualname`` of the package ``module`` (see :func:`is_instance_of`)."""
@@ -333,14 +484,22 @@ OPTIMIZERS: tuple[OptimizerRecord, ...] = (
     OptimizerRecord(
         "torch.optim.AdamW", _exactly("torch.optim", "AdamW"), _read_adam(True, "AdamW"),
         (optimizers.adamw, optimizers.adam), ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+        construct=_torch_constructor("torch.optim.AdamW", dict(
+            **_ADAM_DEFAULTS, weight_decay=1e-2, amsgrad=False, **_TORCH_FLAGS)),
     ),
     OptimizerRecord(
         "torch.optim.Adam", _exactly("torch.optim", "Adam"), _read_adam(False, "Adam"),
         (optimizers.adam, optimizers.adamw), ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+        construct=_torch_constructor("torch.optim.Adam", dict(
+            **_ADAM_DEFAULTS, weight_decay=0.0, amsgrad=False, **_TORCH_FLAGS,
+            decoupled_weight_decay=False)),
     ),
     OptimizerRecord(
         "torch.optim.SGD", _exactly("torch.optim", "SGD"), _read_sgd, (optimizers.sgd,),
         ("momentum_buffer",), writes_step=False,
+        construct=_torch_constructor("torch.optim.SGD", dict(
+            lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+            maximize=False, foreach=None, differentiable=False, fused=None)),
     ),
     OptimizerRecord(
         "torch.optim.Adagrad", _exactly("torch.optim", "Adagrad"), _read_adagrad,
@@ -365,6 +524,20 @@ OPTIMIZERS: tuple[OptimizerRecord, ...] = (
     OptimizerRecord(
         "pytorch_pretrained_bert.BertAdam", _exactly("pytorch_pretrained_bert", "BertAdam"),
         _read_pretrained_bertadam, (optimizers.bertadam,), ("next_m", "next_v"),
+    ),
+    OptimizerRecord(
+        "deepspeed.ops.adam.FusedAdam", _exactly("deepspeed.ops.adam", "FusedAdam"),
+        _read_deepspeed_adam("FusedAdam"), (ds_engine.fused_adam,), ("exp_avg", "exp_avg_sq"),
+        construct=_FUSED_ADAM,
+    ),
+    OptimizerRecord(
+        "deepspeed.ops.adam.DeepSpeedCPUAdam", _exactly("deepspeed.ops.adam", "DeepSpeedCPUAdam"),
+        _read_deepspeed_adam("DeepSpeedCPUAdam"), (ds_engine.fused_adam,),
+        ("exp_avg", "exp_avg_sq"), construct=_CPU_ADAM,
+    ),
+    OptimizerRecord(
+        "deepspeed.ops.lamb.FusedLamb", _exactly("deepspeed.ops.lamb", "FusedLamb"),
+        _read_fused_lamb, (lamb.deepspeed_lamb,), ("exp_avg", "exp_avg_sq"), construct=_FUSED_LAMB,
     ),
 )
 
@@ -1124,14 +1297,8 @@ class TrainerOptimRecord:
         record = optimizer_record_by_name(self.optimizer)
         # The readers take (optimizer, group, index); a configured optimizer's defaults are its
         # group's values.
-        live = _ConfiguredOptimizer(defaults=group, param_groups=[group])
+        live = ConfiguredOptimizer(group, [group])
         return record.read_group(live, group, 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class _ConfiguredOptimizer:
-    defaults: Mapping[str, Any]
-    param_groups: list[Mapping[str, Any]]
 
 
 def _adam_group(args: Any, optim_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -1200,4 +1367,96 @@ def trainer_optim_record(optim: str) -> TrainerOptimRecord:
         f"args.optim={optim!r} is not supported: its optimizer needs a package other than "
         f"torch/transformers or has no reproduction here; supported: "
         f"{_validation.listing((r.name for r in TRAINER_OPTIMS), None)}"
+    )
+
+
+# ------------------------------------------------------------ DeepSpeed's config optimizer types
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepSpeedOptimizerType:
+    """One ``optimizer.type`` of a DeepSpeed config: the class the engine builds from it.
+
+    As for :class:`TrainerOptimRecord`, a configuration becomes what a live optimizer would
+    hold: :attr:`builds` picks the class ``deepspeed.initialize`` builds and the keyword
+    arguments it passes, that class's :attr:`OptimizerRecord.construct` makes its group, and the
+    class's reader reads it as it reads a live one.
+
+    Attributes:
+      name: the type as DeepSpeed documents it, e.g. ``"Adam"``.
+      builds: ``(params, offload) -> (class record name, keyword arguments)``: what the engine
+        does with ``optimizer.params`` (a copy, its own keys such as ``torch_adam`` taken out),
+        ``offload`` whether ``zero_optimization.offload_optimizer`` puts the optimizer on the CPU.
+      exact_case: ``torch.optim`` classes are found by their exact name; DeepSpeed's own types
+        (``adam``, ``lamb``, ...) in any case.
+    """
+
+    name: str
+    builds: Callable[[dict[str, Any], bool], tuple[str, dict[str, Any]]]
+    exact_case: bool = False
+
+    def configure(self, params: Mapping[str, Any],
+                  offload: bool) -> tuple[OptimizerRecord, ConfiguredOptimizer]:
+        """The record of the class the engine builds and the optimizer it builds (one group)."""
+        name, kwargs = self.builds(dict(params), offload)
+        record = optimizer_record_by_name(name)
+        return record, record.construct(kwargs, "optimizer.params")
+
+
+def _flag(params: dict[str, Any], key: str, default: bool) -> bool:
+    value = params.pop(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"optimizer.params.{key}={value!r} is invalid: expected true or false")
+    return value
+
+
+def _builds_adam(always_adamw: bool):
+    """DeepSpeed's ``adam``/``adamw``: ``adam_w_mode`` (default true; ``adamw`` is always
+    AdamW) picks the decay; ``torch_adam`` torch's classes, ZeRO-Offload ``DeepSpeedCPUAdam``,
+    otherwise ``FusedAdam`` (the engine's ``get_optimizer_configuration``)."""
+
+    def builds(params: dict[str, Any], offload: bool) -> tuple[str, dict[str, Any]]:
+        adam_w_mode = _flag(params, "adam_w_mode", True) or always_adamw
+        torch_adam = _flag(params, "torch_adam", False)
+        fp32_states = params.pop("fp32_optimizer_states", None)
+        if torch_adam:
+            return ("torch.optim.AdamW" if adam_w_mode else "torch.optim.Adam"), params
+        if offload:
+            own = dict(adamw_mode=adam_w_mode,
+                       fp32_optimizer_states=True if fp32_states is None else fp32_states)
+            name = "deepspeed.ops.adam.DeepSpeedCPUAdam"
+        else:
+            own, name = dict(adam_w_mode=adam_w_mode), "deepspeed.ops.adam.FusedAdam"
+        for key in own:
+            if key in params:  # the engine passes it itself: a TypeError in DeepSpeed
+                raise ValueError(f"optimizer.params.{key}={params[key]!r} is invalid: the engine "
+                                 "sets it (use adam_w_mode)")
+        return name, {**params, **own}
+
+    return builds
+
+
+#: Every DeepSpeed ``optimizer.type`` the library reproduces.
+DEEPSPEED_OPTIMIZER_TYPES: tuple[DeepSpeedOptimizerType, ...] = (
+    DeepSpeedOptimizerType("Adam", _builds_adam(False)),
+    DeepSpeedOptimizerType("AdamW", _builds_adam(True)),
+    DeepSpeedOptimizerType("Lamb", lambda params, offload: ("deepspeed.ops.lamb.FusedLamb", params)),
+    DeepSpeedOptimizerType("SGD", lambda params, offload: ("torch.optim.SGD", params), exact_case=True),
+)
+
+
+def deepspeed_optimizer_type(name: Any) -> DeepSpeedOptimizerType:
+    """The record of a DeepSpeed config's ``optimizer.type``.
+
+    Raises:
+      ValueError: naming ``optimizer.type`` and listing the supported types.
+    """
+    for record in DEEPSPEED_OPTIMIZER_TYPES:
+        if name == record.name or (not record.exact_case and isinstance(name, str)
+                                   and name.lower() == record.name.lower()):
+            return record
+    raise ValueError(
+        f"optimizer.type={name!r} is invalid: expected one of "
+        f"{', '.join(r.name for r in DEEPSPEED_OPTIMIZER_TYPES)} (1-bit Adam/LAMB, 0/1 Adam, Lion, "
+        "Adagrad, Muon, MuP and other torch.optim classes are not reproduced)"
     )

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_bertadam import _validation, lamb, masks, optimizers, transforms
+from optax_bertadam import _validation, masks, transforms
 from optax_bertadam.mixed_precision import deepspeed_loss_scale
 from optax_bertadam.param_groups import param_groups
 from optax_bertadam.schedules import deepspeed as ds_schedules
@@ -59,20 +59,6 @@ REFUSED_KEYS = {
     "pipeline": "pipeline parallelism",
 }
 
-# DeepSpeed lowercases its own optimizer names; other names are torch.optim classes.
-_OPTIMIZER_DEFAULTS = {
-    # deepspeed.ops.adam.FusedAdam / DeepSpeedCPUAdam; torch.optim.Adam with torch_adam
-    "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, bias_correction=True),
-    # deepspeed.ops.lamb.FusedLamb
-    "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, bias_correction=True,
-                 eps_inside_sqrt=False, max_coeff=10.0, min_coeff=0.01),
-    # torch.optim.SGD
-    "SGD": dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False),
-}
-# Optimizer parameters that change no number.
-_NO_NUMBER_OPTIMIZER_KEYS = frozenset({"foreach", "fp32_optimizer_states", "fused",
-                                       "capturable", "differentiable", "set_grad_none"})
-SUPPORTED_OPTIMIZERS = ("Adam", "AdamW", "Lamb", "SGD")
 SUPPORTED_SCHEDULERS = tuple(ds_schedules.DEEPSPEED_SCHEDULERS)
 
 
@@ -84,9 +70,9 @@ def _refuse(path: str, value: Any, allowed: str) -> ValueError:
 
 
 class _Settings(NamedTuple):
-    optimizer: str  # "adamw", "adam" (L2), "lamb", "SGD"
-    optimizer_params: dict[str, Any]
-    torch_adam: bool
+    optimizer_type: str  # the config's optimizer.type
+    optimizer_record: Any  # catalogue.OptimizerRecord of the class the engine builds
+    configured: Any  # catalogue.ConfiguredOptimizer: that class as the config builds it
     scheduler: str | None
     scheduler_params: dict[str, Any]
     accumulation: int
@@ -193,43 +179,18 @@ def _read_config(config: Mapping[str, Any], world_size: int) -> _Settings:
     if not isinstance(block, Mapping) or "type" not in block:
         raise _refuse("optimizer", block, "expected a block {'type': ..., 'params': {...}}: "
                       "from_deepspeed builds the optimizer DeepSpeed builds from its config")
-    name = block["type"]
-    kind = name.lower() if isinstance(name, str) and name.lower() in ("adam", "adamw", "lamb") else name
-    if kind not in ("adam", "adamw", "lamb", "SGD"):
-        raise _refuse("optimizer.type", name, "expected one of " + ", ".join(SUPPORTED_OPTIMIZERS)
-                      + " (1-bit Adam/LAMB, 0/1 Adam, Lion, Adagrad, Muon, MuP and other "
-                      "torch.optim classes are not reproduced)")
     params = dict(block.get("params", {}) or {})
-    for key in [k for k in params if k in _NO_NUMBER_OPTIMIZER_KEYS]:
-        params.pop(key)
-    torch_adam = False
-    optimizer = kind
-    if kind in ("adam", "adamw"):
-        adam_w_mode = params.pop("adam_w_mode", True)
-        torch_adam = params.pop("torch_adam", False)
-        for key, flag in (("adam_w_mode", adam_w_mode), ("torch_adam", torch_adam)):
-            if not isinstance(flag, bool):
-                raise _refuse(f"optimizer.params.{key}", flag, "expected true or false")
-        optimizer = "adamw" if (kind == "adamw" or adam_w_mode) else "adam"
-        if torch_adam and "bias_correction" in params:
-            raise _refuse("optimizer.params.bias_correction", params["bias_correction"],
-                          "torch.optim.Adam/AdamW (torch_adam: true) take no bias_correction")
-        if torch_adam and "weight_decay" not in params and optimizer == "adamw":
-            params["weight_decay"] = 0.01  # torch.optim.AdamW's default
-    if params.get("amsgrad", False):
-        raise _refuse("optimizer.params.amsgrad", True, "amsgrad is not reproduced")
-    params.pop("amsgrad", None)
-    if params.get("maximize", False):
-        raise _refuse("optimizer.params.maximize", True, "negate the gradients instead")
-    params.pop("maximize", None)
     if "max_grad_norm" in params:
         raise _refuse("optimizer.params.max_grad_norm", params["max_grad_norm"],
                       "DeepSpeed refuses it too: use the top-level gradient_clipping")
-    defaults = _OPTIMIZER_DEFAULTS["adam" if optimizer in ("adam", "adamw") else optimizer]
-    for key, value in params.items():
-        if key not in defaults:
-            raise _refuse(f"optimizer.params.{key}", value,
-                          f"{name} takes " + ", ".join(sorted(defaults)))
+    if params.get("maximize", False):
+        raise _refuse("optimizer.params.maximize", True, "negate the gradients instead")
+    offload = zero.get("offload_optimizer") if isinstance(zero, Mapping) else None
+    offload = isinstance(offload, Mapping) and str(offload.get("device", "none")).lower() in (
+        "cpu", "nvme")
+    # The class the engine builds and its group, read below by that class's own record.
+    optimizer_type = _catalogue().deepspeed_optimizer_type(block["type"])
+    record, configured = optimizer_type.configure(params, offload)
 
     block = config.get("scheduler")
     scheduler, scheduler_params = None, {}
@@ -242,7 +203,7 @@ def _read_config(config: Mapping[str, Any], world_size: int) -> _Settings:
                           "expected one of " + ", ".join(SUPPORTED_SCHEDULERS))
         scheduler_params = dict(block.get("params", {}) or {})
         _check_scheduler_params(scheduler, scheduler_params)
-    return _Settings(optimizer, params, torch_adam, scheduler, scheduler_params, accumulation,
+    return _Settings(optimizer_type.name, record, configured, scheduler, scheduler_params, accumulation,
                      float(clipping), precision, loss_scale, stage)
 
 
@@ -280,12 +241,12 @@ def _entry(path: str, value: Any, index: int, count: int) -> Any:
     return value
 
 
-def _group_schedules(settings: _Settings, group_lrs: Sequence[float]):
+def _group_schedules(settings: _Settings, group_lrs: Sequence[float], cycles_momentum: bool):
     """Per group: (rate: float or schedule, beta1 schedule or None)."""
     if settings.scheduler is None:
         return [(lr, None) for lr in group_lrs]
     return group_schedules(settings.scheduler, settings.scheduler_params, group_lrs,
-                           cycles_momentum=settings.optimizer != "SGD")
+                           cycles_momentum=cycles_momentum)
 
 
 def group_schedules(scheduler: str, scheduler_params: dict[str, Any], group_lrs: Sequence[float],
@@ -321,42 +282,81 @@ def group_schedules(scheduler: str, scheduler_params: dict[str, Any], group_lrs:
 # -------------------------------------------------------------------------- the optimizers
 
 
-def _adam(learning_rate, b1, b2, eps, weight_decay, bias_correction, decoupled, mask=None):
-    """FusedAdam / DeepSpeedCPUAdam / torch Adam(W): bias correction optional in both modes."""
+def fused_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, bias_correction: bool = True, adam_w_mode: bool = True,
+               *, mask=None) -> optax.GradientTransformation:
+    r"""DeepSpeed's Adam: ``FusedAdam``, ``DeepSpeedCPUAdam``, bias correction optional in both modes.
+
+    Reproduces ``deepspeed.ops.adam.FusedAdam(params, lr, bias_correction, betas=(b1, b2), eps,
+    adam_w_mode, weight_decay)`` and ``deepspeed.ops.adam.DeepSpeedCPUAdam(params, lr,
+    bias_correction, betas, eps, weight_decay, adamw_mode=adam_w_mode)`` (the engine's
+    ``"type": "Adam"``/``"AdamW"``). At update :math:`t`, :math:`c_i = 1 - b_i^t` (1 without
+    ``bias_correction``):
+
+    .. math::
+      g &\leftarrow g + \text{wd}\, p \quad (\text{adam\_w\_mode false: L2}) \\
+      m &\leftarrow b_1 m + (1 - b_1) g, \qquad v \leftarrow b_2 v + (1 - b_2) g^2 \\
+      p &\leftarrow p - \mathrm{lr}_k \left(\frac{m / c_1}{\sqrt{v}/\sqrt{c_2} + \text{eps}}
+          + \text{wd}\, p \,[\text{adam\_w\_mode}]\right)
+
+    With ``bias_correction`` it is :func:`optax_bertadam.adamw` (``adam_w_mode``) or
+    :func:`optax_bertadam.adam` (L2); without it, in L2 mode, neither has the option.
+
+    Args:
+      learning_rate: ``lr`` or a schedule ``count -> rate``.
+      b1, b2: ``betas``.
+      eps: added to the corrected square root of ``v``.
+      weight_decay: decoupled (``adam_w_mode``) or L2 coefficient, where ``mask`` is True.
+      bias_correction: divide the moments by :math:`1 - b_i^t`.
+      adam_w_mode: decoupled weight decay (AdamW) or L2 added to the gradient.
+      mask: bool tree (or function of the params), True where decay applies.
+
+    Returns:
+      An ``optax.GradientTransformation``; its state holds ``exp_avg``/``exp_avg_sq`` under
+      torch's names and the rate :func:`optax_bertadam.get_lr` reads.
+
+    >>> import jax.numpy as jnp
+    >>> from optax_bertadam.deepspeed import fused_adam
+    >>> tx = fused_adam(0.1, weight_decay=0.5, bias_correction=False, adam_w_mode=False)
+    >>> params = {"w": jnp.ones(2)}
+    >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+    >>> # L2 alone, uncorrected: -lr * (1 - b1) / sqrt(1 - b2) = -0.1 * 0.1 / sqrt(0.001)
+    >>> [round(u, 4) for u in updates["w"].tolist()]
+    [-0.3162, -0.3162]
+    """
     decay = transforms.add_decayed_weights(weight_decay, mask)
     return optax.chain(
-        optax.identity() if decoupled else decay,
+        optax.identity() if adam_w_mode else decay,
         transforms.scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=bias_correction),
-        decay if decoupled else optax.identity(),
+        decay if adam_w_mode else optax.identity(),
         transforms.scale_by_scheduled_learning_rate(learning_rate),
     )
 
 
-def _group_transformation(settings: _Settings, hyper: Mapping[str, Any], rate, momentum,
-                          where: str) -> optax.GradientTransformation:
-    kind = settings.optimizer
-    if kind == "SGD":
-        return optimizers.sgd(rate, momentum=hyper["momentum"], dampening=hyper["dampening"],
-                              weight_decay=hyper["weight_decay"], nesterov=hyper["nesterov"])
-    b1, b2 = tuple(hyper["betas"])
-    if momentum is not None:
-        b2 = 0.99  # OneCycle sets betas = (momentum, 0.99)
-    if kind == "lamb":
-        kwargs = dict(b2=b2, eps=hyper["eps"], eps_inside_sqrt=hyper["eps_inside_sqrt"],
-                      weight_decay=hyper["weight_decay"], max_coeff=hyper["max_coeff"],
-                      min_coeff=hyper["min_coeff"], bias_correction=hyper["bias_correction"])
-        factory = lamb.deepspeed_lamb
-    else:
-        kwargs = dict(b2=b2, eps=hyper["eps"], weight_decay=hyper["weight_decay"],
-                      bias_correction=hyper["bias_correction"], decoupled=kind == "adamw")
-        factory = _adam
+def _group_transformation(builder: Any, rate, momentum, where: str) -> optax.GradientTransformation:
+    """A group's optimizer (a ``catalogue.GroupOptimizer``) at ``rate``, ``betas[0]`` cycled by
+    ``momentum`` (a schedule, or None)."""
+    if momentum is not None and "b2" in builder.kwargs:
+        # DeepSpeed's OneCycle sets betas = (momentum, 0.99).
+        builder = dataclasses.replace(builder, kwargs={**builder.kwargs, "b2": 0.99})
     try:
-        if momentum is None:
-            return factory(rate, b1, **kwargs)
-        injected = optax.inject_hyperparams(factory, static_args=("learning_rate", *kwargs))
-        return injected(learning_rate=rate, b1=momentum, **kwargs)
+        return builder.build(rate, momentum)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from error
+
+
+def _read_group(record: Any, optimizer: Any, group: Mapping[str, Any], index: int, where: str):
+    try:
+        return record.read_group(optimizer, group, index)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from error
+
+
+def _catalogue():
+    # Imported when used: the catalogue imports this module (its records name fused_adam).
+    from optax_bertadam import catalogue
+
+    return catalogue
 
 
 def _after_zero_gradient_step(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -581,7 +581,8 @@ def _engine_config(engine: Any) -> dict[str, Any]:
 
 
 def _live_groups(engine, named_parameters, params, name_map, transform):
-    """The engine's parameter groups as ``ob.param_groups`` selectors and hyperparameters."""
+    """The engine's parameter groups as ``ob.param_groups`` selectors (group ``i`` the basic
+    optimizer's group ``i``; then the frozen parameters, if any)."""
     groups = list(engine.basic_optimizer.param_groups)
     # Under fp16/bf16 (and ZeRO) the basic optimizer holds float32 copies; the wrapper keeps the
     # model's own tensors group by group.
@@ -615,14 +616,11 @@ def _live_groups(engine, named_parameters, params, name_map, transform):
     for index in range(len(groups)):
         selectors.append(jax.tree.unflatten(treedef, [label == index for label in labels]))
     spec = []
-    for index, group in enumerate(groups):
+    for index in range(len(groups)):
         if not any(label == index for label in labels):
             raise ValueError(f"from_deepspeed: param_groups[{index}] of the engine's optimizer has "
                              "no Flax parameter")
-        hyper = {k: v for k, v in group.items()
-                 if k in ("weight_decay", "eps", "betas", "momentum", "dampening", "nesterov",
-                          "bias_correction", "max_coeff", "min_coeff")}
-        spec.append({"params": selectors[index], **hyper})
+        spec.append({"params": selectors[index]})
     if any(label is None for label in labels):
         spec.append({"params": jax.tree.unflatten(treedef, [lbl is None for lbl in labels]),
                      "frozen": True})
@@ -726,16 +724,20 @@ def from_deepspeed(
     decay makes it move the masters, that move is part of the first applied update (the first
     forward pass sees the unmoved half-precision weights, as in DeepSpeed).
 
-    Optimizer types: ``Adam`` (``FusedAdam``, ``DeepSpeedCPUAdam`` with ZeRO-Offload, or
-    ``torch.optim.AdamW``/``Adam`` with ``torch_adam: true``; AdamW unless ``adam_w_mode: false``,
-    then L2 decay; ``bias_correction``), ``AdamW``, ``Lamb`` (``FusedLamb``:
-    :func:`optax_bertadam.deepspeed_lamb`) and ``SGD`` (``torch.optim.SGD``). Scheduler types:
+    Optimizer types (the records ``catalogue.DEEPSPEED_OPTIMIZER_TYPES``: each builds the class
+    the engine builds, whose catalogue record reads its group as ``from_torch`` reads a live
+    one): ``Adam`` (``FusedAdam``, ``DeepSpeedCPUAdam`` with ZeRO-Offload, both
+    :func:`fused_adam`; or ``torch.optim.AdamW``/``Adam`` with ``torch_adam: true``; AdamW unless
+    ``adam_w_mode: false``, then L2 decay; ``bias_correction``), ``AdamW``, ``Lamb``
+    (``FusedLamb``: :func:`optax_bertadam.deepspeed_lamb`) and ``SGD`` (``torch.optim.SGD``);
+    a key the class's constructor does not take is refused. Scheduler types:
     ``WarmupLR``, ``WarmupDecayLR``, ``WarmupCosineLR``, ``OneCycle`` (with ``betas[0]`` cycling
     and ``betas[1] = 0.99`` for Adam and Lamb, as DeepSpeed), ``LRRangeTest``; a per-group list in
     its params is one value per group. Refused with a ``ValueError`` naming the key path: other
     optimizer and scheduler types (1-bit Adam/LAMB, 0/1 Adam, Lion, ...), a parameter of another
-    scheduler, inconsistent batch sizes, ``amsgrad``, and the keys of :data:`REFUSED_KEYS`; keys
-    of :data:`NO_NUMBER_KEYS` are accepted; any other key is refused as unknown.
+    scheduler, inconsistent batch sizes, ``amsgrad`` (but with ``torch_adam``), and the keys of
+    :data:`REFUSED_KEYS`; keys of :data:`NO_NUMBER_KEYS` are accepted; any other key is refused
+    as unknown.
 
     :func:`optax_bertadam.get_last_lr` lists each group's rate of the next step,
     :func:`optax_bertadam.get_loss_scale` the loss scale.
@@ -799,29 +801,50 @@ def from_deepspeed(
         settings = settings._replace(scheduler=name, scheduler_params=scheduler_params)
         groups = _live_groups(engine, named_parameters, params, name_map, transform)
         live_lrs = [float(g["lr"]) for g in engine.basic_optimizer.param_groups]
+        # A scheduler other than WarmupCosineLR overwrote the groups' lr when it was built: the
+        # lr the optimizer was built with (that of the fp16/bf16 wrapper's construction step)
+        # is gone.
+        overwritten = name if name is not None and base_lrs is None else None
         if base_lrs is None and name is None:
             base_lrs = live_lrs
         for index, group in enumerate(groups):
             if not group.get("frozen", False):
                 group["lr"] = (base_lrs or live_lrs)[index]
-    elif groups is None:
-        groups = [{"params": lambda path, leaf: True}]
+    else:
+        overwritten = None
+        if groups is None:
+            groups = [{"params": lambda path, leaf: True}]
     if isinstance(groups, (str, bytes, Mapping)) or not isinstance(groups, Sequence) or not groups:
         raise TypeError(f"groups={groups!r} is invalid: expected a non-empty list of dicts "
                         '{"params": selector, **optimizer params}')
 
-    kind = "adam" if settings.optimizer in ("adam", "adamw") else settings.optimizer
-    defaults = {**_OPTIMIZER_DEFAULTS[kind], **settings.optimizer_params}
+    record = settings.optimizer_record
     trained = [i for i, g in enumerate(groups) if not g.get("frozen", False)]
-    hypers, lrs = {}, []
-    for index in trained:
-        overrides = {k: v for k, v in groups[index].items() if k not in ("params", "frozen")}
-        for key in overrides:
-            if key not in defaults:
-                raise _refuse(f"groups[{index}].{key}", overrides[key],
-                              "expected one of " + ", ".join(sorted(defaults)))
-        hypers[index] = {**defaults, **overrides}
-        lrs.append(hypers[index]["lr"])
+    builders, lrs = {}, []
+    if engine is not None:
+        # The live optimizer, read by its own record, as from_torch reads it.
+        basic = engine.basic_optimizer
+        if not record.recognises(basic):
+            raise _refuse("engine.basic_optimizer", _catalogue().class_of(basic),
+                          f"optimizer.type={settings.optimizer_type!r} builds {record.name}")
+        live = list(basic.param_groups)
+        for index in trained:
+            builders[index] = _read_group(record, basic, live[index], index,
+                                          "engine.basic_optimizer")
+            lrs.append(groups[index]["lr"])
+    else:
+        configured = settings.configured
+        allowed = configured.param_groups[0]
+        for index in trained:
+            overrides = {k: v for k, v in groups[index].items() if k not in ("params", "frozen")}
+            for key in overrides:
+                if key not in allowed:
+                    raise _refuse(f"groups[{index}].{key}", overrides[key],
+                                  "expected one of " + ", ".join(sorted(allowed)))
+            group = {**allowed, **overrides}
+            builders[index] = _read_group(record, configured, group, index,
+                                          "optimizer.params" if not overrides else f"groups[{index}]")
+            lrs.append(group["lr"])
     if learning_rate is not None:
         if not callable(learning_rate):
             raise TypeError(f"learning_rate={learning_rate!r} is invalid: expected a function "
@@ -831,19 +854,29 @@ def from_deepspeed(
                           "with learning_rate= the script sets the rate: expected no scheduler")
         rates = {index: (learning_rate, None) for index in trained}
     else:
-        rates = dict(zip(trained, _group_schedules(settings, lrs), strict=True))
-    built = {index: _group_transformation(settings, hypers[index], *rates[index],
-                                          where=f"groups[{index}]") for index in trained}
+        cycles = any(builders[index].momentum_name == "b1" for index in trained)
+        rates = dict(zip(trained, _group_schedules(settings, lrs, cycles), strict=True))
+    built = {index: _group_transformation(builders[index], *rates[index], where=f"groups[{index}]")
+             for index in trained}
+    built_lrs = dict(zip(trained, lrs, strict=True))
     if settings.precision != "fp32" and settings.zero_stage == 0:
         for index in trained:
-            decay = hypers[index]["weight_decay"]
+            decay = builders[index].kwargs["weight_decay"]
             if _validation.is_concrete_scalar(decay) and decay == 0:
                 built[index] = _after_zero_gradient_step(built[index])
             else:
                 # The wrapper steps before any scheduler or script sets a rate: at the lr the
                 # optimizer was built with.
-                at_built_lr = _group_transformation(settings, hypers[index], hypers[index]["lr"],
-                                                    None, where=f"groups[{index}]")
+                if overwritten is not None:
+                    raise _refuse(
+                        "engine.lr_scheduler", overwritten,
+                        f"from_deepspeed(engine) cannot read the lr param_groups[{index}] had when "
+                        f"DeepSpeed's {settings.precision} optimizer stepped it once at "
+                        f"construction (weight_decay={decay} makes that step move the master "
+                        f"weights): {overwritten} has overwritten it since; pass the config (a "
+                        "dict or file) with groups= instead")
+                at_built_lr = _group_transformation(builders[index], built_lrs[index], None,
+                                                    where=f"groups[{index}]")
                 built[index] = _construction_step_at_first_update(built[index], at_built_lr)
 
     def group_factory(group: int) -> optax.GradientTransformation:
@@ -887,5 +920,5 @@ def _fp16_loss_scale(tx, settings: _Settings):
         raise type(error)(f"fp16: {error}") from error
 
 
-__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
+__all__ = ["from_deepspeed", "fused_adam", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
            "ConstructionStepState", "ScriptLearningRateState"]

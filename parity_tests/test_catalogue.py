@@ -16,6 +16,9 @@ and float64 (``harness.LR_TOL``).
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+import types
 import warnings
 
 import numpy as np
@@ -27,6 +30,7 @@ from pytorch_pretrained_bert.optimization import BertAdam as PublishedBertAdam
 from torch.optim import lr_scheduler
 
 from optax_bertadam import algorithms, catalogue
+from optax_bertadam import deepspeed as ds_engine
 from optax_bertadam.schedules import pytorch as torch_schedules
 from parity_tests import harness
 from parity_tests.harness import DTYPES
@@ -37,6 +41,36 @@ from torch_ref import BertAdam as DeepSpeedBertAdam
 def two_groups(first, second):
     model = torch.nn.Linear(3, 2)
     return [{"params": [model.weight], **first}, {"params": [model.bias], **second}]
+
+
+class _StubOp:
+    """A DeepSpeed op builder whose ``load()`` compiles nothing: the readers never run the
+    kernel (``test_deepspeed_compiled.py`` runs the real ones through the engine)."""
+
+    def load(self):
+        return types.SimpleNamespace(multi_tensor_adam=None, create_adam=lambda *args: None,
+                                     destroy_adam=lambda *args: None)
+
+
+DEEPSPEED_CLASSES = {  # record name -> (module, op builder attribute, class)
+    "deepspeed.ops.adam.FusedAdam": ("deepspeed.ops.adam.fused_adam", "FusedAdamBuilder", "FusedAdam"),
+    "deepspeed.ops.adam.DeepSpeedCPUAdam": ("deepspeed.ops.adam.cpu_adam", "CPUAdamBuilder",
+                                            "DeepSpeedCPUAdam"),
+    "deepspeed.ops.lamb.FusedLamb": ("deepspeed.ops.lamb.fused_lamb", "FusedLambBuilder", "FusedLamb"),
+}
+
+
+def deepspeed_class(name):
+    module, builder, cls = DEEPSPEED_CLASSES[name]
+    module = importlib.import_module(module)
+
+    def build(*args, **kwargs):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(module, builder, _StubOp)
+            return getattr(module, cls)(*args, **kwargs)
+
+    build.cls = getattr(module, cls)
+    return build
 
 
 # record name -> a live optimizer over two groups with values that differ from the defaults and
@@ -71,6 +105,23 @@ LIVE_OPTIMIZERS = {
     "timm.optim.Lamb (apex FusedLAMB)": lambda: TimmLamb(two_groups(
         dict(lr=0.01, betas=(0.8, 0.95), eps=1e-5, weight_decay=0.03, grad_averaging=False),
         dict(lr=0.02, betas=(0.7, 0.9), eps=1e-4, weight_decay=0.0, trust_clip=True))),
+    "deepspeed.ops.adam.FusedAdam": lambda: deepspeed_class("deepspeed.ops.adam.FusedAdam")(two_groups(
+        dict(lr=0.01, betas=(0.8, 0.95), eps=1e-5, weight_decay=0.03, bias_correction=False),
+        dict(lr=0.02, betas=(0.7, 0.9), eps=1e-4, weight_decay=0.0)), adam_w_mode=False),
+    "deepspeed.ops.adam.DeepSpeedCPUAdam": lambda: deepspeed_class(
+        "deepspeed.ops.adam.DeepSpeedCPUAdam")(two_groups(
+            dict(lr=0.01, betas=(0.8, 0.95), eps=1e-5, weight_decay=0.03),
+            dict(lr=0.02, betas=(0.7, 0.9), eps=1e-4, weight_decay=0.0, bias_correction=False))),
+    "deepspeed.ops.lamb.FusedLamb": lambda: deepspeed_class("deepspeed.ops.lamb.FusedLamb")(two_groups(
+        dict(lr=0.01, betas=(0.8, 0.95), eps=1e-5, weight_decay=0.03, max_coeff=0.3),
+        dict(lr=0.02, betas=(0.7, 0.9), eps=1e-4, weight_decay=0.0, bias_correction=False,
+             min_coeff=0.1)), eps_inside_sqrt=True),
+}
+
+# The argument names of factories outside the algorithm registry.
+TORCH_ARGUMENTS = {
+    ds_engine.fused_adam: {"b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
+                           "weight_decay": "weight_decay", "bias_correction": "bias_correction"},
 }
 
 
@@ -91,12 +142,13 @@ def test_each_group_is_read_with_its_own_values(name):
     record = catalogue.optimizer_record(optimizer)
     assert record.name == name
     read = [record.read_group(optimizer, group, i) for i, group in enumerate(optimizer.param_groups)]
-    entry = next(e for e in algorithms.ALGORITHMS if e.factory is read[0].factory)
+    entry = next((e.torch_arguments for e in algorithms.ALGORITHMS if e.factory is read[0].factory),
+                 None) or TORCH_ARGUMENTS[read[0].factory]
     compared = 0
     for group, got in zip(optimizer.param_groups, read, strict=True):
         assert got.factory in record.factories
         for argument, value in got.kwargs.items():
-            torch_name = entry.torch_arguments.get(argument)
+            torch_name = entry.get(argument)
             # Not a group key (correct_bias), or done across the groups (timm's max_grad_norm).
             if torch_name is None or _torch_value(group, torch_name) is None or value is None:
                 continue
@@ -271,3 +323,76 @@ def test_one_options_reader_gives_the_closed_form_and_the_replay_each_groups_val
                 harness.check_schedule(f"{name} {reading}[{group}].momentum",
                                        lambda c=cycle: c.momentum, want_momenta[:, group], dtype,
                                        jit_scalar=False)
+def test_deepspeed_classes_keep_their_attributes_off_the_groups():
+    adam = LIVE_OPTIMIZERS["deepspeed.ops.adam.FusedAdam"]()
+    read = catalogue.optimizer_record(adam).read_group(adam, adam.param_groups[0], 0)
+    assert read.kwargs["adam_w_mode"] is False and read.factory is ds_engine.fused_adam
+    lamb = LIVE_OPTIMIZERS["deepspeed.ops.lamb.FusedLamb"]()
+    assert catalogue.optimizer_record(lamb).read_group(lamb, lamb.param_groups[0], 0).kwargs[
+        "eps_inside_sqrt"] is True
+
+
+@pytest.mark.parametrize("record", [r for r in catalogue.OPTIMIZERS if r.construct], ids=lambda r: r.name)
+def test_each_constructor_takes_the_arguments_and_defaults_of_its_class(record):
+    module, _, name = record.name.rpartition(".")
+    cls = deepspeed_class(record.name).cls if record.name in DEEPSPEED_CLASSES else getattr(
+        importlib.import_module(module), name)
+    signature = inspect.signature(cls.__init__).parameters
+    defaults = {k: p.default for k, p in signature.items() if k not in ("self", "params", "model_params")}
+    assert dict(record.construct.defaults) == defaults
+
+
+# (optimizer.type, params, offload, the class the engine builds).
+CONFIGURED = [
+    ("Adam", dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.03, bias_correction=False), False,
+     "deepspeed.ops.adam.FusedAdam"),
+    ("adam", dict(lr=0.01, adam_w_mode=False, eps=1e-5, weight_decay=0.03), True,
+     "deepspeed.ops.adam.DeepSpeedCPUAdam"),
+    ("AdamW", dict(lr=0.01, adam_w_mode=False, torch_adam=True, amsgrad=True), False,
+     "torch.optim.AdamW"),
+    ("Adam", dict(lr=0.01, adam_w_mode=False, torch_adam=True, weight_decay=0.03), True,
+     "torch.optim.Adam"),
+    ("LAMB", dict(lr=0.01, max_coeff=0.3, min_coeff=0.02, eps_inside_sqrt=True), True,
+     "deepspeed.ops.lamb.FusedLamb"),
+    ("SGD", dict(lr=0.01, momentum=0.9, dampening=0.1, nesterov=False), True, "torch.optim.SGD"),
+]
+
+
+@pytest.mark.parametrize("kind, params, offload, built", CONFIGURED)
+def test_a_config_type_is_read_as_the_live_class_the_engine_builds(kind, params, offload, built):
+    """One path: the configured group and a live object of the class, built with the keyword
+    arguments the engine passes, read the same."""
+    record, configured = catalogue.deepspeed_optimizer_type(kind).configure(params, offload)
+    name, kwargs = catalogue.deepspeed_optimizer_type(kind).builds(dict(params), offload)
+    assert record.name == name == built
+    if built in DEEPSPEED_CLASSES:
+        live = deepspeed_class(built)(torch.nn.Linear(2, 1).parameters(), **kwargs)
+    else:
+        module, _, cls = built.rpartition(".")
+        live = getattr(importlib.import_module(module), cls)(torch.nn.Linear(2, 1).parameters(),
+                                                             **kwargs)
+    assert record.recognises(live)
+    ours = record.read_group(configured, configured.param_groups[0], 0)
+    theirs = record.read_group(live, live.param_groups[0], 0)
+    assert (ours.factory, dict(ours.kwargs)) == (theirs.factory, dict(theirs.kwargs))
+
+
+@pytest.mark.parametrize("kind, params, match", [
+    ("Adam", dict(amsgrad=True), "optimizer.params.amsgrad=True is invalid: FusedAdam"),
+    ("Adam", dict(torch_adam=True, bias_correction=False),
+     "optimizer.params.bias_correction=False is invalid: torch.optim.AdamW takes"),
+    ("Lamb", dict(momentum=0.9), "optimizer.params.momentum=0.9 is invalid: FusedLamb takes"),
+    ("Adam", dict(adam_w_mode=1), "optimizer.params.adam_w_mode=1 is invalid: expected true or false"),
+    ("OneBitAdam", {}, "optimizer.type='OneBitAdam' is invalid: expected one of Adam, AdamW, Lamb, SGD"),
+    ("sgd", {}, "optimizer.type='sgd'"),  # torch.optim classes by their exact name, as DeepSpeed
+])
+def test_config_types_refuse_naming_the_key(kind, params, match):
+    with pytest.raises(ValueError, match=match):
+        catalogue.deepspeed_optimizer_type(kind).configure(params, False)
+
+
+def test_live_fused_lamb_refuses_max_grad_norm():
+    lamb = deepspeed_class("deepspeed.ops.lamb.FusedLamb")(torch.nn.Linear(2, 1).parameters(),
+                                                           max_grad_norm=1.0)
+    with pytest.raises(ValueError, match=r"FusedLamb\(param_groups\[0\]\['max_grad_norm'\]=1.0\)"):
+        catalogue.optimizer_record(lamb).read_group(lamb, lamb.param_groups[0], 0)

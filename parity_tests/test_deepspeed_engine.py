@@ -14,9 +14,9 @@ feeds it to both sides: the engine through ``engine.backward(sum(p * G))`` (whos
 ``tx.update(G, state, params)``. After every micro-step every parameter (bf16: DeepSpeed's float32
 master weights) and every group's rate (``engine.get_lr()`` vs ``ob.get_last_lr``) are compared.
 
-The matrix is a pairwise covering of optimizer type (torch Adam/AdamW through ``torch_adam``, the
-CPU engine's build of ``FusedAdam`` and ``DeepSpeedCPUAdam`` compiles for minutes: see
-``parity_tests/deepspeed_compiled_ops.py``; ``Lamb`` is not built on CPU: ``test_lamb.py`` checks
+The matrix is a pairwise covering of optimizer type (torch Adam/AdamW through ``torch_adam``;
+``FusedAdam`` and ``DeepSpeedCPUAdam``, whose kernels the engine compiles on first use, are in
+``test_deepspeed_compiled.py``; ``Lamb`` is not built on CPU: ``test_lamb.py`` checks
 ``deepspeed_lamb`` against the ``FusedLamb`` twin), scheduler (all five and none), clipping on/off,
 accumulation 1/4, fp32/bf16, and the front door (the live engine or its config dict with
 ``groups``). fp16 is refused by the CPU engine: its loss scale is checked against
@@ -28,6 +28,7 @@ Error measures: parameters ``max |p_jax - p_ds| / max |p_ds|`` per tensor over t
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from typing import Any
@@ -45,8 +46,9 @@ from parity_tests import harness
 MICRO_STEPS = 24
 
 
-@pytest.fixture(scope="module")
-def deepspeed():
+@contextlib.contextmanager
+def one_rank_deepspeed():
+    """``deepspeed`` with a one-rank process group on this host; its shm collective stubbed."""
     with pytest.MonkeyPatch.context() as patch:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -59,6 +61,12 @@ def deepspeed():
 
         patch.setattr(sys.modules["deepspeed.comm.torch"], "build_shm_op", lambda: None)
         ds.init_distributed()  # once per process; deepspeed.initialize and the loss scaler use it
+        yield ds
+
+
+@pytest.fixture(scope="module")
+def deepspeed():
+    with one_rank_deepspeed() as ds:
         yield ds
 
 
@@ -90,9 +98,14 @@ def run_engine_case(deepspeed, config: dict[str, Any], *, front_door: str = "eng
         if not bf16:
             return {n: p.detach().float() for n, p in engine.module.named_parameters()}
         name_of = {id(p): n for n, p in engine.module.named_parameters()}
+        wrapper = engine.optimizer
+        if hasattr(wrapper, "fp32_groups_flat"):  # FP16_Optimizer (FusedAdam): flat masters
+            masters = [torch._utils._unflatten_dense_tensors(flat, group) for flat, group in
+                       zip(wrapper.fp32_groups_flat, wrapper.fp16_groups, strict=True)]
+        else:
+            masters = wrapper.fp32_groups
         return {name_of[id(h)]: m.detach().clone()
-                for hg, mg in zip(engine.optimizer.fp16_groups, engine.optimizer.fp32_groups,
-                                  strict=True)
+                for hg, mg in zip(wrapper.fp16_groups, masters, strict=True)
                 for h, m in zip(hg, mg, strict=True)}
 
     # The model's weights (bf16: as float32), not the masters: the bf16 wrapper's construction
@@ -136,6 +149,42 @@ def run_engine_case(deepspeed, config: dict[str, Any], *, front_door: str = "eng
     worst_param = max(param_errors[n] / scale[n] for n in param_errors)
     worst_rate = max(rate_diffs) / max(max(rates), 1e-30)
     return worst_param, worst_rate
+
+
+def run_live_case(model: torch.nn.Module, optimizer, scheduler, micro_steps: int,
+                  seed: int = 7) -> tuple[float, float]:
+    """``ob.from_torch(optimizer, scheduler)`` against ``optimizer.step(); scheduler.step()`` on
+    the same float32 gradients; the worst errors (parameters relative to their largest
+    magnitude per tensor, rates relative to the rate)."""
+    named = dict(model.named_parameters())
+    params = _nest({n: jnp.asarray(p.detach().numpy()) for n, p in named.items()})
+    tx = ob.from_torch(optimizer, scheduler, named_parameters=model.named_parameters(),
+                       params=params)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    grads = harness.gradient_stream(micro_steps, seed=seed,
+                                    shapes={n: tuple(p.shape) for n, p in named.items()})
+    diffs: dict[str, float] = {}
+    scales: dict[str, float] = {}
+    worst_rate = 0.0
+    for grad in grads:
+        for n, p in named.items():
+            p.grad = torch.tensor(grad[n], dtype=torch.float32)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        updates, state = update(_nest({n: jnp.asarray(g, jnp.float32) for n, g in grad.items()}),
+                                state, params)
+        params = optax.apply_updates(params, updates)
+        for n, p in named.items():
+            layer, leaf = n.split(".")
+            diff = np.max(np.abs(np.asarray(params[layer][leaf]) - p.detach().numpy()))
+            diffs[n] = max(diffs.get(n, 0.0), float(diff))
+            scales[n] = max(scales.get(n, 0.0), float(p.detach().abs().max()))
+        ours = [float(r) for r in ob.get_last_lr(state)]
+        theirs = [float(g["lr"]) for g in optimizer.param_groups]
+        worst_rate = max(worst_rate, max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)))
+    return max(diffs[n] / scales[n] for n in diffs), worst_rate
 
 
 def _config(optimizer: str, optimizer_params: dict[str, Any], scheduler, clipping: float,
@@ -209,6 +258,16 @@ def test_from_deepspeed_matches_the_engine(deepspeed, case):
     harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
 
 
+@pytest.mark.parametrize("door", ["engine", "config"])
+def test_torch_adam_amsgrad_matches_the_engine(deepspeed, door):
+    # torch.optim.AdamW(amsgrad=True), read by its catalogue record (FusedAdam refuses amsgrad).
+    params = {**ADAMW[1], "amsgrad": True}
+    config = _config("AdamW", params, ONE_CYCLE, 1.0, 2, "fp32")
+    worst_param, worst_rate = run_engine_case(deepspeed, config, front_door=door)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
+
+
 def test_bf16_weight_decay_at_stage_0_construction_step(deepspeed):
     # The bf16 wrapper's construction-time zero-gradient step decays the float32 masters (not
     # the bf16 weights of the first forward pass): shown on the engine, reproduced by
@@ -224,6 +283,17 @@ def test_bf16_weight_decay_at_stage_0_construction_step(deepspeed):
     for door in ("engine", "config"):
         worst_param, _ = run_engine_case(deepspeed, config, front_door=door, micro_steps=6)
         harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+
+
+def test_construction_step_under_a_scheduler_that_overwrote_the_lr(deepspeed):
+    # bf16 at stage 0 steps the masters at the built lr, then WarmupLR overwrites every group's
+    # lr: the config knows the built lr, the engine no longer does (refused, not guessed).
+    config = _config(*ADAMW, WARMUP, 1.0, 1, "bf16")
+    worst_param, worst_rate = run_engine_case(deepspeed, config, front_door="config", micro_steps=8)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
+    with pytest.raises(ValueError, match=r"engine.lr_scheduler='WarmupLR' .*param_groups\[0\]"):
+        run_engine_case(deepspeed, config, front_door="engine", micro_steps=1)
 
 
 @pytest.mark.parametrize(
@@ -295,6 +365,30 @@ def test_keys_that_change_no_number_are_accepted(tmp_path):
         tx = ob.from_deepspeed(source, params=params)
         state = tx.init(params)
         assert [float(r) for r in ob.get_last_lr(state)] == [pytest.approx(0.001)]
+
+
+def test_from_torch_reads_fused_lamb_through_its_twin(deepspeed):
+    """``FusedLamb`` cannot be built on CPU: the torch_ref twin, under DeepSpeed's module and
+    class name (which is what the catalogue recognises), is read by ``FusedLamb``'s record and
+    stepped; its two groups differ from the defaults and from each other."""
+    from deepspeed.runtime import lr_schedules  # noqa: F401  (deepspeed.runtime.lr_schedules)
+
+    import torch_ref
+
+    twin = type("FusedLamb", (torch_ref.FusedLamb,), {"__module__": "deepspeed.ops.lamb.fused_lamb"})
+    model = _model()
+    named = dict(model.named_parameters())
+    weights = [named["0.weight"], named["2.weight"]]
+    rest = [p for n, p in named.items() if n not in ("0.weight", "2.weight")]
+    optimizer = twin([dict(params=weights, lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05,
+                           max_coeff=0.3, bias_correction=False),
+                      dict(params=rest, lr=0.02, betas=(0.7, 0.9), eps=1e-5, weight_decay=0.0,
+                           min_coeff=0.1)], eps_inside_sqrt=True)
+    scheduler = deepspeed.runtime.lr_schedules.WarmupLR(
+        optimizer, warmup_min_lr=0.001, warmup_max_lr=0.01, warmup_num_steps=3)
+    worst_param, worst_rate = run_live_case(model, optimizer, scheduler, 12)
+    harness.assert_within("param error", worst_param, harness.PARAM_TOL["float32"])
+    harness.assert_within("lr error", worst_rate, harness.LR_TOL["float32"])
 
 
 @pytest.mark.parametrize("scheduler", [ONE_CYCLE, COSINE], ids=lambda s: s[0])
