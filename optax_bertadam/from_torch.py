@@ -251,7 +251,9 @@ def from_torch(
     ``BertAdam`` (bing_bert's ``optimization.py``, recognised by its parameter groups wherever it lives) and
     ``pytorch_pretrained_bert.BertAdam`` (its ConstantLR/WarmupConstant/WarmupLinear/WarmupCosine/
     WarmupCosineWithWarmupRestarts schedule objects), ``timm.optim.Lamb`` (apex ``FusedLAMB``;
-    its global pre-normalisation spans the groups). Schedulers: StepLR, MultiStepLR,
+    its global pre-normalisation spans the groups), DeepSpeed's ``FusedAdam`` and
+    ``DeepSpeedCPUAdam`` (``adam_w_mode``, ``bias_correction``) and ``FusedLamb``
+    (``max_coeff``, ``min_coeff``, ``eps_inside_sqrt``, ``bias_correction``). Schedulers: StepLR, MultiStepLR,
     ConstantLR, LinearLR, ExponentialLR, PolynomialLR, ChainedScheduler (of those),
     CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR (built-in modes), OneCycleLR,
     SequentialLR (of supported schedulers), every transformers ``get_scheduler`` LambdaLR,

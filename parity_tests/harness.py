@@ -95,6 +95,8 @@ MEASURED_WORST: dict[str, dict[tuple[str, str], float]] = {
     # Measured when the family was added (2026-12-07, --parity-report, 2-core CPU).
     "deepspeed_engine": {("float32", "param"): 5.3e-7, ("float32", "rate"): 7.7e-8},
     "schedules_deepspeed": {("float32", "rate"): 1.2e-7, ("float64", "rate"): 4.3e-16},
+    # The compiled FusedAdam/DeepSpeedCPUAdam (2026-12-08; AVX kernels, float32 only).
+    "deepspeed_compiled": {("float32", "param"): 3.5e-6, ("float32", "rate"): 7.7e-8},
 }
 
 # Every figure a parity test measures, for `python -m optax_bertadam parity` (see conftest.py).

@@ -396,3 +396,11 @@ def test_live_fused_lamb_refuses_max_grad_norm():
                                                            max_grad_norm=1.0)
     with pytest.raises(ValueError, match=r"FusedLamb\(param_groups\[0\]\['max_grad_norm'\]=1.0\)"):
         catalogue.optimizer_record(lamb).read_group(lamb, lamb.param_groups[0], 0)
+
+
+def test_from_torch_documents_every_record():
+    """from_torch's docstring lists what it reads: a record added to the catalogue is named there."""
+    doc = importlib.import_module("optax_bertadam.from_torch").from_torch.__doc__
+    missing = [record.name for record in (*catalogue.OPTIMIZERS, *catalogue.SCHEDULERS)
+               if record.name.split(" ")[0].rsplit(".", 1)[-1] not in doc]
+    assert not missing, missing
