@@ -333,7 +333,7 @@ def _timm_lamb_prenormalisation(optimizer: Any) -> Any:
 
 
 def _read_deepspeed_adam(class_name: str):
-    """A group of ``FusedAdam`` / ``DeepSpeedCPUAdam`` as :func:`optax_bertadam.deepspeed.fused_adam`.
+    """A group of ``FusedAdam`` / ``DeepSpeedCPUAdam`` as :func:`optax_bertadam.fused_adam`.
 
     Both keep ``adam_w_mode`` on the object (one for all groups), the rest per group.
     """
