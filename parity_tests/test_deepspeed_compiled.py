@@ -21,8 +21,9 @@ differ from the defaults and from each other. Both kernels compute in float32 on
 ``torch_ref.FusedAdam`` (the registry's twin of :func:`optax_bertadam.fused_adam`, which carries
 its float64 parity) is anchored here to the real ``FusedAdam``: both modes, with and without
 bias correction, over two groups, parameters and step layout compared after every step. A real
-``FusedAdam``'s ``state_dict`` migrates both ways (``load_torch_state_dict`` mid-run, then
-``to_torch_state_dict`` into a fresh ``FusedAdam`` that continues as JAX does).
+``FusedAdam``'s and ``DeepSpeedCPUAdam``'s ``state_dict`` migrate both ways
+(``load_torch_state_dict`` mid-run, then ``to_torch_state_dict`` into a fresh one that continues
+as JAX does).
 """
 
 from __future__ import annotations
@@ -175,16 +176,23 @@ def _twin_against_the_real() -> None:
         harness.assert_within(f"twin vs FusedAdam ({case})", error, harness.PARAM_TOL["float32"])
 
 
-def _state_dict_migrates_both_ways() -> None:
-    """A real ``FusedAdam``'s state_dict (one count per group, in its last parameter) loaded
-    mid-run into ``from_torch(optimizer)``'s state, continued in JAX, and written back into a
-    fresh ``FusedAdam`` that continues as JAX does."""
-    from deepspeed.ops.adam import FusedAdam
+def _steps_layout(name: str, count: int) -> list[int]:
+    """The per-parameter steps of ``name``'s state_dict after ``count`` steps over
+    ``_two_groups``: FusedAdam keeps each group's count in its last parameter (the others at
+    ``group['step']``, 0), DeepSpeedCPUAdam one per parameter."""
+    if name == "FusedAdam":
+        return [0, count, 0, 0, 0, count]
+    return [count] * 6
 
+
+def _state_dict_migrates_both_ways(name: str) -> None:
+    """A real ``name``'s state_dict loaded mid-run into ``from_torch(optimizer)``'s state,
+    continued in JAX, and written back into a fresh ``name`` that continues as JAX does."""
+    make_optimizer, _ = LIVE[name]
     before, middle, after = 4, 3, 4
     model = _model()
     named = dict(model.named_parameters())
-    optimizer = FusedAdam(_two_groups(model), adam_w_mode=False)
+    optimizer = make_optimizer(_two_groups(model))
     names = ob.torch_parameter_names(model.named_parameters(), optimizer)
     grads = harness.gradient_stream(before + middle + after, seed=5,
                                     shapes={n: tuple(p.shape) for n, p in named.items()})
@@ -197,9 +205,7 @@ def _state_dict_migrates_both_ways() -> None:
 
     torch_steps(optimizer, named, grads[:before])
     saved = copy.deepcopy(optimizer.state_dict())
-    # FusedAdam's layout: group['step'] 0, each group's count in its last parameter's state.
-    assert [g["step"] for g in saved["param_groups"]] == [0, 0]
-    assert [saved["state"][i]["step"] for i in range(6)] == [0, before, 0, 0, 0, before]
+    assert [saved["state"][i]["step"] for i in range(6)] == _steps_layout(name, before)
 
     params = _nest({n: jnp.asarray(p.detach().numpy()) for n, p in named.items()})
     tx = ob.from_torch(optimizer, named_parameters=model.named_parameters(), params=params)
@@ -221,22 +227,22 @@ def _state_dict_migrates_both_ways() -> None:
     with torch.no_grad():
         for n, p in fresh_named.items():
             p.copy_(torch.tensor(np.asarray(params[n.split(".")[0]][n.split(".")[1]])))
-    fresh = FusedAdam(_two_groups(fresh_model), adam_w_mode=False)
+    fresh = make_optimizer(_two_groups(fresh_model))
     written = ob.to_torch_state_dict(state, fresh, names)
-    assert [g["step"] for g in written["param_groups"]] == [0, 0]
-    assert [written["state"][i]["step"] for i in range(6)] == [0, before + middle, 0, 0, 0,
-                                                               before + middle]
+    # The layout the class itself writes, with int steps (the kernels take an integer).
+    assert [written["state"][i]["step"] for i in range(6)] == _steps_layout(name, before + middle)
+    assert all(type(entry["step"]) is int for entry in written["state"].values())
     fresh.load_state_dict(written)
     torch_steps(fresh, fresh_named, grads[before + middle:])
     for grad in grads[before + middle:]:
         updates, state = update(_nest({n: jnp.asarray(g) for n, g in grad.items()}), state, params)
         params = optax.apply_updates(params, updates)
     to_torch = worst_error(fresh_named)
-    print(f"FusedAdam state_dict migration, float32 worst param error: to JAX {to_jax:.2e}, "
-          f"back to FusedAdam {to_torch:.2e}")
-    harness.assert_within("FusedAdam state_dict -> JAX: param error", to_jax,
+    print(f"{name} state_dict migration, float32 worst param error: to JAX {to_jax:.2e}, "
+          f"back to {name} {to_torch:.2e}")
+    harness.assert_within(f"{name} state_dict -> JAX: param error", to_jax,
                           harness.PARAM_TOL["float32"])
-    harness.assert_within("JAX -> FusedAdam state_dict: param error", to_torch,
+    harness.assert_within(f"JAX -> {name} state_dict: param error", to_torch,
                           harness.PARAM_TOL["float32"])
 
 
@@ -249,12 +255,14 @@ def test_fused_adam(deepspeed):
             _engine_case(deepspeed, case)
     _live_case("FusedAdam")
     _twin_against_the_real()
-    _state_dict_migrates_both_ways()
+    _state_dict_migrates_both_ways("FusedAdam")
 
 
 def test_deepspeed_cpu_adam(deepspeed):
-    """Every DeepSpeedCPUAdam case: ZeRO-2 offload on the engine, and from_torch over a live one."""
+    """Every DeepSpeedCPUAdam case: ZeRO-2 offload on the engine, from_torch over a live one,
+    and its state_dict migrating both ways."""
     for case, (*_, built) in ENGINE_CASES.items():
         if built == "DeepSpeedCPUAdam":
             _engine_case(deepspeed, case)
     _live_case("DeepSpeedCPUAdam")
+    _state_dict_migrates_both_ways("DeepSpeedCPUAdam")
