@@ -144,6 +144,20 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         mask_argument="mask",
     ),
     Algorithm(
+        name="fused_adam",
+        factory=optimizers.fused_adam,
+        static_args=("bias_correction", "adam_w_mode"),
+        injectable=("learning_rate", "b1", "b2", "eps", "weight_decay"),
+        # deepspeed.ops.adam.FusedAdam's names (DeepSpeedCPUAdam calls adam_w_mode adamw_mode).
+        torch_arguments=MappingProxyType({
+            "learning_rate": "lr", "b1": "betas[0]", "b2": "betas[1]", "eps": "eps",
+            "weight_decay": "weight_decay", "bias_correction": "bias_correction",
+            "adam_w_mode": "adam_w_mode",
+        }),
+        torch_state_keys=("exp_avg", "exp_avg_sq"),
+        mask_argument="mask",
+    ),
+    Algorithm(
         name="sgd",
         factory=optimizers.sgd,
         static_args=("nesterov",),

@@ -333,7 +333,7 @@ def _timm_lamb_prenormalisation(optimizer: Any) -> Any:
 
 
 def _read_deepspeed_adam(class_name: str):
-    """A group of ``FusedAdam`` / ``DeepSpeedCPUAdam`` as :func:`optax_bertadam.deepspeed.fused_adam`.
+    """A group of ``FusedAdam`` / ``DeepSpeedCPUAdam`` as :func:`optax_bertadam.fused_adam`.
 
     Both keep ``adam_w_mode`` on the object (one for all groups), the rest per group.
     """
@@ -560,6 +560,35 @@ def optimizer_record(optimizer: Any) -> OptimizerRecord:
 def torch_state_keys() -> tuple[str, ...]:
     """Every per-parameter state key of a catalogued optimizer, each once."""
     return tuple(dict.fromkeys(key for record in OPTIMIZERS for key in record.state_keys))
+
+
+def deepspeed_adam_class(param_groups: Sequence[Mapping[str, Any]]) -> str | None:
+    """``"FusedAdam"`` or ``"DeepSpeedCPUAdam"`` when these parameter groups (a ``state_dict()``'s
+    or a live optimizer's) are that class's, else ``None``; told by the groups' keys.
+
+    Both keep what ``torch_state`` must write differently from ``torch.optim.Adam``: an int
+    ``step`` per parameter (their kernels take an integer), and ``FusedAdam`` one count per group
+    (``group['step']`` set to 0, the group's last parameter's ``state['step']`` advanced; see
+    :func:`optax_bertadam.fused_adam`). A group's keys that some catalogued constructor writes
+    (other keys: a scheduler's ``initial_lr``, a user's own) must be exactly one class's:
+    ``FusedAdam``'s ``lr, bias_correction, betas, eps, weight_decay`` (and ``step`` once it has
+    stepped), ``DeepSpeedCPUAdam``'s the same with ``amsgrad`` and no ``step``; every group must
+    say the same. ``torch.optim.Adam`` (``amsgrad``, ``foreach``...), ``FusedLamb``
+    (``max_coeff``...) and timm's ``Lamb`` (``max_grad_norm``) are told apart by their keys.
+    """
+    constructors = [record.construct for record in OPTIMIZERS if record.construct is not None]
+    known = {key for construct in constructors for key in construct.group_keys} | {"step"}
+    classes = {_FUSED_ADAM.class_name: (set(_FUSED_ADAM.group_keys), {"step"}),
+               _CPU_ADAM.class_name: (set(_CPU_ADAM.group_keys), set())}
+    found = set()
+    for group in param_groups:
+        keys = set(group) & known
+        matches = [name for name, (own, optional) in classes.items()
+                   if own <= keys <= own | optional]
+        if len(matches) != 1:
+            return None
+        found.add(matches[0])
+    return found.pop() if len(found) == 1 else None
 
 
 # ---------------------------------------------------------------------------------- schedulers

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_bertadam import _validation, masks, transforms
+from optax_bertadam import _validation, masks, optimizers, transforms
 from optax_bertadam.mixed_precision import deepspeed_loss_scale
 from optax_bertadam.param_groups import param_groups
 from optax_bertadam.schedules import deepspeed as ds_schedules
@@ -282,55 +282,9 @@ def group_schedules(scheduler: str, scheduler_params: dict[str, Any], group_lrs:
 # -------------------------------------------------------------------------- the optimizers
 
 
-def fused_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-               weight_decay: float = 0.0, bias_correction: bool = True, adam_w_mode: bool = True,
-               *, mask=None) -> optax.GradientTransformation:
-    r"""DeepSpeed's Adam: ``FusedAdam``, ``DeepSpeedCPUAdam``, bias correction optional in both modes.
-
-    Reproduces ``deepspeed.ops.adam.FusedAdam(params, lr, bias_correction, betas=(b1, b2), eps,
-    adam_w_mode, weight_decay)`` and ``deepspeed.ops.adam.DeepSpeedCPUAdam(params, lr,
-    bias_correction, betas, eps, weight_decay, adamw_mode=adam_w_mode)`` (the engine's
-    ``"type": "Adam"``/``"AdamW"``). At update :math:`t`, :math:`c_i = 1 - b_i^t` (1 without
-    ``bias_correction``):
-
-    .. math::
-      g &\leftarrow g + \text{wd}\, p \quad (\text{adam\_w\_mode false: L2}) \\
-      m &\leftarrow b_1 m + (1 - b_1) g, \qquad v \leftarrow b_2 v + (1 - b_2) g^2 \\
-      p &\leftarrow p - \mathrm{lr}_k \left(\frac{m / c_1}{\sqrt{v}/\sqrt{c_2} + \text{eps}}
-          + \text{wd}\, p \,[\text{adam\_w\_mode}]\right)
-
-    With ``bias_correction`` it is :func:`optax_bertadam.adamw` (``adam_w_mode``) or
-    :func:`optax_bertadam.adam` (L2); without it, in L2 mode, neither has the option.
-
-    Args:
-      learning_rate: ``lr`` or a schedule ``count -> rate``.
-      b1, b2: ``betas``.
-      eps: added to the corrected square root of ``v``.
-      weight_decay: decoupled (``adam_w_mode``) or L2 coefficient, where ``mask`` is True.
-      bias_correction: divide the moments by :math:`1 - b_i^t`.
-      adam_w_mode: decoupled weight decay (AdamW) or L2 added to the gradient.
-      mask: bool tree (or function of the params), True where decay applies.
-
-    Returns:
-      An ``optax.GradientTransformation``; its state holds ``exp_avg``/``exp_avg_sq`` under
-      torch's names and the rate :func:`optax_bertadam.get_lr` reads.
-
-    >>> import jax.numpy as jnp
-    >>> from optax_bertadam.deepspeed import fused_adam
-    >>> tx = fused_adam(0.1, weight_decay=0.5, bias_correction=False, adam_w_mode=False)
-    >>> params = {"w": jnp.ones(2)}
-    >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
-    >>> # L2 alone, uncorrected: -lr * (1 - b1) / sqrt(1 - b2) = -0.1 * 0.1 / sqrt(0.001)
-    >>> [round(u, 4) for u in updates["w"].tolist()]
-    [-0.3162, -0.3162]
-    """
-    decay = transforms.add_decayed_weights(weight_decay, mask)
-    return optax.chain(
-        optax.identity() if adam_w_mode else decay,
-        transforms.scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=bias_correction),
-        decay if adam_w_mode else optax.identity(),
-        transforms.scale_by_scheduled_learning_rate(learning_rate),
-    )
+# DeepSpeed's Adam lives with the package's other optimizers; it is importable from here too
+# (the catalogue's DeepSpeed records and from_deepspeed name it as deepspeed.fused_adam).
+fused_adam = optimizers.fused_adam
 
 
 def _group_transformation(builder: Any, rate, momentum, where: str) -> optax.GradientTransformation:
@@ -727,8 +681,9 @@ def from_deepspeed(
     Optimizer types (the records ``catalogue.DEEPSPEED_OPTIMIZER_TYPES``: each builds the class
     the engine builds, whose catalogue record reads its group as ``from_torch`` reads a live
     one): ``Adam`` (``FusedAdam``, ``DeepSpeedCPUAdam`` with ZeRO-Offload, both
-    :func:`fused_adam`; or ``torch.optim.AdamW``/``Adam`` with ``torch_adam: true``; AdamW unless
-    ``adam_w_mode: false``, then L2 decay; ``bias_correction``), ``AdamW``, ``Lamb``
+    :func:`optax_bertadam.fused_adam`; or ``torch.optim.AdamW``/``Adam`` with ``torch_adam:
+    true``; AdamW unless ``adam_w_mode: false``, then L2 decay; ``bias_correction``),
+    ``AdamW``, ``Lamb``
     (``FusedLamb``: :func:`optax_bertadam.deepspeed_lamb`) and ``SGD`` (``torch.optim.SGD``);
     a key the class's constructor does not take is refused. Scheduler types:
     ``WarmupLR``, ``WarmupDecayLR``, ``WarmupCosineLR``, ``OneCycle`` (with ``betas[0]`` cycling
@@ -920,5 +875,6 @@ def _fp16_loss_scale(tx, settings: _Settings):
         raise type(error)(f"fp16: {error}") from error
 
 
-__all__ = ["from_deepspeed", "fused_adam", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
+# fused_adam is importable from here but documented (and exported) as optax_bertadam.fused_adam.
+__all__ = ["from_deepspeed", "NO_NUMBER_KEYS", "REFUSED_KEYS", "DeepSpeedAccumulationState",
            "ConstructionStepState", "ScriptLearningRateState"]

@@ -795,6 +795,83 @@ def adam(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# DeepSpeed's FusedAdam and DeepSpeedCPUAdam
+# ---------------------------------------------------------------------------------------------
+
+
+@_validation.explains_torch_habits
+def fused_adam(
+    learning_rate: float | Callable[[Any], Any],
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    bias_correction: bool = True,
+    adam_w_mode: bool = True,
+    *,
+    mask: PyTree | Callable[[PyTree], PyTree] | None = None,
+) -> optax.GradientTransformation:
+    r"""DeepSpeed's Adam: ``FusedAdam``, ``DeepSpeedCPUAdam``, bias correction optional in both modes.
+
+    Reproduces ``deepspeed.ops.adam.FusedAdam(params, lr, bias_correction, betas=(b1, b2), eps,
+    adam_w_mode, weight_decay)`` and ``deepspeed.ops.adam.DeepSpeedCPUAdam(params, lr,
+    bias_correction, betas, eps, weight_decay, adamw_mode=adam_w_mode)`` (the engine's
+    ``"type": "Adam"``/``"AdamW"``). At update :math:`t = k + 1`, :math:`c_i = 1 - b_i^t` (1
+    without ``bias_correction``), for each tensor:
+
+    .. math::
+      g &\leftarrow g + \text{wd}\, p \quad (\text{adam\_w\_mode false: L2}) \\
+      m &\leftarrow b_1 m + (1 - b_1) g, \qquad v \leftarrow b_2 v + (1 - b_2) g^2 \\
+      p &\leftarrow p - \mathrm{lr}_k \left(\frac{m / c_1}{\sqrt{v}/\sqrt{c_2} + \text{eps}}
+          + \text{wd}\, p \,[\text{adam\_w\_mode}]\right)
+
+    With ``bias_correction`` it is :func:`adamw` (``adam_w_mode``) or :func:`adam` (L2); without
+    it, in L2 mode, neither has the option. ``FusedAdam`` counts one step per parameter group
+    (kept in the state of the group's last parameter); :func:`optax_bertadam.load_torch_state_dict`
+    reads that layout and :func:`optax_bertadam.to_torch_state_dict` writes it.
+
+    Args:
+      learning_rate: ``lr`` (``>= 0``) or a schedule ``count -> rate``.
+      b1: ``betas[0]``, in ``[0, 1)``.
+      b2: ``betas[1]``, in ``[0, 1)``.
+      eps: added to the corrected square root of ``v``, ``>= 0``.
+      weight_decay: decoupled (``adam_w_mode``) or L2 coefficient, ``>= 0``, where ``mask`` is
+        True.
+      bias_correction: divide the moments by :math:`1 - b_i^t`.
+      adam_w_mode: decoupled weight decay (AdamW) or L2 added to the gradient (``FusedAdam``'s
+        ``adam_w_mode``, ``DeepSpeedCPUAdam``'s ``adamw_mode``).
+      mask: bool tree (or function of the params returning one), True where decay applies.
+
+    Returns:
+      An ``optax.GradientTransformation``; its state holds ``exp_avg``/``exp_avg_sq`` under
+      torch's names and the rate :func:`optax_bertadam.get_lr` reads.
+
+    >>> import jax.numpy as jnp, optax_bertadam as ob
+    >>> tx = ob.fused_adam(0.1, weight_decay=0.5, bias_correction=False, adam_w_mode=False)
+    >>> params = {"w": jnp.ones(2)}
+    >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+    >>> # L2 alone, uncorrected: -lr * (1 - b1) / sqrt(1 - b2) = -0.1 * 0.1 / sqrt(0.001)
+    >>> [round(u, 4) for u in updates["w"].tolist()]
+    [-0.3162, -0.3162]
+    """
+    learning_rate = _validation.check_learning_rate_or_schedule("learning_rate", learning_rate)
+    b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
+    b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    # The kernels apply the decay only when weight_decay > 0: a negative one would be ignored.
+    weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
+    bias_correction = _check_bool("bias_correction", bias_correction)
+    adam_w_mode = _check_bool("adam_w_mode", adam_w_mode)
+    decay = transforms.add_decayed_weights(weight_decay, mask)
+    return optax.chain(
+        optax.identity() if adam_w_mode else decay,
+        transforms.scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=bias_correction),
+        decay if adam_w_mode else optax.identity(),
+        transforms.scale_by_scheduled_learning_rate(learning_rate),
+    )
+
+
 class SGDMomentumState(NamedTuple):
     """State of :func:`sgd`'s momentum, named as ``torch.optim.SGD`` names it.
 

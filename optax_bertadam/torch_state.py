@@ -25,8 +25,15 @@ optax state                                     torch per-parameter state
 ``AdagradState.sum``                            ``torch.optim.Adagrad``: ``sum``
 ``RMSpropState.square_avg/grad_avg/...``        ``torch.optim.RMSprop``: the same keys
 any field named ``next_m``, ``exp_avg``, ...    the torch key of the same name
-every integer ``count`` field                   ``step`` (the same for every parameter)
+every integer ``count`` field                   ``step`` (the same for every parameter; DeepSpeed's
+                                                ``FusedAdam``: the group's, in its last parameter)
 ==============================================  ========================================================
+
+DeepSpeed's ``FusedAdam`` keeps one count per parameter group, in the state of the group's last
+parameter (the others stay at ``group['step']``, 0): its state_dict is recognised by its groups'
+keys (:func:`optax_bertadam.catalogue.deepspeed_adam_class`), read that way (anything else is
+refused as ambiguous) and written that way, with ``int`` steps as ``FusedAdam`` and
+``DeepSpeedCPUAdam`` keep them.
 
 :func:`optax_bertadam.get_lr` computes the rate from the restored count. Nothing here imports
 torch at module level: tensors or numpy arrays are accepted, and torch is imported only to
@@ -235,7 +242,8 @@ def load_torch_state_dict(
 
     Raises:
       ValueError: names that do not match (listed), shapes that do not match (listed), state keys
-        that ``tx``'s state has no place for or lacks, or parameters whose steps differ.
+        that ``tx``'s state has no place for or lacks, or parameters whose steps differ (for
+        ``FusedAdam``: groups whose counts differ, or a group whose count is ambiguous).
 
     Example:
       >>> import torch, jax.numpy as jnp, optax_bertadam as ob
@@ -283,7 +291,12 @@ def load_torch_state_dict(
             "state_dict has no state for some parameters (never updated: no gradient?), which one "
             f"optax count cannot represent: {_validation.listing(without)}"
         )
-    steps = {n: _to_step(s["step"], f"state of {n!r}") for n, s in with_state.items() if "step" in s}
+    if catalogue.deepspeed_adam_class(state_dict["param_groups"]) == "FusedAdam":
+        # One count per group, held by the group's last parameter: each parameter takes its group's.
+        group_steps = _fused_adam_group_steps(state_dict, dict(zip(ids, param_names, strict=True)))
+        steps = {n: group_steps[n] for n in with_state}
+    else:
+        steps = {n: _to_step(s["step"], f"state of {n!r}") for n, s in with_state.items() if "step" in s}
     if len(set(steps.values())) > 1:
         by_step = {}
         for n, s in steps.items():
@@ -410,6 +423,54 @@ def load_torch_state_dict(
             + _validation.listing(shape_errors)
         )
     return state
+
+
+def _fused_adam_group_steps(state_dict: Mapping[str, Any], name_of: Mapping[Any, str]) -> dict[str, int]:
+    """Each stepped parameter's count in a ``FusedAdam`` state_dict: its group's.
+
+    ``FusedAdam.step`` sets ``group['step'] = 0`` (and never advances it), starts each new state
+    at ``group['step']``, and advances only the state of the group's last parameter with a
+    gradient, once per dtype bucket (float16, bfloat16, float32), whose step drives the
+    group's bias correction. So the group's count is its last stepped parameter's step, and
+    every other parameter must still be at ``group['step']``. Anything else (a parameter that
+    lacked a gradient at some step, so that another one held the count; parameters of several
+    dtypes in a group, whose count advanced once per dtype) is refused: no one count is its state.
+    """
+    out: dict[str, int] = {}
+    for g, group in enumerate(state_dict["param_groups"]):
+        stepped = [pid for pid in group["params"] if len(state_dict["state"].get(pid, {}))]
+        if not stepped:
+            continue
+        where = f"state_dict['param_groups'][{g}]"
+        base = _to_step(group.get("step", 0), f"{where}['step']")
+        steps = {}
+        for pid in stepped:
+            entry = state_dict["state"][pid]
+            if "step" not in entry:
+                raise ValueError(f"state of {name_of[pid]!r} has no 'step': a FusedAdam state_dict "
+                                 "keeps one for every parameter")
+            steps[pid] = _to_step(entry["step"], f"state of {name_of[pid]!r}")
+        count = steps[stepped[-1]]
+        astray = [f"{name_of[pid]} at step {steps[pid]}" for pid in stepped[:-1] if steps[pid] != base]
+        if astray or count < base:
+            raise ValueError(
+                f"{where} is ambiguous: FusedAdam keeps its group's count in the state of the "
+                f"group's last parameter ({name_of[stepped[-1]]}, step {count}) and leaves the "
+                f"others at the group's 'step' ({base}), but "
+                + (f"{_validation.listing(astray, 5)} moved (a parameter without a gradient at "
+                   "some step?)" if astray else "the last one is behind it")
+                + ": no one count reproduces it"
+            )
+        dtypes = sorted({str(state_dict["state"][pid]["exp_avg"].dtype) for pid in stepped
+                         if "exp_avg" in state_dict["state"][pid]})
+        if len(dtypes) > 1:
+            raise ValueError(
+                f"{where} holds parameters of several dtypes ({', '.join(dtypes)}): FusedAdam "
+                "advances the group's count once per dtype at each step, which one optax count "
+                "cannot represent"
+            )
+        out.update({name_of[pid]: count for pid in stepped})
+    return out
 
 
 def _keeps(key: str, factored: bool, shape: tuple[int, ...]) -> bool:
@@ -615,8 +676,11 @@ def to_torch_state_dict(
     )
     shape_of = {name: tuple(p.shape) for name, p in zip(param_names, torch_params, strict=True)}
     factored = any(key in _FACTORED_KEYS for key in values)
+    # DeepSpeed's FusedAdam and DeepSpeedCPUAdam keep an int step (their kernels take one).
+    deepspeed_adam = catalogue.deepspeed_adam_class(reference["param_groups"])
     # Adam/AdamW keep a tensor step; BertAdam, Adafactor and SGD (which ignores it) an int.
-    tensor_step = not factored and any(key in _TENSOR_STEP_KEYS for key in values)
+    tensor_step = (not factored and deepspeed_adam is None
+                   and any(key in _TENSOR_STEP_KEYS for key in values))
     # torch.optim.SGD keeps its momentum buffer and no step.
     keeps_step = not set(values) <= set(_STEPLESS_KEYS)
 
@@ -651,8 +715,18 @@ def to_torch_state_dict(
             "opt_state tensors do not match the torch parameter shapes (is a transform missing?): "
             + _validation.listing(shape_errors)
         )
-    return {
+    out = {
         "state": {pid: per_name[name] for pid, name in zip(ids, param_names, strict=True)
                   if name in per_name},
         "param_groups": copy.deepcopy(reference["param_groups"]),
     }
+    if deepspeed_adam == "FusedAdam" and keeps_step:
+        # FusedAdam's layout after `step` updates from a fresh start: group['step'] 0, each
+        # group's count in its last parameter's state, the others still at 0.
+        for group in out["param_groups"]:
+            stepped = [pid for pid in group["params"] if pid in out["state"]]
+            if "step" in group or stepped:
+                group["step"] = 0
+            for pid in stepped[:-1]:
+                out["state"][pid]["step"] = 0
+    return out

@@ -95,6 +95,15 @@ TWINS: Mapping[str, Twin] = MappingProxyType(
             ),
             torch_class="torch.optim.Adam",
         ),
+        # L2 mode without bias correction: the combination neither adam nor adamw has (the
+        # family tests, parity_tests/test_deepspeed_compiled.py, cover the other three).
+        "fused_adam": Twin(
+            example=MappingProxyType(
+                dict(learning_rate=0.01, b1=0.85, b2=0.99, eps=1e-06, weight_decay=0.05,
+                     bias_correction=False, adam_w_mode=False)
+            ),
+            torch_class="torch_ref.FusedAdam",
+        ),
         "sgd": Twin(
             example=MappingProxyType(
                 dict(learning_rate=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01)

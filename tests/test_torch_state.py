@@ -129,6 +129,18 @@ def adafactor_optax(params):
     return ob.adafactor(**kwargs)
 
 
+FUSED_ADAM = dict(lr=3e-3, betas=(0.9, 0.98), eps=1e-8, adam_w_mode=False)
+
+
+def fused_adam_torch(named):
+    return torch_ref.FusedAdam(harness.torch_param_groups(named, 0.05), **FUSED_ADAM)
+
+
+def fused_adam_optax(params):
+    return ob.fused_adam(FUSED_ADAM["lr"], *FUSED_ADAM["betas"], eps=FUSED_ADAM["eps"],
+                         weight_decay=0.05, adam_w_mode=False, mask=ob.decay_mask(params))
+
+
 # The package's optimizers migrate in parity_tests/test_registry.py (one test per registry
 # entry); here optax's own AdamW, and BertAdam/AdamW/Adafactor with the name map and transposed
 # kernels (Adafactor's row and column statistics trade places with the axes).
@@ -137,6 +149,8 @@ OPTIMIZERS = {
     "adafactor": (adafactor_torch, adafactor_optax),
     "optax.adamw": (adamw_torch, adamw_optax),
     "optax_bertadam.adamw": (adamw_torch, ob_adamw_optax),
+    # DeepSpeed's FusedAdam (its twin, in float64): one count per group, in its last parameter.
+    "optax_bertadam.fused_adam": (fused_adam_torch, fused_adam_optax),
 }
 
 
@@ -352,3 +366,87 @@ def test_sgd_state_round_trips_without_a_step():
         for pid, entry in opt.state_dict()["state"].items():
             assert back["state"][pid].keys() == entry.keys() == {"momentum_buffer"}
             assert torch.equal(back["state"][pid]["momentum_buffer"], entry["momentum_buffer"])
+
+
+def _fused_adam_run(steps=3, missing_at=None, dtype=torch.float64):
+    """torch_ref.FusedAdam over the harness parameters in two groups; ``missing_at``: (step,
+    name) whose gradient is None at that step."""
+    init = harness.initial_params(0)
+    grads = harness.gradient_stream(steps, 1)
+    named = {n: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for n, v in init.items()}
+    opt = fused_adam_torch(named)
+    for k, step_grads in enumerate(grads):
+        for n, p in named.items():
+            p.grad = None if missing_at == (k, n) else torch.tensor(step_grads[n], dtype=dtype)
+        opt.step()
+    names = torch_state.torch_parameter_names(named.items(), opt)
+    return named, opt, names
+
+
+def test_fused_adam_layout_is_read_and_written():
+    """FusedAdam's state_dict: group['step'] 0, each group's count in its last parameter; the
+    count is read from there, and written back the same way with int steps (the kernel takes an
+    integer)."""
+    named, opt, names = _fused_adam_run(steps=3)
+    original = opt.state_dict()
+    for group in original["param_groups"]:
+        assert group["step"] == 0
+        assert [original["state"][i]["step"] for i in group["params"]] == \
+            [0] * (len(group["params"]) - 1) + [3]
+    kw = dict(name_map=NAME_MAP, transform=torch_state.transpose_kernels)
+    with jax.enable_x64(True):
+        params = to_flax_tree({n: p.detach().numpy() for n, p in named.items()})
+        state = torch_state.load_torch_state_dict(original, fused_adam_optax(params), params, names,
+                                                  **kw)
+        assert {int(c) for _, c in optax.tree_utils.tree_get_all_with_path(state, "count")} == {3}
+        back = torch_state.to_torch_state_dict(state, opt, names, **kw)
+    assert back["param_groups"] == original["param_groups"]
+    for pid, entry in original["state"].items():
+        assert type(back["state"][pid]["step"]) is int and back["state"][pid]["step"] == entry["step"]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(back["state"][pid][key], entry[key])
+
+
+def test_ambiguous_fused_adam_counts_are_refused():
+    """A parameter that lacked a gradient at a step (the group's count then moved to another
+    parameter), and a group whose parameters have several dtypes (its count advances once per
+    dtype), hold no one count: refused, naming the group."""
+    kw = dict(name_map=NAME_MAP, transform=torch_state.transpose_kernels)
+    last_decayed = [n for n in harness.PARAM_SHAPES
+                    if not any(nd in n for nd in harness.TORCH_NO_DECAY)][-1]
+    named, opt, names = _fused_adam_run(steps=3, missing_at=(1, last_decayed))
+    with jax.enable_x64(True):
+        params = to_flax_tree({n: p.detach().numpy() for n, p in named.items()})
+        with pytest.raises(ValueError, match=r"param_groups'\]\[0\] is ambiguous.*moved"):
+            torch_state.load_torch_state_dict(opt.state_dict(), fused_adam_optax(params), params,
+                                              names, **kw)
+        named, opt, names = _fused_adam_run(steps=2)
+        sd = opt.state_dict()
+        first = sd["param_groups"][1]["params"][0]
+        sd["state"][first] = {k: (v.float() if torch.is_tensor(v) else v)
+                              for k, v in sd["state"][first].items()}
+        with pytest.raises(ValueError, match=r"param_groups'\]\[1\] holds parameters of several dtypes"):
+            torch_state.load_torch_state_dict(sd, fused_adam_optax(params), params, names, **kw)
+
+
+def test_deepspeed_adam_state_dicts_are_told_by_their_group_keys():
+    """FusedAdam's groups (with 'step' once stepped, and a scheduler's 'initial_lr'),
+    DeepSpeedCPUAdam's (with 'amsgrad'), and others' (torch's AdamW, FusedLamb, timm's Lamb)."""
+    from optax_bertadam import catalogue
+
+    named, opt, _ = _fused_adam_run(steps=1)
+    assert catalogue.deepspeed_adam_class(opt.state_dict()["param_groups"]) == "FusedAdam"
+    fresh = torch_ref.FusedAdam(list(named.values()))
+    torch.optim.lr_scheduler.LambdaLR(fresh, lambda k: 1.0)  # adds 'initial_lr'
+    assert catalogue.deepspeed_adam_class(fresh.state_dict()["param_groups"]) == "FusedAdam"
+    cpu_adam = dict(params=[0], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                    bias_correction=True, amsgrad=False)
+    assert catalogue.deepspeed_adam_class([cpu_adam]) == "DeepSpeedCPUAdam"
+    params = list(named.values())
+    assert catalogue.deepspeed_adam_class(torch.optim.AdamW(params).state_dict()["param_groups"]) is None
+    assert catalogue.deepspeed_adam_class(torch_ref.FusedLamb(params).state_dict()["param_groups"]) is None
+    timm_lamb = dict(params=[0], lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6,
+                     weight_decay=0.0, grad_averaging=True, max_grad_norm=1.0, trust_clip=False,
+                     always_adapt=False, step=1)
+    assert catalogue.deepspeed_adam_class([timm_lamb]) is None
+    assert catalogue.deepspeed_adam_class([cpu_adam, opt.state_dict()["param_groups"][0]]) is None

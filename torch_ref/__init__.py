@@ -4,6 +4,7 @@ Nothing here imports optax_bertadam.
 """
 
 from torch_ref.bertadam import SCHEDULES, BertAdam, schedule_multiplier
+from torch_ref.fused_adam import FusedAdam
 from torch_ref.lamb import FusedLamb
 from torch_ref.optimizers import (
     AdamW,
@@ -21,6 +22,7 @@ __all__ = [
     "AdamWeightDecay",
     "BertAdam",
     "CosineWarmupScheduler",
+    "FusedAdam",
     "FusedLamb",
     "GradientAccumulator",
     "NoamOpt",
