@@ -229,6 +229,7 @@ TORCH_ARGUMENT_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "warmup_steps": ("num_warmup_steps",),
     "num_warmup_steps": ("warmup_steps",),
     "max_norm": ("max_grad_norm",),
+    "adamw_mode": ("adam_w_mode",),  # DeepSpeedCPUAdam's spelling of FusedAdam's adam_w_mode
 })
 
 PARAMS_HINT = (

@@ -44,7 +44,8 @@ def test_argument_errors_when_built(kwargs, error, match):
 @pytest.mark.parametrize(
     "kwargs, fix",
     [(dict(lr=1e-3), "use learning_rate=0.001"),
-     (dict(learning_rate=1e-3, betas=(0.8, 0.9)), "use b1=0.8, b2=0.9")],
+     (dict(learning_rate=1e-3, betas=(0.8, 0.9)), "use b1=0.8, b2=0.9"),
+     (dict(learning_rate=1e-3, adamw_mode=False), "use adam_w_mode=False")],
 )
 def test_pytorch_spellings_get_what_to_write(kwargs, fix):
     with pytest.raises(TypeError, match=fix):
