@@ -31,6 +31,16 @@ from optax_bertadam.schedules import loss_driven
 PyTree = Any
 Schedule = Callable[[Any], Any]
 
+def _at_default_int(count: Any, function: Callable[[Any], Any]) -> Any:
+    """A user's ``LambdaLR`` multiplier at ``count`` in the default integer dtype.
+
+    torch evaluates ``lr_lambda(k)`` in Python floats; the jax.numpy twin sees the count in the
+    default integer dtype (int64 in a float64 run), so that ``k / w`` is a float64 quotient there,
+    not the float32 one an int32 count gives.
+    """
+    return function(jnp.asarray(count, dtype=int))
+
+
 def _last_epoch(scheduler: Any) -> int:
     """The scheduler's update count (a ``ChainedScheduler`` keeps its members')."""
     if hasattr(scheduler, "last_epoch"):
@@ -334,7 +344,8 @@ def from_torch(
     elif callable(scheduler) and not hasattr(scheduler, "optimizer"):
         # LambdaLR's convention: a factor of each group's initial_lr (its lr before any scheduler
         # changed it; torch records it as initial_lr when the first scheduler is built).
-        multiplier = _validation.check_jnp_function("scheduler", scheduler)
+        multiplier = transforms.BoundSchedule(
+            _at_default_int, (_validation.check_jnp_function("scheduler", scheduler),))
         rates = [(transforms.ScaledSchedule(float(catalogue.scalar(g.get("initial_lr", g["lr"]))),
                                             multiplier), None) for g in groups]
     elif catalogue.is_loss_driven(scheduler):

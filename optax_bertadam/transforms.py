@@ -551,7 +551,9 @@ def constant_schedule(count: Array) -> Array:
 
 def scheduled_rate(learning_rate: Any, schedule: Callable[[Array], Array], count: Array) -> Array:
     """``learning_rate * schedule(count)`` in the default float dtype: the rate of update ``count``."""
-    return jnp.asarray(learning_rate * schedule(count), dtype=float)
+    # Both factors in the default float before the product: a Python-float base rate is weakly
+    # typed, and weak * float32 is float32, which would round a float64 run's rate to float32.
+    return jnp.asarray(learning_rate, dtype=float) * jnp.asarray(schedule(count), dtype=float)
 
 
 class StaticSchedule:
@@ -643,9 +645,9 @@ class ScaledSchedule:
         """The rate of update ``count``.
 
         Returns:
-          ``learning_rate * multiplier(count)``.
+          ``learning_rate * multiplier(count)``, in the default float dtype.
         """
-        return self.learning_rate * self.multiplier(count)
+        return scheduled_rate(self.learning_rate, self.multiplier, count)
 
 
 @dataclasses.dataclass(frozen=True)

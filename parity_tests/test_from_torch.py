@@ -175,23 +175,37 @@ def test_from_torch_matrix(name, dtype):
     assert_within("lr error", lr_error, LR_TOL[dtype])
 
 
-def test_a_jnp_multiplier_as_scheduler_is_a_lambda_lr():
+# A user's LambdaLR function and its jax.numpy twin. The warmup from 0 is the usual one: torch
+# has set each group's lr to 0 when from_torch reads it, and k / 3 is a float32 quotient of the
+# int32 count unless the count comes in the default integer dtype (float64 runs, issue 17).
+USER_MULTIPLIERS = {
+    "step decay": (lambda k: 0.9 ** (k // 3), lambda k: 0.9 ** (k // 3)),
+    "warmup from 0 over 3": (lambda k: min(1.0, k / 3), lambda k: jnp.minimum(1.0, k / 3)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("function", sorted(USER_MULTIPLIERS))
+def test_a_jnp_multiplier_as_scheduler_is_a_lambda_lr(function, dtype):
     """The documented replacement of a user's own LambdaLR: the same function in jax.numpy."""
+    torch_function, jnp_function = USER_MULTIPLIERS[function]
 
     def make_torch(named):
-        optimizer = torch.optim.AdamW(two_groups(named, lr=0.05), lr=0.02)
-        scheduler = lr_scheduler.LambdaLR(optimizer, lambda k: 0.9 ** (k // 3))
+        optimizer = torch.optim.SGD(two_groups(named, lr=0.05), lr=0.02, momentum=0.7,
+                                    dampening=0.3, weight_decay=0.01)
+        scheduler = lr_scheduler.LambdaLR(optimizer, torch_function)
         side = TorchSide(optimizer, scheduler, scheduler.get_last_lr)
         side.named = list(named.items())
         return side
 
     def make_optax(params, side):
-        return ob.from_torch(side.optimizer, lambda k: 0.9 ** (k // 3),
-                             named_parameters=side.named, params=params)
+        return ob.from_torch(side.optimizer, jnp_function, named_parameters=side.named,
+                             params=params)
 
-    param_error, lr_error = run_group_parity(make_torch, make_optax, steps=STEPS, shapes=SMALL_SHAPES)
-    assert_within("param error", param_error, PARAM_TOL["float32"])
-    assert_within("lr error", lr_error, LR_TOL["float32"])
+    param_error, lr_error = run_group_parity(make_torch, make_optax, dtype=dtype, steps=STEPS,
+                                             shapes=SMALL_SHAPES)
+    assert_within("param error", param_error, PARAM_TOL[dtype])
+    assert_within("lr error", lr_error, LR_TOL[dtype])
 
 
 def without_first(named):

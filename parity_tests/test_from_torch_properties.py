@@ -371,10 +371,31 @@ def gradients(seed: int | None, count: int) -> list[dict[str, np.ndarray]]:
 
 
 USER_FUNCTION_REFUSAL = re.compile(r"is a function of your own")
+# A SequentialLR whose later member is itself a SequentialLR/ChainedScheduler: torch raises
+# NotImplementedError at that member's milestone (SequentialLR calls its _update_lr(0)).
+TORCH_CANNOT_RUN_REFUSAL = re.compile(r"which PyTorch cannot restart at its milestone")
+
+
+def _torch_fails_at_a_milestone(scheduler, torch_step, start: int) -> bool:
+    """Whether torch itself raises NotImplementedError when the run reaches a later milestone: a
+    refusal of what torch cannot run either is allowed (checked, not taken on the message's word)."""
+    last = max(_milestones(scheduler), default=-1)
+    try:
+        for k in range(start, last + 1):
+            torch_step(k)
+    except NotImplementedError:
+        return True
+    return False
+
+
+def _milestones(scheduler) -> list[int]:
+    own = list(getattr(scheduler, "_milestones", []))
+    return own + [m for member in getattr(scheduler, "_schedulers", []) for m in _milestones(member)]
 
 
 class Outcome:
     """What one configuration gave: ``status`` is ``ok``, ``refused (user function)``,
+    ``refused (torch fails later)`` (checked by running torch on to that milestone),
     ``REFUSED``, ``CRASHED``, ``MISMATCH``, or ``invalid`` (torch rejected the configuration)."""
 
     def __init__(self, status: str, detail: str = "", lr_error: float = 0.0,
@@ -447,6 +468,9 @@ def check_configuration(config: dict[str, Any]) -> Outcome:
             except ValueError as error:
                 if USER_FUNCTION_REFUSAL.search(str(error)):
                     return Outcome("refused (user function)", str(error))
+                if TORCH_CANNOT_RUN_REFUSAL.search(str(error)) and _torch_fails_at_a_milestone(
+                        scheduler, lambda k: torch_step(min(k, total - 1)), config["before"]):
+                    return Outcome("refused (torch fails later)", str(error))
                 return Outcome("REFUSED", f"from_torch: {error}")
             except Exception as error:  # noqa: BLE001 - a crash is what the property reports
                 return Outcome("CRASHED", f"from_torch: {error!r}")
@@ -543,8 +567,10 @@ def tally_lines() -> list[str]:
     failed = sum(sum(e["outcomes"][s] for s in ("REFUSED", "CRASHED", "MISMATCH"))
                  for e in TALLY.values())
     refused = sum(e["outcomes"]["refused (user function)"] for e in TALLY.values())
+    torch_fails = sum(e["outcomes"]["refused (torch fails later)"] for e in TALLY.values())
     lines = [f"from_torch properties: {tried} configurations tried, {failed} failed, "
-             f"{refused} refused as users' functions (profile {PROFILE})"]
+             f"{refused} refused as users' functions, {torch_fails} refused as torch itself fails "
+             f"at a later milestone (profile {PROFILE})"]
     for family, entry in sorted(TALLY.items()):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(entry["outcomes"].items()))
         worst = "; ".join(f"{d}: lr {lr:.1e}, param {p:.1e}"

@@ -308,3 +308,22 @@ def test_replay_takes_arrays_of_counts_and_jits():
     got = np.asarray(jax.jit(schedule)(counts))
     want = np.asarray([[float(jax.jit(schedule)(c)) for c in row] for row in counts])
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_replay_past_where_torchs_own_arithmetic_overflows_still_builds():
+    """CyclicLR('triangular2') halves per cycle with torch's 1 / 2.0**(c - 1), an OverflowError
+    past 1024 cycles: the replay tabulated for from_torch (100k counts) went there and failed
+    the whole build (an explorer run of the properties found it). The counts torch runs match,
+    count 0 included: a CyclicLR built after another scheduler starts at the group's initial_lr
+    (torch's construction step runs before CyclicLR sets its own base_lrs)."""
+    def build(optimizer):
+        return S.ChainedScheduler([
+            S.CosineAnnealingLR(optimizer, T_max=9),  # a member only the replay reproduces
+            S.CyclicLR(optimizer, base_lr=0.01, max_lr=0.1, step_size_up=1, mode="triangular2",
+                       cycle_momentum=False),
+        ])
+
+    optimizer, scheduler = _built(build)
+    schedules = _read(scheduler, optimizer, num_steps=catalogue.REPLAY_STEPS)
+    rates, _ = _run(scheduler, optimizer, STEPS)
+    _check_groups("chain-cosine-triangular2", schedules, rates, "float64", np.arange(STEPS))

@@ -1148,12 +1148,15 @@ class _Leaf:
             g.keys["swa_lr"] = o["swa_lr"]
         g.keys.setdefault("initial_lr", g.lr)
         self.base = g.keys["initial_lr"] if o["learning_rate"] is None else o["learning_rate"]
-        if self.kind == "CyclicLR":
-            self.base = o["base_lr"]
         if self.kind == "CosineAnnealingWarmRestarts":
             self.t_i, self.t_cur = o["T_0"], -1
         self.last_epoch = -1
         self.initial_step(g)
+        if self.kind == "CyclicLR":
+            # torch's CyclicLR replaces base_lrs only after LRScheduler.__init__, whose construction
+            # step ran on the group's initial_lr: its own base_lr when it is the first scheduler, an
+            # earlier scheduler's initial_lr when it is built after one (count 0 then keeps it).
+            self.base = o["base_lr"]
 
     def initial_step(self, g: _Group) -> None:
         self.step_count = 0
@@ -1266,7 +1269,10 @@ class _Leaf:
         if o["mode"] == "triangular":
             scale = 1.0
         elif o["mode"] == "triangular2":
-            scale = 1 / (2.0 ** (cycle - 1))
+            # torch's 1 / 2.0**(c - 1), exact as a power of two; past 1024 cycles torch's float
+            # power overflows (OverflowError at that step), and this one goes to 0 as the closed
+            # form does, instead of failing the whole tabulation when from_torch builds it.
+            scale = 0.5 ** (cycle - 1)
         else:
             scale = o["gamma"] ** e
         if o["cycle_momentum"]:
