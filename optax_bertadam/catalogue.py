@@ -1097,8 +1097,10 @@ def _read_sequential(scheduler: Any, context: SchedulerContext) -> GroupRates:
     # member that cycles the momentum: the replay.
     # A OneCycleLR member replaces group['initial_lr'] when built, which members built before it
     # do not see: the replay builds them in PyTorch's order.
+    # A SWALR member anneals from the rate the group has when its turn comes, which its closed
+    # form can only recover from the group's current lr once SWALR is running: the replay.
     names = [type(m).__qualname__ for m in members]
-    closed_form = not {"SequentialLR", "ChainedScheduler", "OneCycleLR"} & set(names) and (
+    closed_form = not {"SequentialLR", "ChainedScheduler", "OneCycleLR", "SWALR"} & set(names) and (
         "MultiplicativeLR" not in names[1:])
     if closed_form:
         rates = [context.read(member) for member in members]

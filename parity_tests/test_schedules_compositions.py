@@ -327,3 +327,22 @@ def test_a_replay_past_where_torchs_own_arithmetic_overflows_still_builds():
     schedules = _read(scheduler, optimizer, num_steps=catalogue.REPLAY_STEPS)
     rates, _ = _run(scheduler, optimizer, STEPS)
     _check_groups("chain-cosine-triangular2", schedules, rates, "float64", np.arange(STEPS))
+
+
+@pytest.mark.parametrize("before", [0, 1, 12])
+def test_swalr_after_a_milestone_is_read_as_torch_runs_it(before):
+    """SequentialLR([LinearLR, SWALR(per-group swa_lr)]): SWALR anneals from the rate the group
+    has at its milestone. Read through the catalogue (what from_torch does) before, at and after
+    that milestone; the closed form recovered SWALR's start from the group's current lr, which
+    before the milestone is LinearLR's (an explorer run found it: 0.00305 against torch's
+    0.000326 at the milestone)."""
+    optimizer, scheduler = _built(lambda o: S.SequentialLR(o, [
+        S.LinearLR(o, 0.53, 0.03, 2), SWALR(o, swa_lr=[0.009, 0.038], anneal_epochs=8,
+                                            anneal_strategy="linear")], milestones=[10]))
+    _run(scheduler, optimizer, before + 1)  # hand over after `before` updates
+    start = catalogue.scheduler_count(scheduler)
+    rates = catalogue.read_scheduler(scheduler, optimizer, "momentum")
+    expected, _ = _run(scheduler, optimizer, STEPS)
+    for group, (rate, _) in enumerate(rates):
+        harness.check_schedule(f"sequential-linear-swalr[{group}]", lambda r=rate: r,
+                               expected[:, group], "float64", counts=np.arange(start, start + STEPS))
