@@ -141,6 +141,10 @@ def _divide(leaves: list[Array], divisors: list[Array] | None) -> list[Array]:
     return [g / d.astype(g.dtype) for g, d in zip(leaves, divisors, strict=True)]
 
 
+def _divide_one(g: Array, divisor: Array | None) -> Array:
+    return g if divisor is None else _divide([g], [divisor])[0]
+
+
 def _clip_by_norm_ratio(
     max_norm: Any, eps: Any, groups: Mask, groups_name: str
 ) -> optax.GradientTransformation:
@@ -252,7 +256,8 @@ def _deepspeed_hyper(eps, eps_inside_sqrt):
     return {"eps": eps, "eps_inside_sqrt": eps_inside_sqrt}
 
 
-def _deepspeed_direction(m, v, g, hyper):
+def _deepspeed_direction(m, v, g, hyper, divisor=None):
+    del divisor  # the gradient gives the dtype only
     eps = hyper["eps"]
     denom = jnp.sqrt(v + eps) if hyper["eps_inside_sqrt"] else jnp.sqrt(v) + eps
     return (m / denom).astype(g.dtype)
@@ -362,12 +367,12 @@ def _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution)
                         _nvidia_direction)
 
 
-def _nvidia_direction(m, v, g, hyper):
+def _nvidia_direction(m, v, g, hyper, divisor=None):
     # denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(eps)
     denom = jnp.sqrt(v) / jnp.sqrt(hyper["c2"]).astype(v.dtype) + hyper["eps"]
     u = ((m / hyper["c1"].astype(m.dtype)) / denom).astype(g.dtype)
     if hyper["caution"]:
-        agree = (u * g > hyper["zero"]).astype(g.dtype)
+        agree = (u * _divide_one(g, divisor) > hyper["zero"]).astype(g.dtype)
         u = u * (agree / jnp.maximum(jnp.mean(agree), hyper["floor"]))
     return u
 
@@ -564,10 +569,11 @@ def _fused_lamb(
             _, second = moments.transform.update(again, moments_state, params)
             new_moments = new_moments._replace(exp_avg_sq=second.exp_avg_sq)
             hyper = moments.hyper(new_moments)
-            u = jax.tree.map(
-                lambda m, v, g: moments.direction(m, v, g, hyper),
-                new_moments.exp_avg, new_moments.exp_avg_sq, grads,
-            )
+            u = jax.tree.unflatten(treedef, [
+                moments.direction(m, v, g, hyper, d) for m, v, g, d in zip(
+                    jax.tree.leaves(new_moments.exp_avg), jax.tree.leaves(new_moments.exp_avg_sq),
+                    leaves, divisors, strict=True)
+            ])
             u, _ = decay.update(u, decay_state, params)
         decayed = _mask_leaves(mask, params, "mask") if decays else [False] * len(leaves)
         # The copy of u for the norms (see above). Its gradients are divided after the barrier:
@@ -581,8 +587,9 @@ def _fused_lamb(
         g_b, div_b, m_b, v_b, p_b, scalars_b, wd_b = jax.lax.optimization_barrier(inputs)
         hyper_b = {**scalars_b, **flags}
         u_again = []
-        for g, m, v, p, d in zip(_divide(g_b, div_b), m_b, v_b, p_b, decayed, strict=True):
-            x = moments.direction(m, v, g, hyper_b)
+        div_b = [None] * len(leaves) if div_b is None else div_b
+        for g, div, m, v, p, d in zip(g_b, div_b, m_b, v_b, p_b, decayed, strict=True):
+            x = moments.direction(m, v, g, hyper_b, div)
             # add_decayed_weights' formula
             u_again.append(x + (wd_b * p).astype(x.dtype) if d else x)
         ratios = _trust_ratios(trust.min_ratio, trust.max_ratio, trust.applies, u_again, params)
@@ -820,11 +827,15 @@ def nvidia_lamb(
         max_grad_norm = _validation.check_range(
             "max_grad_norm", max_grad_norm, low=0.0, low_inclusive=False
         )
-    return _fused_lamb(
-        None if max_grad_norm is None else _clip_by_norm_ratio(max_grad_norm, 0.0, None, "groups"),
-        _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution),
-        weight_decay,
-        mask,
-        _nvidia_trust_ratio(weight_decay, trust_clip, always_adapt, mask),
-        [transforms.scale_by_scheduled_learning_rate(learning_rate)],
-    )
+    clip = None if max_grad_norm is None else _clip_by_norm_ratio(max_grad_norm, 0.0, None, "groups")
+    moments = _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution)
+    trust = _nvidia_trust_ratio(weight_decay, trust_clip, always_adapt, mask)
+    lr = transforms.scale_by_scheduled_learning_rate(learning_rate)
+    if caution:
+        # Its agreement mean is one more reduction over the direction, which XLA:CPU takes from
+        # whole-tensor buffers fused or not (3 per tensor, as before); the fused update, which
+        # would need that reduction twice, keeps one more: caution runs the plain chain.
+        return optax.chain(
+            *([] if clip is None else [clip.transform]), moments.transform,
+            transforms.add_decayed_weights(weight_decay, mask), trust.transform, lr)
+    return _fused_lamb(clip, moments, weight_decay, mask, trust, [lr])

@@ -107,6 +107,8 @@ def _temp_mib(tx, params):
     return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
 
+# Not caution: nvidia_lamb(caution=True) runs its plain chain (three tensor-sized temporaries, as
+# before; lamb.py says why).
 @pytest.mark.parametrize("kind,kwargs", [c for c in CASES if not c[1].get("caution")])
 def test_no_parameter_sized_temporary(kind, kwargs):
     # One 16 MiB float32 tensor (shapes only: nothing runs). A whole-tensor intermediate shows
