@@ -218,14 +218,15 @@ def scale_by_deepspeed_lamb(
       >>> round(updates["w"].item(), 4)  # 0.1 g / sqrt(0.001 g^2): no correction
       3.1623
     """
-    b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
-    b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
-    eps = _validation.check_range("eps", eps, low=0.0)
-    eps_inside_sqrt = _check_bool("eps_inside_sqrt", eps_inside_sqrt)
     return _scale_by_deepspeed_lamb(b1, b2, eps, eps_inside_sqrt).transform
 
 
 def _scale_by_deepspeed_lamb(b1, b2, eps, eps_inside_sqrt) -> _MomentParts:
+    b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
+    b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    eps_inside_sqrt = _check_bool("eps_inside_sqrt", eps_inside_sqrt)
+
     def init_fn(params):
         return ScaleByDeepSpeedLambState(
             jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params)
@@ -318,16 +319,17 @@ def scale_by_nvidia_lamb(
       >>> updates["w"].tolist()  # the first step is the gradient's sign
       [1.0, -1.0]
     """
+    return _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution).transform
+
+
+def _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution) -> _MomentParts:
     b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
     b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
     eps = _validation.check_range("eps", eps, low=0.0)
     bias_correction = _check_bool("bias_correction", bias_correction)
     grad_averaging = _check_bool("grad_averaging", grad_averaging)
     caution = _check_bool("caution", caution)
-    return _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution).transform
 
-
-def _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution) -> _MomentParts:
     def hyper_of(state):
         # Corrections in the default float dtype, as timm computes them on the host in double.
         t = jnp.asarray(state.count, dtype=float)
