@@ -583,17 +583,23 @@ def _fused_lamb(
         hyper = moments.hyper(new_moments)
         flags = {k: x for k, x in hyper.items() if isinstance(x, bool)}  # static switches
         scalars = {k: x for k, x in hyper.items() if k not in flags}
+        param_leaves = jax.tree.leaves(params)
         inputs = (leaves, divisors, jax.tree.leaves(new_moments.exp_avg),
-                  jax.tree.leaves(new_moments.exp_avg_sq), jax.tree.leaves(params),
-                  scalars, weight_decay)
-        g_b, div_b, m_b, v_b, p_b, scalars_b, wd_b = jax.lax.optimization_barrier(inputs)
-        hyper_b = {**scalars_b, **flags}
-        u_again = []
+                  jax.tree.leaves(new_moments.exp_avg_sq), param_leaves)
+        g_b, div_b, m_b, v_b, p_b = jax.lax.optimization_barrier(inputs)
         div_b = [None] * len(leaves) if div_b is None else div_b
-        for g, div, m, v, p, d in zip(g_b, div_b, m_b, v_b, p_b, decayed, strict=True):
-            x = moments.direction(m, v, g, hyper_b, div)
+        # XLA propagates constants through the barrier, and a broadcast constant shared by the
+        # tensors of one shape becomes a buffer of that shape. The scalars plus a zero known only
+        # at run time (from the parameter's norm, which the trust ratio takes anyway) are the
+        # same values but no constants. A NaN norm makes it NaN, where the ratio is 1 anyway.
+        zeros = [jnp.minimum(n, 0).astype(p.dtype) for n, p in
+                 zip(transforms._l2_norms(param_leaves), param_leaves, strict=True)]
+        u_again = []
+        for g, div, m, v, p, d, zero in zip(g_b, div_b, m_b, v_b, p_b, decayed, zeros,
+                                            strict=True):
+            x = moments.direction(m, v, g, {k: a + zero for k, a in scalars.items()} | flags, div)
             # add_decayed_weights' formula
-            u_again.append(x + (wd_b * p).astype(x.dtype) if d else x)
+            u_again.append(x + ((weight_decay + zero) * p).astype(x.dtype) if d else x)
         ratios = _trust_ratios(trust.min_ratio, trust.max_ratio, trust.applies, u_again, params)
         u_leaves, u_treedef = jax.tree.flatten(u)
         out = jax.tree.unflatten(u_treedef, _scale_by_ratios(u_leaves, ratios))

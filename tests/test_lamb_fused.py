@@ -11,6 +11,7 @@ import optax_bertadam as ob
 from optax_bertadam import lamb, transforms
 
 MASK = {"w": True, "b": False, "v": True}
+BIG_MASK = {"w": True, "w2": True, "b": False, "v": True}
 
 
 def _public_deepspeed(lr, b1=0.9, b2=0.999, eps=1e-8, eps_inside_sqrt=False, weight_decay=0.0,
@@ -87,12 +88,12 @@ def test_fused_equals_public_chain(kind, kwargs, dtype):
             worst = max(worst, float(np.max(np.abs(a - b)) / scale_ulp))
         params = optax.apply_updates(params, u_c)
     print(f"{kind} {kwargs} {np.dtype(dtype).name}: worst {worst:g} ulps of the tensor's scale")
-    # Bit for bit without gradient clipping. With it, the divided gradients are a buffer in the
-    # chain but recomputed inside each loop in the fused update, and XLA's codegen (contracting
-    # multiplications and additions into FMAs) rounds them differently: a few ulps of the
-    # tensor's largest entry (measured at most 4; eager, op by op, the two are bit for bit equal).
-    clipped = kwargs.get("max_grad_norm", 0.0 if kind == "deepspeed" else 1.0) not in (None, 0.0)
-    assert worst <= (4 if clipped else 0), worst
+    # Eager (op by op) the two are bit for bit equal. Compiled, XLA contracts multiplications
+    # and additions into FMAs as its fusions allow, and the fused update's fusions differ from the
+    # chain's (the divided gradients and the trust ratio's norm recomputed inside loops rather
+    # than read from buffers): a few ulps of each tensor's largest entry (measured 0-4; 0 in
+    # most unclipped cases).
+    assert worst <= 4, worst
 
 
 def _temp_mib(tx, params):
@@ -111,11 +112,12 @@ def _temp_mib(tx, params):
 # before; lamb.py says why).
 @pytest.mark.parametrize("kind,kwargs", [c for c in CASES if not c[1].get("caution")])
 def test_no_parameter_sized_temporary(kind, kwargs):
-    # One 16 MiB float32 tensor (shapes only: nothing runs). A whole-tensor intermediate shows
-    # as >= 16 MiB of temporaries; the goal is BERT-base under 64 MiB.
-    params = {"w": jax.ShapeDtypeStruct((2048, 2048), jnp.float32),
-              "b": jax.ShapeDtypeStruct((2048,), jnp.float32),
-              "v": jax.ShapeDtypeStruct((300,), jnp.float32)}
-    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
+    # Two 16 MiB float32 tensors of one shape (XLA shares what tensors of one shape have in
+    # common: a broadcast constant was a 16 MiB buffer). A whole-tensor intermediate shows as
+    # >= 16 MiB of temporaries; the goal is BERT-base under 64 MiB. Compiled only: nothing runs.
+    params = {"w": jnp.zeros((2048, 2048)), "w2": jnp.zeros((2048, 2048)), "b": jnp.zeros(2048),
+              "v": jnp.zeros(300)}
+    if "mask" in kwargs:
+        kwargs = {**kwargs, "mask": BIG_MASK}
     tx = (ob.deepspeed_lamb if kind == "deepspeed" else ob.nvidia_lamb)(1e-3, **kwargs)
     assert _temp_mib(tx, params) < 4.0
