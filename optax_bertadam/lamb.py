@@ -9,8 +9,9 @@ r"""LAMB as DeepSpeed and NVIDIA run it: two flavours, each reproduced exactly.
   moments, the trust ratio only on the decayed tensors (unless ``always_adapt``).
 
 Both are short ``optax.chain``\ s of the transforms of this module and of
-:mod:`optax_bertadam.transforms`; ``optax.lamb`` is a third LAMB, which differs from both (each
-docstring says where).
+:mod:`optax_bertadam.transforms`, run as one update function with that chain's state so that
+XLA keeps no parameter-sized temporary (``_fused_lamb``); ``optax.lamb`` is a third LAMB, which
+differs from both (each docstring says where).
 """
 
 from __future__ import annotations
