@@ -9,8 +9,9 @@ r"""LAMB as DeepSpeed and NVIDIA run it: two flavours, each reproduced exactly.
   moments, the trust ratio only on the decayed tensors (unless ``always_adapt``).
 
 Both are short ``optax.chain``\ s of the transforms of this module and of
-:mod:`optax_bertadam.transforms`; ``optax.lamb`` is a third LAMB, which differs from both (each
-docstring says where).
+:mod:`optax_bertadam.transforms`, run as one update function with that chain's state so that
+XLA keeps no parameter-sized temporary (``_fused_lamb``); ``optax.lamb`` is a third LAMB, which
+differs from both (each docstring says where).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def _needs_params(params: PyTree, who: str) -> None:
         raise ValueError(f"{who} needs the parameters: call tx.update(grads, state, params)")
 
 
+class _MomentParts(NamedTuple):
+    """A LAMB moments transform and how its direction follows from its new state: ``hyper(state)``
+    the scalars, ``direction(m, v, g, hyper)`` one leaf's direction (the fused LAMBs recompute
+    it with the scalars behind a barrier)."""
+
+    transform: optax.GradientTransformation
+    hyper: Callable[[Any], dict[str, Any]]
+    direction: Callable[..., Array]
+
+
 # ------------------------------------------------------------------------------ gradient norm
 
 
@@ -93,28 +104,18 @@ def clip_by_global_norm_ratio(
       >>> updates["a"].tolist(), updates["b"].tolist()
       ([0.6000000238418579], [0.800000011920929])
     """
-    return _clip_by_norm_ratio(max_norm, eps, groups, "groups")
+    return _clip_by_norm_ratio(max_norm, eps, groups, "groups").transform
 
 
-def _clip_by_norm_ratio(
+def _clip_divisors(
     max_norm: Any, eps: Any, groups: Mask, groups_name: str
-) -> optax.GradientTransformation:
-    # The argument naming the groups is the caller's (deepspeed_lamb calls them `mask`).
-    max_norm = _validation.check_range("max_norm", max_norm, low=0.0)
-    eps = _validation.check_range("eps", eps, low=0.0)
+) -> Callable[[list[Array], PyTree], list[Array] | None]:
+    """``(leaves, params) -> `` each leaf's divisor (``None``: no division), the scalar part of
+    :func:`_clip_by_norm_ratio` (the fused LAMBs apply it themselves)."""
 
-    def init_fn(params):
-        disabled = _validation.is_concrete_scalar(max_norm) and max_norm == 0.0
-        if groups is not None and not disabled:
-            transforms.check_mask_matches(
-                transforms.resolve_mask(groups, params), params, groups_name
-            )
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
+    def divisors_fn(leaves, params):
         if _validation.is_concrete_scalar(max_norm) and max_norm == 0.0:
-            return updates, state
-        leaves, treedef = jax.tree.flatten(updates)
+            return None
         if groups is None:
             labels = [True] * len(leaves)
         else:
@@ -130,10 +131,52 @@ def _clip_by_norm_ratio(
                 # An injected max_norm of 0 disables the division, as a concrete one does.
                 divisor = jnp.where(max_norm > 0, divisor, 1.0)
             divisors[label] = divisor
-        divided = [g / divisors[lab].astype(g.dtype) for g, lab in zip(leaves, labels, strict=True)]
-        return jax.tree.unflatten(treedef, divided), state
+        return [divisors[lab] for lab in labels]
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return divisors_fn
+
+
+def _divide(leaves: list[Array], divisors: list[Array] | None) -> list[Array]:
+    if divisors is None:
+        return leaves
+    return [g / d.astype(g.dtype) for g, d in zip(leaves, divisors, strict=True)]
+
+
+def _divide_one(g: Array, divisor: Array | None) -> Array:
+    return g if divisor is None else _divide([g], [divisor])[0]
+
+
+def _clip_by_norm_ratio(
+    max_norm: Any, eps: Any, groups: Mask, groups_name: str
+) -> optax.GradientTransformation:
+    # The argument naming the groups is the caller's (deepspeed_lamb calls them `mask`).
+    max_norm = _validation.check_range("max_norm", max_norm, low=0.0)
+    eps = _validation.check_range("eps", eps, low=0.0)
+    divisors_fn = _clip_divisors(max_norm, eps, groups, groups_name)
+
+    def init_fn(params):
+        disabled = _validation.is_concrete_scalar(max_norm) and max_norm == 0.0
+        if groups is not None and not disabled:
+            transforms.check_mask_matches(
+                transforms.resolve_mask(groups, params), params, groups_name
+            )
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        leaves, treedef = jax.tree.flatten(updates)
+        divisors = divisors_fn(leaves, params)
+        if divisors is None:
+            return updates, state
+        return jax.tree.unflatten(treedef, _divide(leaves, divisors)), state
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    # The fused LAMBs (_fused_lamb) take the division apart from the transform.
+    return _ClipParts(tx, divisors_fn)
+
+
+class _ClipParts(NamedTuple):
+    transform: optax.GradientTransformation
+    divisors: Callable[[list[Array], PyTree], list[Array] | None]
 
 
 # ------------------------------------------------------------------------------------ moments
@@ -176,6 +219,10 @@ def scale_by_deepspeed_lamb(
       >>> round(updates["w"].item(), 4)  # 0.1 g / sqrt(0.001 g^2): no correction
       3.1623
     """
+    return _scale_by_deepspeed_lamb(b1, b2, eps, eps_inside_sqrt).transform
+
+
+def _scale_by_deepspeed_lamb(b1, b2, eps, eps_inside_sqrt) -> _MomentParts:
     b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
     b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
     eps = _validation.check_range("eps", eps, low=0.0)
@@ -196,14 +243,28 @@ def scale_by_deepspeed_lamb(
             lambda v, g: (b2 * v + (1.0 - b2) * g * g).astype(v.dtype), state.exp_avg_sq, updates
         )
 
-        def direction(m, v, g):
-            denom = jnp.sqrt(v + eps) if eps_inside_sqrt else jnp.sqrt(v) + eps
-            return (m / denom).astype(g.dtype)
-
-        scaled = jax.tree.map(direction, exp_avg, exp_avg_sq, updates)
+        hyper = _deepspeed_hyper(eps, eps_inside_sqrt)
+        scaled = jax.tree.map(
+            lambda m, v, g: _deepspeed_direction(m, v, g, hyper), exp_avg, exp_avg_sq, updates
+        )
         return scaled, ScaleByDeepSpeedLambState(exp_avg, exp_avg_sq)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    hyper_of = lambda state: _deepspeed_hyper(eps, eps_inside_sqrt)
+    return _MomentParts(tx, hyper_of, _deepspeed_direction)
+
+
+def _deepspeed_hyper(eps, eps_inside_sqrt):
+    return {"eps": eps, "eps_inside_sqrt": eps_inside_sqrt}
+
+
+def _deepspeed_direction(m, v, g, hyper, divisor=None):
+    del divisor  # the gradient gives the dtype only
+    eps = hyper["eps"]
+    denom = jnp.sqrt(v + eps) if hyper["eps_inside_sqrt"] else jnp.sqrt(v) + eps
+    return (m / denom).astype(g.dtype)
+
+
 
 
 class ScaleByNvidiaLambState(NamedTuple):
@@ -259,12 +320,23 @@ def scale_by_nvidia_lamb(
       >>> updates["w"].tolist()  # the first step is the gradient's sign
       [1.0, -1.0]
     """
+    return _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution).transform
+
+
+def _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution) -> _MomentParts:
     b1 = _validation.check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
     b2 = _validation.check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
     eps = _validation.check_range("eps", eps, low=0.0)
     bias_correction = _check_bool("bias_correction", bias_correction)
     grad_averaging = _check_bool("grad_averaging", grad_averaging)
     caution = _check_bool("caution", caution)
+
+    def hyper_of(state):
+        # Corrections in the default float dtype, as timm computes them on the host in double.
+        t = jnp.asarray(state.count, dtype=float)
+        c1 = transforms.one_minus_power(b1, t) if bias_correction else jnp.ones_like(t)
+        c2 = transforms.one_minus_power(b2, t) if bias_correction else jnp.ones_like(t)
+        return {"c1": c1, "c2": c2, "eps": eps, "caution": caution, "zero": 0.0, "floor": 1e-3}
 
     def init_fn(params):
         return ScaleByNvidiaLambState(
@@ -276,10 +348,6 @@ def scale_by_nvidia_lamb(
     def update_fn(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
-        # Corrections in the default float dtype, as timm computes them on the host in double.
-        t = jnp.asarray(count, dtype=float)
-        c1 = transforms.one_minus_power(b1, t) if bias_correction else jnp.ones_like(t)
-        c2 = transforms.one_minus_power(b2, t) if bias_correction else jnp.ones_like(t)
 
         def first(m, g):
             if grad_averaging:
@@ -291,49 +359,80 @@ def scale_by_nvidia_lamb(
             lambda v, g: (b2 * v + (1.0 - b2) * (g * g)).astype(v.dtype), state.exp_avg_sq, updates
         )
 
-        def direction(m, v, g):
-            # denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(eps)
-            denom = jnp.sqrt(v) / jnp.sqrt(c2).astype(v.dtype) + eps
-            u = ((m / c1.astype(m.dtype)) / denom).astype(g.dtype)
-            if caution:
-                agree = (u * g > 0).astype(g.dtype)
-                u = u * (agree / jnp.maximum(jnp.mean(agree), 1e-3))
-            return u
+        new_state = ScaleByNvidiaLambState(count, exp_avg, exp_avg_sq)
+        hyper = hyper_of(new_state)
+        scaled = jax.tree.map(
+            lambda m, v, g: _nvidia_direction(m, v, g, hyper), exp_avg, exp_avg_sq, updates
+        )
+        return scaled, new_state
 
-        scaled = jax.tree.map(direction, exp_avg, exp_avg_sq, updates)
-        return scaled, ScaleByNvidiaLambState(count, exp_avg, exp_avg_sq)
+    return _MomentParts(optax.GradientTransformation(init_fn, update_fn), hyper_of,
+                        _nvidia_direction)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+
+def _nvidia_direction(m, v, g, hyper, divisor=None):
+    # denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(eps)
+    denom = jnp.sqrt(v) / jnp.sqrt(hyper["c2"]).astype(v.dtype) + hyper["eps"]
+    u = ((m / hyper["c1"].astype(m.dtype)) / denom).astype(g.dtype)
+    if hyper["caution"]:
+        agree = (u * _divide_one(g, divisor) > hyper["zero"]).astype(g.dtype)
+        u = u * (agree / jnp.maximum(jnp.mean(agree), hyper["floor"]))
+    return u
 
 
 # -------------------------------------------------------------------------------- trust ratio
 
 
-def _trust_ratio_update(
-    min_ratio: Any, max_ratio: Any, applies: Callable[[PyTree], list[Any]]
-) -> Callable[..., Any]:
-    """The update function of a trust ratio on the leaves where ``applies(params)`` is not False
-    (a Python bool, or a traced one, for an injected weight decay)."""
+def _trust_ratios(
+    min_ratio: Any, max_ratio: Any, applies: Callable[[PyTree], list[Any]], norm_leaves: list[Array],
+    params: PyTree,
+) -> list[Array | None]:
+    """Each leaf's trust ratio (``None`` where none applies), the norms those of ``norm_leaves``."""
+    _needs_params(params, "the LAMB trust ratio")
+    param_leaves = jax.tree.leaves(params)
+    which = applies(params)
+    chosen = [i for i, a in enumerate(which) if a is not False]
+    param_norms = transforms._l2_norms([param_leaves[i] for i in chosen])
+    update_norms = transforms._l2_norms([norm_leaves[i] for i in chosen])
+    ratios: list[Array | None] = [None] * len(norm_leaves)
+    for i, w, u in zip(chosen, param_norms, update_norms, strict=True):
+        # Both upstreams clamp the ratio only where both norms are nonzero; elsewhere it is 1.
+        ratio = jnp.maximum(jnp.minimum(w / u, max_ratio), min_ratio)
+        ratio = jnp.where((w > 0) & (u > 0), ratio, 1.0)
+        if which[i] is not True:
+            ratio = jnp.where(which[i], ratio, 1.0)
+        ratios[i] = ratio
+    return ratios
+
+
+def _scale_by_ratios(leaves: list[Array], ratios: list[Array | None]) -> list[Array]:
+    return [u if r is None else u * r.astype(u.dtype) for u, r in zip(leaves, ratios, strict=True)]
+
+
+class _TrustParts(NamedTuple):
+    """A trust ratio transform and its parts (the fused LAMBs take its norms elsewhere)."""
+
+    transform: optax.GradientTransformation
+    min_ratio: Any
+    max_ratio: Any
+    applies: Callable[[PyTree], list[Any]]
+
+
+def _trust_ratio(
+    min_ratio: Any, max_ratio: Any, applies: Callable[[PyTree], list[Any]],
+    init_fn: Callable[[PyTree], Any],
+) -> _TrustParts:
+    """A trust ratio on the leaves where ``applies(params)`` is not False (a Python bool, or a
+    traced one, for an injected weight decay)."""
 
     def update_fn(updates, state, params=None):
-        _needs_params(params, "the LAMB trust ratio")
         leaves, treedef = jax.tree.flatten(updates)
-        param_leaves = jax.tree.leaves(params)
-        which = applies(params)
-        chosen = [i for i, a in enumerate(which) if a is not False]
-        param_norms = transforms._l2_norms([param_leaves[i] for i in chosen])
-        update_norms = transforms._l2_norms([leaves[i] for i in chosen])
-        out = list(leaves)
-        for i, w, u in zip(chosen, param_norms, update_norms, strict=True):
-            # Both upstreams clamp the ratio only where both norms are nonzero; elsewhere it is 1.
-            ratio = jnp.maximum(jnp.minimum(w / u, max_ratio), min_ratio)
-            ratio = jnp.where((w > 0) & (u > 0), ratio, 1.0)
-            if which[i] is not True:
-                ratio = jnp.where(which[i], ratio, 1.0)
-            out[i] = leaves[i] * ratio.astype(leaves[i].dtype)
-        return jax.tree.unflatten(treedef, out), state
+        ratios = _trust_ratios(min_ratio, max_ratio, applies, leaves, params)
+        return jax.tree.unflatten(treedef, _scale_by_ratios(leaves, ratios)), state
 
-    return update_fn
+    return _TrustParts(
+        optax.GradientTransformation(init_fn, update_fn), min_ratio, max_ratio, applies
+    )
 
 
 def scale_by_clamped_trust_ratio(
@@ -379,8 +478,12 @@ def scale_by_clamped_trust_ratio(
             transforms.check_mask_matches(transforms.resolve_mask(mask, params), params, "mask")
         return optax.EmptyState()
 
+    return _clamped_trust_ratio(min_ratio, max_ratio, mask, init_fn).transform
+
+
+def _clamped_trust_ratio(min_ratio, max_ratio, mask, init_fn) -> _TrustParts:
     applies = lambda params: _mask_leaves(mask, params, "mask")
-    return optax.GradientTransformation(init_fn, _trust_ratio_update(min_ratio, max_ratio, applies))
+    return _trust_ratio(min_ratio, max_ratio, applies, init_fn)
 
 
 def scale_by_bias_correction(b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
@@ -424,6 +527,93 @@ def scale_by_bias_correction(b1: float = 0.9, b2: float = 0.999) -> optax.Gradie
 
 
 # --------------------------------------------------------------------------------- optimizers
+
+
+def _fused_lamb(
+    clip: _ClipParts | None,
+    moments: _MomentParts,
+    weight_decay: Any,
+    mask: Mask,
+    trust: _TrustParts,
+    post: list[optax.GradientTransformation],
+) -> optax.GradientTransformationExtraArgs:
+    """``optax.chain(clip, moments, add_decayed_weights(weight_decay, mask), trust, *post)``: its
+    state, its updates, computed without a parameter-sized temporary.
+
+    In the chain, the direction ``u`` (the moments' direction plus the decay) has two consumers,
+    the trust ratio's norm and ``u * ratio``: XLA:CPU computes ``u`` once into a buffer the size
+    of the tensor, which its reduction kernel (a YNNPACK fusion) then reads. Here the norm is
+    taken of a second computation of ``u`` from the new moments, the gradients and the
+    parameters, all behind an optimization barrier so that XLA cannot merge it with the first:
+    the reduction computes ``u`` in its own loop, the scaling in another. The scalars (``eps``,
+    the decay, ...) pass the barrier too: the reduction kernel takes a broadcast scalar operand
+    but materialises a broadcast constant (benchmarks/README.md, "LAMB"). Same values as the
+    chain (tests/test_lamb_fused.py).
+    """
+    decay = transforms.add_decayed_weights(weight_decay, mask)
+    parts = ([] if clip is None else [clip.transform]) + [moments.transform, decay]
+    reference = optax.chain(*parts, trust.transform, *post)
+    first = len(parts) - 2  # the index of the moments' state in the chain's
+    decays = not (_validation.is_concrete_scalar(weight_decay) and weight_decay == 0.0)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        leaves, treedef = jax.tree.flatten(updates)
+        divisors = None if clip is None else clip.divisors(leaves, params)
+        grads = jax.tree.unflatten(treedef, _divide(leaves, divisors))
+        moments_state, decay_state, trust_state = state[first:first + 3]
+        u, new_moments = moments.transform.update(grads, moments_state, params)
+        u, new_decay = decay.update(u, decay_state, params)
+        _needs_params(params, "the LAMB trust ratio")
+        if divisors is not None:
+            # Both moments read the divided gradients: the second moment reads its own division
+            # (behind a barrier), or the divided gradients would be a buffer of their own.
+            again = jax.tree.unflatten(treedef, _divide(*jax.lax.optimization_barrier(
+                (leaves, divisors))))
+            _, second = moments.transform.update(again, moments_state, params)
+            new_moments = new_moments._replace(exp_avg_sq=second.exp_avg_sq)
+            hyper = moments.hyper(new_moments)
+            u = jax.tree.unflatten(treedef, [
+                moments.direction(m, v, g, hyper, d) for m, v, g, d in zip(
+                    jax.tree.leaves(new_moments.exp_avg), jax.tree.leaves(new_moments.exp_avg_sq),
+                    leaves, divisors, strict=True)
+            ])
+            u, _ = decay.update(u, decay_state, params)
+        decayed = _mask_leaves(mask, params, "mask") if decays else [False] * len(leaves)
+        # The copy of u for the norms (see above). Its gradients are divided after the barrier:
+        # before it, the divided gradients would be a buffer of their own.
+        hyper = moments.hyper(new_moments)
+        flags = {k: x for k, x in hyper.items() if isinstance(x, bool)}  # static switches
+        scalars = {k: x for k, x in hyper.items() if k not in flags}
+        param_leaves = jax.tree.leaves(params)
+        inputs = (leaves, divisors, jax.tree.leaves(new_moments.exp_avg),
+                  jax.tree.leaves(new_moments.exp_avg_sq), param_leaves)
+        g_b, div_b, m_b, v_b, p_b = jax.lax.optimization_barrier(inputs)
+        div_b = [None] * len(leaves) if div_b is None else div_b
+        # XLA propagates constants through the barrier, and a broadcast constant shared by the
+        # tensors of one shape becomes a buffer of that shape. The scalars plus a zero known only
+        # at run time (from the parameter's norm, which the trust ratio takes anyway) are the
+        # same values but no constants. A NaN norm makes it NaN, where the ratio is 1 anyway.
+        zeros = [jnp.minimum(n, 0).astype(p.dtype) for n, p in
+                 zip(transforms._l2_norms(param_leaves), param_leaves, strict=True)]
+        u_again = []
+        for g, div, m, v, p, d, zero in zip(g_b, div_b, m_b, v_b, p_b, decayed, zeros,
+                                            strict=True):
+            x = moments.direction(m, v, g, {k: a + zero for k, a in scalars.items()} | flags, div)
+            # add_decayed_weights' formula
+            u_again.append(x + ((weight_decay + zero) * p).astype(x.dtype) if d else x)
+        ratios = _trust_ratios(trust.min_ratio, trust.max_ratio, trust.applies, u_again, params)
+        u_leaves, u_treedef = jax.tree.flatten(u)
+        out = jax.tree.unflatten(u_treedef, _scale_by_ratios(u_leaves, ratios))
+        new_state = [*state[:first], new_moments, new_decay, trust_state]
+        for tx, tx_state in zip(post, state[first + 3:], strict=True):
+            out, tx_state = optax.with_extra_args_support(tx).update(
+                out, tx_state, params, **extra_args
+            )
+            new_state.append(tx_state)
+        return out, tuple(new_state)
+
+    return optax.GradientTransformationExtraArgs(reference.init, update_fn)
+
 
 
 def deepspeed_lamb(
@@ -511,20 +701,23 @@ def deepspeed_lamb(
     max_grad_norm = _validation.check_range("max_grad_norm", max_grad_norm, low=0.0)
     max_coeff = _validation.check_range("max_coeff", max_coeff, low=0.0)
     min_coeff = _validation.check_range("min_coeff", min_coeff, low=0.0)
-    direction = scale_by_deepspeed_lamb(b1, b2, eps, eps_inside_sqrt=eps_inside_sqrt)
-    return optax.chain(
+    direction = _scale_by_deepspeed_lamb(b1, b2, eps, eps_inside_sqrt)
+    return _fused_lamb(
         _clip_by_norm_ratio(max_grad_norm, DEEPSPEED_CLIP_EPS, mask, "mask"),
         direction,
-        transforms.add_decayed_weights(weight_decay, mask),
-        scale_by_clamped_trust_ratio(min_coeff, max_coeff),
-        *([scale_by_bias_correction(b1, b2)] if bias_correction else []),
-        transforms.scale_by_scheduled_learning_rate(learning_rate),
+        weight_decay,
+        mask,
+        _clamped_trust_ratio(min_coeff, max_coeff, None, lambda params: optax.EmptyState()),
+        [
+            *([scale_by_bias_correction(b1, b2)] if bias_correction else []),
+            transforms.scale_by_scheduled_learning_rate(learning_rate),
+        ],
     )
 
 
 def _nvidia_trust_ratio(
     weight_decay: Any, trust_clip: bool, always_adapt: bool, mask: Mask
-) -> optax.GradientTransformation:
+) -> _TrustParts:
     """timm's ``if weight_decay != 0 or always_adapt``: the trust ratio of the decay group (the
     mask's True leaves) while its decay is nonzero, of every tensor with ``always_adapt``."""
 
@@ -537,8 +730,9 @@ def _nvidia_trust_ratio(
             decaying = weight_decay != 0  # an injected decay: decided when the update runs
         return [decaying if leaf else False for leaf in _mask_leaves(mask, params, "mask")]
 
-    update_fn = _trust_ratio_update(0.0, 1.0 if trust_clip else math.inf, applies)
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+    return _trust_ratio(
+        0.0, 1.0 if trust_clip else math.inf, applies, lambda params: optax.EmptyState()
+    )
 
 
 def nvidia_lamb(
@@ -642,11 +836,15 @@ def nvidia_lamb(
         max_grad_norm = _validation.check_range(
             "max_grad_norm", max_grad_norm, low=0.0, low_inclusive=False
         )
-    return optax.chain(
-        *([] if max_grad_norm is None else [clip_by_global_norm_ratio(max_grad_norm)]),
-        scale_by_nvidia_lamb(b1, b2, eps, bias_correction=bias_correction,
-                             grad_averaging=grad_averaging, caution=caution),
-        transforms.add_decayed_weights(weight_decay, mask),
-        _nvidia_trust_ratio(weight_decay, trust_clip, always_adapt, mask),
-        transforms.scale_by_scheduled_learning_rate(learning_rate),
-    )
+    clip = None if max_grad_norm is None else _clip_by_norm_ratio(max_grad_norm, 0.0, None, "groups")
+    moments = _scale_by_nvidia_lamb(b1, b2, eps, bias_correction, grad_averaging, caution)
+    trust = _nvidia_trust_ratio(weight_decay, trust_clip, always_adapt, mask)
+    lr = transforms.scale_by_scheduled_learning_rate(learning_rate)
+    if caution:
+        # Its agreement mean is one more reduction over the direction, which XLA:CPU takes from
+        # whole-tensor buffers fused or not (3 per tensor, as before); the fused update, which
+        # would need that reduction twice, keeps one more: caution runs the plain chain.
+        return optax.chain(
+            *([] if clip is None else [clip.transform]), moments.transform,
+            transforms.add_decayed_weights(weight_decay, mask), trust.transform, lr)
+    return _fused_lamb(clip, moments, weight_decay, mask, trust, [lr])
