@@ -61,8 +61,12 @@ def _tree(rng, dtype):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("kind,kwargs", CASES)
 def test_fused_equals_public_chain(kind, kwargs, dtype):
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
+    # x64 for this test only: a global switch would leak into the tests that follow in the worker.
+    with jax.enable_x64(dtype == jnp.float64):
+        _check_fused_equals_public_chain(kind, kwargs, dtype)
+
+
+def _check_fused_equals_public_chain(kind, kwargs, dtype):
     rng = np.random.default_rng(0)
     fused = (ob.deepspeed_lamb if kind == "deepspeed" else ob.nvidia_lamb)(1e-2, **kwargs)
     chain = (_public_deepspeed if kind == "deepspeed" else _public_nvidia)(1e-2, **kwargs)
