@@ -786,11 +786,18 @@ def adam(
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
     amsgrad = _check_bool("amsgrad", amsgrad)
     decoupled_weight_decay = _check_bool("decoupled_weight_decay", decoupled_weight_decay)
+    return _torch_adam_chain(learning_rate, b1, b2, eps, weight_decay, decoupled_weight_decay, mask,
+                             amsgrad=amsgrad)
+
+
+def _torch_adam_chain(learning_rate, b1, b2, eps, weight_decay, decoupled: bool, mask, **moments):
+    """The Adam chain with weight decay on either side of the direction: L2 added to the gradient
+    (torch ``Adam``, DeepSpeed ``adam_w_mode=False``) or decoupled after it (``AdamW``)."""
     decay = transforms.add_decayed_weights(weight_decay, mask)
     return optax.chain(
-        optax.identity() if decoupled_weight_decay else decay,
-        transforms.scale_by_adam(b1, b2, eps, flavour="torch", amsgrad=amsgrad),
-        decay if decoupled_weight_decay else optax.identity(),
+        optax.identity() if decoupled else decay,
+        transforms.scale_by_adam(b1, b2, eps, flavour="torch", **moments),
+        decay if decoupled else optax.identity(),
         transforms.scale_by_scheduled_learning_rate(learning_rate),
     )
 
@@ -863,13 +870,8 @@ def fused_adam(
     weight_decay = _validation.check_range("weight_decay", weight_decay, low=0.0)
     bias_correction = _check_bool("bias_correction", bias_correction)
     adam_w_mode = _check_bool("adam_w_mode", adam_w_mode)
-    decay = transforms.add_decayed_weights(weight_decay, mask)
-    return optax.chain(
-        optax.identity() if adam_w_mode else decay,
-        transforms.scale_by_adam(b1, b2, eps, flavour="torch", bias_correction=bias_correction),
-        decay if adam_w_mode else optax.identity(),
-        transforms.scale_by_scheduled_learning_rate(learning_rate),
-    )
+    return _torch_adam_chain(learning_rate, b1, b2, eps, weight_decay, adam_w_mode, mask,
+                             bias_correction=bias_correction)
 
 
 class SGDMomentumState(NamedTuple):
