@@ -123,8 +123,8 @@ def _check_against_the_live_scheduler(
                     # its end (a LinearLR to ~0, whose recursive form torch leaves at -9e-20)
                     # has only round-off left to compare.
                     group = optimizer.param_groups[index]
-                    scale = max(scale, *(abs(float(catalogue.scalar(group[key])))
-                                         for key in ("initial_lr", "max_lr") if key in group))
+                    scale = max([scale, *(abs(float(catalogue.scalar(group[key])))
+                                          for key in ("initial_lr", "max_lr") if key in group)])
                 wrong = np.flatnonzero(~(np.abs(got - want) <= 1e-6 * scale))
                 if wrong.size:
                     k = int(wrong[0])
